@@ -1,0 +1,204 @@
+"""One LightningDataModule for every dataset: a reader gives the splits, this builds the loaders."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader
+
+from fgzoom.data.dataset import BadImageError, FGVCDataset, load_rgb
+from fgzoom.data.index import DatasetIndex, Sample
+from fgzoom.data.readers import PREPARERS, get_reader
+from fgzoom.data.splits import stratified_split
+from fgzoom.data.transforms import build_transforms
+from fgzoom.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+ON_BAD_IMAGE = ("error", "skip")
+
+
+class FGVCDataModule(L.LightningDataModule):
+    """Train/val/test loaders for the dataset ``dataset`` found at ``root``.
+
+    The validation split is the dataset's official one when it has one, else ``val_fraction`` of the
+    training split held out per class with ``split_seed``. The test split is never used for model
+    selection unless ``val_on_test=True`` (an explicit, warned opt-in for comparing with papers).
+
+    Args:
+        dataset: reader name (see :data:`fgzoom.data.readers.READERS`).
+        root: dataset folder in its publisher's layout.
+        image_size: network input side in pixels.
+        batch_size: per-process batch size.
+        num_workers: DataLoader worker processes (0 loads in the main process).
+        val_fraction: share of each class held out from train when there is no official val split.
+        on_bad_image: ``error`` stops on the first unreadable image naming it; ``skip`` drops unreadable
+            images at setup (each file is decoded once) and reports how many.
+        crop_pct, resize_mode, hflip, color_jitter, randaugment: see :func:`build_transforms`.
+        mean, std: normalization; ``None`` takes the backbone's from timm (filled in by the entry point).
+        reader_options: dataset-specific options passed to the reader (e.g. ``annotation_level``).
+    """
+
+    def __init__(
+        self,
+        dataset: str,
+        root: str,
+        image_size: int = 224,
+        batch_size: int = 32,
+        num_workers: int = 2,
+        val_fraction: float = 0.1,
+        on_bad_image: str = "error",
+        split_seed: int = 0,
+        val_on_test: bool = False,
+        crop_pct: float = 0.875,
+        resize_mode: str = "square",
+        hflip: float = 0.5,
+        color_jitter: float = 0.0,
+        randaugment: str | None = None,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        pin_memory: bool | None = None,
+        persistent_workers: bool = True,
+        download: bool = False,
+        reader_options: dict | None = None,
+    ) -> None:
+        super().__init__()
+        if on_bad_image not in ON_BAD_IMAGE:
+            raise ConfigError(f"data.on_bad_image={on_bad_image!r}: must be one of {ON_BAD_IMAGE}")
+        if not 0.0 < val_fraction < 1.0:
+            raise ConfigError(f"data.val_fraction={val_fraction}: must be in (0, 1)")
+        if image_size < 8:
+            raise ConfigError(f"data.image_size={image_size}: must be >= 8")
+        if batch_size < 1 or num_workers < 0:
+            raise ConfigError(f"data.batch_size={batch_size}, data.num_workers={num_workers}: need >= 1 and >= 0")
+        self.dataset_name = dataset
+        self.reader = get_reader(dataset)
+        self.root = Path(str(root)).expanduser() if root is not None else None
+        if self.root is None:
+            raise ConfigError(f"data.root is not set for data={dataset}; pass data.root=/path/to/{dataset}")
+        self.image_size = image_size
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.val_fraction = val_fraction
+        self.on_bad_image = on_bad_image
+        self.split_seed = split_seed
+        self.val_on_test = val_on_test
+        self.transform_args = dict(
+            image_size=image_size, crop_pct=crop_pct, resize_mode=resize_mode, hflip=hflip,
+            color_jitter=color_jitter, randaugment=randaugment,
+            mean=tuple(mean) if mean is not None else (0.485, 0.456, 0.406),
+            std=tuple(std) if std is not None else (0.229, 0.224, 0.225),
+        )
+        build_transforms(train=True, **self.transform_args)  # validate the options now, not in a worker
+        self.pin_memory = pin_memory
+        self.persistent_workers = persistent_workers
+        self.download = download
+        self.reader_options = dict(reader_options or {})
+        self.index: DatasetIndex | None = None
+        self.splits: dict[str, list[Sample]] = {}
+        self.skipped: dict[str, int] = {}
+
+    # ------------------------------------------------------------------ reading
+    def _call(self, fn, **extra):
+        options = {**self.reader_options, **extra}
+        accepted = inspect.signature(fn).parameters
+        if "download" in accepted:
+            options["download"] = self.download
+        unknown = [k for k in options if k not in accepted]
+        if unknown:
+            raise ConfigError(
+                f"data.reader_options: {unknown} not understood by data.dataset={self.dataset_name!r}; "
+                f"it takes {[k for k in accepted if k != 'root']}"
+            )
+        return fn(self.root, **options)
+
+    def prepare_data(self) -> None:
+        """Generate or download (opt-in) on one process per node."""
+        if self.dataset_name in PREPARERS:
+            self._call(PREPARERS[self.dataset_name])
+
+    def read_index(self) -> DatasetIndex:
+        """Parse the dataset layout (no image is decoded). Raises DatasetLayoutError on a broken layout."""
+        if self.index is None:
+            self.index = self._call(self.reader)
+        return self.index
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.read_index().classes)
+
+    @property
+    def num_classes(self) -> int:
+        return self.read_index().num_classes
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits:
+            return
+        index = self.read_index()
+        train, val = index.train, index.val
+        if self.val_on_test:
+            log.warning(
+                "data.val_on_test=true: checkpoints are selected on the TEST split; the test accuracy is "
+                "then optimistic and not comparable with a proper held-out evaluation"
+            )
+            val = index.test
+        elif val is None:
+            train, val = stratified_split(train, self.val_fraction, self.split_seed)
+        splits = {"train": train, "val": val, "test": index.test}
+        if self.on_bad_image == "skip":
+            splits = {name: self._drop_unreadable(name, samples) for name, samples in splits.items()}
+        self.splits = splits
+
+    def _drop_unreadable(self, split: str, samples: list[Sample]) -> list[Sample]:
+        def readable(sample: Sample) -> bool:
+            try:
+                load_rgb(sample.path)
+                return True
+            except BadImageError:
+                return False
+
+        with ThreadPoolExecutor(max_workers=max(1, self.num_workers)) as pool:
+            ok = list(pool.map(readable, samples))
+        kept = [s for s, good in zip(samples, ok) if good]
+        self.skipped[split] = len(samples) - len(kept)
+        if self.skipped[split]:
+            bad = [str(s.path) for s, good in zip(samples, ok) if not good]
+            log.warning("data.on_bad_image=skip: dropped %d unreadable %s images (first: %s)",
+                        self.skipped[split], split, bad[0])
+        return kept
+
+    # ------------------------------------------------------------------ loaders
+    def dataset(self, split: str, train_transform: bool | None = None) -> FGVCDataset:
+        self.setup()
+        train_transform = split == "train" if train_transform is None else train_transform
+        return FGVCDataset(self.splits[split], build_transforms(train=train_transform, **self.transform_args))
+
+    def _loader(self, split: str) -> DataLoader:
+        pin = torch.cuda.is_available() if self.pin_memory is None else self.pin_memory
+        return DataLoader(
+            self.dataset(split),
+            batch_size=self.batch_size,
+            shuffle=split == "train",
+            drop_last=split == "train" and len(self.splits["train"]) > self.batch_size,
+            num_workers=self.num_workers,
+            pin_memory=pin,
+            persistent_workers=self.persistent_workers and self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train")
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test")
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("test")

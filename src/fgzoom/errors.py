@@ -1,0 +1,9 @@
+"""The one error family users see: each message is one line naming the key or path and the fix."""
+
+
+class FGZoomError(Exception):
+    """Bad input (config value, dataset path, image, checkpoint). Entry scripts print it as one line."""
+
+
+class ConfigError(FGZoomError, ValueError):
+    """A config key has a value that is not allowed. The message names the key and the allowed values."""

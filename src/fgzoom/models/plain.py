@@ -1,0 +1,18 @@
+"""The baseline: a timm classifier with no zoom, same backbone and outputs as the zoom model."""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from fgzoom.models.backbone import BackboneConfig, create_backbone
+
+
+class PlainNet(nn.Module):
+    """``timm.create_model(backbone.name)`` with ``num_classes`` outputs. forward -> {"logits": Tensor[B, K]}."""
+
+    def __init__(self, backbone: BackboneConfig, num_classes: int) -> None:
+        super().__init__()
+        self.model = create_backbone(backbone, num_classes)
+
+    def forward(self, x: Tensor, target: Tensor | None = None) -> dict[str, Tensor]:
+        return {"logits": self.model(x)}

@@ -1,0 +1,254 @@
+"""The attention-crop zoom network.
+
+level=feature::
+
+    x -> stem..stage k -> f [B, C, h, w] -> attention A [B, M, h, w] -> boxes [B, 4] on f's grid
+      f -> stage k+1..end -> head -> logits_raw
+      crop_resize(f, boxes, size=(h, w)) -> stage k+1..end -> head -> logits_zoom
+
+level=image: boxes are taken on the image grid (attention resized to H x W), the image is cropped and
+resized to H x W, and the whole backbone runs again on the zoomed image.
+
+The prediction fuses both branches (mean of probabilities by default).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from fgzoom.errors import ConfigError
+from fgzoom.models.attention import ATTENTION_KINDS, AttentionHead
+from fgzoom.models.backbone import BackboneConfig, BackboneSplit, create_backbone
+from fgzoom.ops import crop_resize
+from fgzoom.ops.boxes import glimpse_boxes, normalize_attention, resize_attention, scale_boxes, threshold_boxes
+
+MODES = ("nearest", "nearest-exact", "bilinear", "bicubic", "area")
+ALIGN_CORNERS_MODES = ("bilinear", "bicubic")
+ANTIALIAS_MODES = ("bilinear", "bicubic")
+LEVELS = ("feature", "image")
+BOX_RULES = ("threshold", "glimpse")
+FUSIONS = ("mean_prob", "mean_logit", "raw", "zoom")
+
+
+@dataclass(frozen=True)
+class ZoomConfig:
+    """``model.zoom.*``. Validated on construction; every error names the key and the allowed values.
+
+    Attributes:
+        level: ``feature`` crops stage-k feature maps; ``image`` crops the input image.
+        stage: index into the backbone's timm ``feature_info`` (negative from the end).
+        mode, align_corners, antialias: how the crop is upsampled (``F.interpolate`` semantics).
+        size: output size of the zoomed view (int or [h, w]); None = the size of the cropped tensor.
+        scale_factor: zoom by a fixed factor instead of to a size (glimpse boxes only).
+        recompute_scale_factor: passed to ``F.interpolate`` with ``scale_factor``.
+        box: ``threshold`` (bounding box of attention >= theta * max) or ``glimpse`` (fixed-size box at
+            the attention peak).
+        threshold: theta at evaluation; threshold_range: [lo, hi] theta drawn per sample in training
+            (null = always ``threshold``).
+        padding: grow threshold boxes by this fraction of their side on each side.
+        min_size: smallest box side, as a fraction of the frame.
+        glimpse_size: glimpse box side as a fraction of the frame.
+        attention: ``head`` (learned, WS-DAN/BAP) or ``channel_sum`` (MMAL).
+        num_maps: M, attention maps of the learned head.
+        drop_threshold: attention-drop augmentation masks the region above this (used when
+            ``model.loss.drop`` > 0).
+        fusion: ``mean_prob`` (default), ``mean_logit``, or one branch (``raw``/``zoom``).
+    """
+
+    level: str = "feature"
+    stage: int = -2
+    mode: str = "bilinear"
+    align_corners: bool | None = None
+    antialias: bool = False
+    size: int | tuple[int, int] | None = None
+    scale_factor: float | None = None
+    recompute_scale_factor: bool | None = None
+    box: str = "threshold"
+    threshold: float = 0.5
+    threshold_range: tuple[float, float] | None = (0.4, 0.6)
+    padding: float = 0.1
+    min_size: float = 0.2
+    glimpse_size: float = 0.5
+    attention: str = "head"
+    num_maps: int = 8
+    drop_threshold: float = 0.5
+    fusion: str = "mean_prob"
+
+    def __post_init__(self) -> None:
+        def bad(key: str, value, allowed: str) -> ConfigError:
+            return ConfigError(f"model.zoom.{key}={value!r}: {allowed}")
+
+        if self.level not in LEVELS:
+            raise bad("level", self.level, f"must be one of {LEVELS}")
+        if self.mode not in MODES:
+            raise bad("mode", self.mode, f"must be one of {MODES}")
+        if self.align_corners is not None and self.mode not in ALIGN_CORNERS_MODES:
+            raise bad("align_corners", self.align_corners,
+                      f"mode={self.mode} does not take align_corners; set it to null (it applies to {ALIGN_CORNERS_MODES})")
+        if self.antialias and self.mode not in ANTIALIAS_MODES:
+            raise bad("antialias", self.antialias,
+                      f"mode={self.mode} does not support antialias; use one of {ANTIALIAS_MODES} or antialias=false")
+        if self.box not in BOX_RULES:
+            raise bad("box", self.box, f"must be one of {BOX_RULES}")
+        if not 0.0 <= self.threshold < 1.0:
+            raise bad("threshold", self.threshold, "must be in [0, 1)")
+        if self.threshold_range is not None:
+            lo, hi = self.threshold_range
+            if not 0.0 <= lo <= hi < 1.0:
+                raise bad("threshold_range", list(self.threshold_range), "need 0 <= lo <= hi < 1, or null")
+        if not 0.0 <= self.padding <= 1.0:
+            raise bad("padding", self.padding, "must be in [0, 1] (fraction of the box side)")
+        if not 0.0 <= self.min_size <= 1.0:
+            raise bad("min_size", self.min_size, "must be in [0, 1] (fraction of the frame side)")
+        if not 0.0 < self.glimpse_size <= 1.0:
+            raise bad("glimpse_size", self.glimpse_size, "must be in (0, 1]")
+        if self.size is not None and self.scale_factor is not None:
+            raise bad("scale_factor", self.scale_factor, "set either model.zoom.size or model.zoom.scale_factor, not both")
+        if self.scale_factor is not None:
+            if self.box != "glimpse":
+                raise bad("scale_factor", self.scale_factor,
+                          "needs model.zoom.box=glimpse (threshold boxes differ in size, so the output size would "
+                          "differ per sample); use model.zoom.size instead")
+            if self.scale_factor <= 0:
+                raise bad("scale_factor", self.scale_factor, "must be > 0")
+        if self.size is not None:
+            sizes = [self.size] if isinstance(self.size, int) else list(self.size)
+            if len(sizes) not in (1, 2) or any(int(s) < 1 for s in sizes):
+                raise bad("size", self.size, "must be a positive int or [h, w]")
+        if self.attention not in ATTENTION_KINDS:
+            raise bad("attention", self.attention, f"must be one of {ATTENTION_KINDS}")
+        if self.num_maps < 1:
+            raise bad("num_maps", self.num_maps, "must be >= 1")
+        if not 0.0 < self.drop_threshold < 1.0:
+            raise bad("drop_threshold", self.drop_threshold, "must be in (0, 1)")
+        if self.fusion not in FUSIONS:
+            raise bad("fusion", self.fusion, f"must be one of {FUSIONS}")
+
+    @classmethod
+    def from_dict(cls, options: dict) -> ZoomConfig:
+        options = dict(options)
+        for key in ("threshold_range", "size"):
+            if isinstance(options.get(key), list):
+                options[key] = tuple(options[key])
+        unknown = sorted(set(options) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise ConfigError(f"model.zoom: unknown keys {unknown}; valid: {sorted(cls.__dataclass_fields__)}")
+        return cls(**options)
+
+
+def fuse(logits_raw: Tensor, logits_zoom: Tensor, fusion: str) -> Tensor:
+    """Combine the branches into log-probabilities Tensor[B, K] (argmax = prediction)."""
+    if fusion == "mean_prob":
+        probs = (logits_raw.float().softmax(-1) + logits_zoom.float().softmax(-1)) / 2
+        return probs.clamp_min(1e-12).log()
+    if fusion == "mean_logit":
+        return ((logits_raw.float() + logits_zoom.float()) / 2).log_softmax(-1)
+    return (logits_raw if fusion == "raw" else logits_zoom).float().log_softmax(-1)
+
+
+class ZoomNet(nn.Module):
+    """Backbone + attention head + zoom branch.
+
+    forward(x Tensor[B, 3, H, W]) returns a dict:
+        logits (fused log-probs), logits_raw, logits_zoom: Tensor[B, K];
+        logits_attention: Tensor[B, K] (BAP auxiliary, learned head only);
+        part_features: Tensor[B, M*C] (learned head only);
+        attention: Tensor[B, h, w] mean map in [0, 1], detached;
+        boxes: Tensor[B, 4] int64 on the grid that was cropped; boxes_image: the same on the image grid;
+        degenerate: Tensor[B] bool, maps that fell back to the whole frame;
+        logits_drop: Tensor[B, K] (training with ``drop=True`` only);
+        zoomed: the zoomed tensor (only with ``return_zoomed=True``).
+    """
+
+    def __init__(self, backbone: BackboneConfig, zoom: ZoomConfig, num_classes: int) -> None:
+        super().__init__()
+        self.config = zoom
+        model = create_backbone(backbone, num_classes)
+        self.split = BackboneSplit(model, zoom.stage, need_after=zoom.level == "feature")
+        self.attention = AttentionHead(zoom.attention, self.split.channels, zoom.num_maps, num_classes)
+
+    def _size(self, grid: tuple[int, int]) -> tuple[int, int] | None:
+        if self.config.scale_factor is not None:
+            return None
+        if self.config.size is None:
+            return grid
+        s = self.config.size
+        return (int(s), int(s)) if isinstance(s, int) else (int(s[0]), int(s[1]))
+
+    def _thresholds(self, batch: int, device: torch.device) -> Tensor | float:
+        cfg = self.config
+        if self.training and cfg.threshold_range is not None:
+            lo, hi = cfg.threshold_range
+            return torch.empty(batch, device=device).uniform_(lo, hi)
+        return cfg.threshold
+
+    def boxes(self, attention: Tensor, grid: tuple[int, int]) -> tuple[Tensor, Tensor]:
+        """Mean attention Tensor[B, h, w] -> (boxes Tensor[B, 4] on ``grid``, degenerate Tensor[B])."""
+        cfg = self.config
+        attention = resize_attention(attention, grid)
+        if cfg.box == "glimpse":
+            side = (max(1, round(cfg.glimpse_size * grid[0])), max(1, round(cfg.glimpse_size * grid[1])))
+            return glimpse_boxes(attention, side)
+        return threshold_boxes(attention, self._thresholds(attention.shape[0], attention.device),
+                               cfg.padding, cfg.min_size)
+
+    def zoom(self, x: Tensor, boxes: Tensor) -> Tensor:
+        cfg = self.config
+        return crop_resize(
+            x, boxes, size=self._size(tuple(x.shape[-2:])), scale_factor=cfg.scale_factor, mode=cfg.mode,
+            align_corners=cfg.align_corners, antialias=cfg.antialias,
+            recompute_scale_factor=cfg.recompute_scale_factor,
+        )
+
+    def _drop(self, maps: Tensor, grid: tuple[int, int]) -> Tensor:
+        """Keep-mask Tensor[B, 1, *grid]: zero where one random map per sample is above drop_threshold."""
+        b, m = maps.shape[:2]
+        pick = torch.randint(m, (b,), device=maps.device)
+        chosen = maps.detach()[torch.arange(b, device=maps.device), pick]  # [B, h, w]
+        norm, _ = normalize_attention(resize_attention(chosen, grid))
+        return (norm < self.config.drop_threshold).to(maps.dtype)[:, None]
+
+    def forward(self, x: Tensor, drop: bool = False, return_zoomed: bool = False) -> dict[str, Tensor]:
+        cfg = self.config
+        image_grid = tuple(x.shape[-2:])
+        f = self.split.forward_to(x)  # [B, C, h, w]
+        feature_grid = tuple(f.shape[-2:])
+        logits_raw = self.split.forward_head(self.split.forward_from(f))
+        maps, logits_attention, part_features = self.attention(f)
+        mean_map = maps.detach().float().mean(dim=1)  # [B, h, w]
+        out: dict[str, Tensor] = {"logits_raw": logits_raw}
+        if cfg.level == "feature":
+            boxes, degenerate = self.boxes(mean_map, feature_grid)
+            zoomed = self.zoom(f, boxes)
+            logits_zoom = self.split.forward_head(self.split.forward_from(zoomed))
+            boxes_image = scale_boxes(boxes, feature_grid, image_grid)
+        else:
+            boxes, degenerate = self.boxes(mean_map, image_grid)
+            zoomed = self.zoom(x, boxes)
+            logits_zoom = self.split(zoomed)
+            boxes_image = boxes
+        if drop:
+            if cfg.level == "feature":
+                keep = self._drop(maps, feature_grid)
+                out["logits_drop"] = self.split.forward_head(self.split.forward_from(f * keep))
+            else:
+                keep = self._drop(maps, image_grid)
+                out["logits_drop"] = self.split(x * keep)
+        out.update(
+            logits=fuse(logits_raw, logits_zoom, cfg.fusion),
+            logits_zoom=logits_zoom,
+            attention=normalize_attention(mean_map)[0],
+            boxes=boxes,
+            boxes_image=boxes_image,
+            degenerate=degenerate,
+        )
+        if logits_attention is not None:
+            out["logits_attention"] = logits_attention
+            out["part_features"] = part_features
+        if return_zoomed:
+            out["zoomed"] = zoomed
+        return out
+

@@ -1,0 +1,135 @@
+"""What train, eval and predict share: config checks, instantiation helpers, outputs, one-line errors."""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import math
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import hydra
+import timm
+from lightning import Callback
+from lightning.pytorch.loggers import Logger
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue
+
+from fgzoom.errors import ConfigError, FGZoomError
+from fgzoom.models.backbone import BackboneConfig
+from fgzoom.models.zoom import ZoomConfig
+
+log = logging.getLogger("fgzoom")
+
+
+def validate_config(cfg: DictConfig) -> None:
+    """Check the keys that can be checked before any data or model is built (cheap, no I/O beyond stat)."""
+    try:
+        model = OmegaConf.to_container(cfg.model, resolve=True) if "model" in cfg and cfg.model else {}
+        data = OmegaConf.to_container(cfg.data, resolve=True) if "data" in cfg and cfg.data else {}
+    except MissingMandatoryValue as e:
+        key = e.full_key or str(e)
+        raise ConfigError(f"{key} is required: pass {key}=... on the command line") from e
+    if model:
+        BackboneConfig(**model.get("backbone", {}))
+        zoom = ZoomConfig.from_dict(model["zoom"]) if model.get("zoom") is not None else None
+        if zoom is not None:
+            info = timm.create_model(model["backbone"]["name"], pretrained=False, num_classes=0).feature_info
+            from fgzoom.models.backbone import resolve_stage
+
+            resolve_stage(zoom.stage, len(info), model["backbone"]["name"], zoom.level == "feature")
+    if data and data.get("dataset") != "synthetic":
+        root = data.get("root")
+        if root is None:
+            raise ConfigError(f"data.root is not set for data={data.get('dataset')}: pass data.root=/path/to/dataset")
+        if not Path(str(root)).expanduser().exists():
+            raise ConfigError(
+                f"data.root={root}: folder not found; pass data.root=/path/to/{data.get('dataset')} (see data/README.md)"
+            )
+
+
+def resolve_ckpt_path(ckpt_path: str | None, output_dir: str) -> str | None:
+    """``last`` -> ``<output_dir>/checkpoints/last.ckpt``; any path must exist."""
+    if ckpt_path is None:
+        return None
+    path = Path(output_dir) / "checkpoints" / "last.ckpt" if str(ckpt_path) == "last" else Path(str(ckpt_path))
+    if not path.is_file():
+        hint = " (ckpt_path=last looks in this run folder; set hydra.run.dir to the run to resume)" if ckpt_path == "last" else ""
+        raise ConfigError(f"ckpt_path={ckpt_path}: checkpoint file {path} not found{hint}")
+    return str(path)
+
+
+def fill_normalization(cfg: DictConfig) -> None:
+    """Take ``data.mean``/``data.std`` from the backbone's timm pretrained config when they are null."""
+    if cfg.data.get("mean") is not None and cfg.data.get("std") is not None:
+        return
+    pretrained = timm.get_pretrained_cfg(cfg.model.backbone.name)
+    mean = getattr(pretrained, "mean", None) or (0.485, 0.456, 0.406)
+    std = getattr(pretrained, "std", None) or (0.229, 0.224, 0.225)
+    with open_dict(cfg):
+        cfg.data.mean = list(cfg.data.get("mean") or mean)
+        cfg.data.std = list(cfg.data.get("std") or std)
+
+
+def open_dict(cfg: DictConfig):
+    from omegaconf import open_dict as _open_dict
+
+    return _open_dict(cfg)
+
+
+def instantiate_callbacks(cfg: DictConfig | None, has_logger: bool) -> list[Callback]:
+    callbacks: list[Callback] = []
+    for name, conf in (cfg or {}).items():
+        if conf is None or "_target_" not in conf:
+            continue
+        if name == "lr_monitor" and not has_logger:
+            continue  # LearningRateMonitor needs a logger
+        callbacks.append(hydra.utils.instantiate(conf))
+    return callbacks
+
+
+def instantiate_loggers(cfg: DictConfig | None) -> list[Logger]:
+    return [hydra.utils.instantiate(conf) for conf in (cfg or {}).values() if conf is not None and "_target_" in conf]
+
+
+def to_float_dict(metrics: dict) -> dict[str, float]:
+    out = {}
+    for key, value in metrics.items():
+        value = float(value.item() if hasattr(value, "item") else value)
+        out[key] = value if math.isfinite(value) else None
+    return out
+
+
+def write_json(path: Path, payload: dict) -> None:
+    """Write JSON atomically (temp file + rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def one_line_errors(fn: Callable) -> Callable:
+    """Run ``fn``; an FGZoomError (also when re-raised from a DataLoader worker) becomes one line on
+    stderr and exit status 2 instead of a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except FGZoomError as e:
+            lines = [line for line in str(e).strip().splitlines() if line.strip()]
+            message = lines[-1] if lines else type(e).__name__
+            # a worker's re-raised message ends with "package.Class: message"
+            if ": " in message and message.split(": ", 1)[0].rsplit(".", 1)[-1] == type(e).__name__:
+                message = message.split(": ", 1)[1]
+            print(f"error: {message}", file=sys.stderr)
+            sys.exit(2)
+
+    return wrapper
+
+
+def project_root() -> Path:
+    return Path(__file__).resolve().parents[2]

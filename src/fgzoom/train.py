@@ -1,0 +1,71 @@
+"""Training entry: compose -> validate -> instantiate -> fit -> pick best on val -> test -> metrics.json."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import hydra
+import lightning as L
+from lightning.pytorch.callbacks import ModelCheckpoint
+from omegaconf import DictConfig, OmegaConf
+
+from fgzoom.runtime import (
+    fill_normalization,
+    instantiate_callbacks,
+    instantiate_loggers,
+    resolve_ckpt_path,
+    to_float_dict,
+    validate_config,
+    write_json,
+)
+
+log = logging.getLogger("fgzoom.train")
+
+
+def build(cfg: DictConfig):
+    """Instantiate datamodule, model, callbacks, loggers and trainer from a composed config."""
+    validate_config(cfg)
+    fill_normalization(cfg)
+    datamodule = hydra.utils.instantiate(cfg.data)
+    datamodule.prepare_data()
+    datamodule.read_index()  # a broken dataset layout fails here, before any model is built
+    model = hydra.utils.instantiate(
+        cfg.model, num_classes=datamodule.num_classes, class_names=datamodule.class_names
+    )
+    model.run_config = OmegaConf.to_container(cfg, resolve=True)
+    loggers = instantiate_loggers(cfg.get("logger"))
+    callbacks = instantiate_callbacks(cfg.get("callbacks"), has_logger=bool(loggers))
+    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    return datamodule, model, trainer
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Fit, then report ``val/*`` of the best checkpoint (by ``val/acc``) and ``test/*`` of that checkpoint.
+
+    Writes ``<run dir>/metrics.json`` and ``<run dir>/config.yaml``; returns the metrics.
+    """
+    output_dir = Path(cfg.paths.output_dir)
+    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), str(output_dir))
+    if cfg.get("seed") is not None:
+        L.seed_everything(cfg.seed, workers=True)
+    datamodule, model, trainer = build(cfg)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+
+    if cfg.get("train", True):
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+    checkpoint = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
+    best = checkpoint.best_model_path if checkpoint is not None and checkpoint.best_model_path else None
+    if best is None and not cfg.get("train", True):
+        best = ckpt_path
+    metrics: dict[str, float] = {}
+    metrics.update(trainer.validate(model, datamodule=datamodule, ckpt_path=best, verbose=False)[0])
+    if cfg.get("test", True):
+        metrics.update(trainer.test(model, datamodule=datamodule, ckpt_path=best, verbose=False)[0])
+    metrics = {k: v for k, v in to_float_dict(metrics).items() if k.startswith(("val/", "test/"))}
+    if trainer.is_global_zero:
+        write_json(output_dir / "metrics.json", metrics)
+        log.info("best checkpoint: %s", best)
+        log.info("metrics: %s", {k: round(v, 4) for k, v in metrics.items() if v is not None})
+    return metrics
