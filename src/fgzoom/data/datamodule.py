@@ -42,7 +42,9 @@ class FGVCDataModule(L.LightningDataModule):
             images at setup (each file is decoded once) and reports how many.
         crop_pct, resize_mode, hflip, color_jitter, randaugment: see :func:`build_transforms`.
         mean, std: normalization; ``None`` takes the backbone's from timm (filled in by the entry point).
-        reader_options: dataset-specific options passed to the reader (e.g. ``annotation_level``).
+        download: let torchvision download the dataset when it supports it (opt-in).
+        annotation_level: FGVC-Aircraft label granularity (variant | family | manufacturer).
+        reader_options: other dataset-specific options passed to the reader.
     """
 
     def __init__(
@@ -66,6 +68,7 @@ class FGVCDataModule(L.LightningDataModule):
         pin_memory: bool | None = None,
         persistent_workers: bool = True,
         download: bool = False,
+        annotation_level: str | None = None,
         reader_options: dict | None = None,
     ) -> None:
         super().__init__()
@@ -100,6 +103,8 @@ class FGVCDataModule(L.LightningDataModule):
         self.persistent_workers = persistent_workers
         self.download = download
         self.reader_options = dict(reader_options or {})
+        if annotation_level is not None:
+            self.reader_options.setdefault("annotation_level", annotation_level)
         self.index: DatasetIndex | None = None
         self.splits: dict[str, list[Sample]] = {}
         self.skipped: dict[str, int] = {}

@@ -30,7 +30,13 @@ HINT = (
     "Download CUB_200_2011.tgz from https://www.vision.caltech.edu/datasets/cub_200_2011/ "
     "(CaltechDATA), extract it and pass data.root=/path/to/CUB_200_2011"
 )
-CUB_FILES = ("images.txt", "image_class_labels.txt", "train_test_split.txt", "classes.txt", "bounding_boxes.txt")
+CUB_FILES = (
+    "images.txt",
+    "image_class_labels.txt",
+    "train_test_split.txt",
+    "classes.txt",
+    "bounding_boxes.txt",
+)
 
 
 def no_download_hint(hint: str, download: bool, name: str) -> str:
@@ -79,15 +85,19 @@ class CubRecord:
     box: Box | None
 
 
-def read_cub_format(base: Path, hint: str, extra_files: tuple[str, ...] = ()) -> tuple[list[CubRecord], dict[str, str]]:
+def read_cub_format(
+    base: Path, dataset: str, hint: str, extra_files: tuple[str, ...] = ()
+) -> tuple[list[CubRecord], dict[str, str]]:
     """Parse the CUB file set under ``base`` into records and ``{class_id: class_name}``.
+
+    ``dataset`` names the dataset in error messages; ``extra_files`` must exist next to the others.
 
     Raises :class:`DatasetLayoutError` naming the first missing file or the first image id that a
     file does not cover.
     """
     for name in (*CUB_FILES, *extra_files):
-        require_path(base / name, name, hint)
-    images_dir = require_path(base / "images", "images/ folder", hint)
+        require_path(base / name, f"{dataset} {name}", hint)
+    images_dir = require_path(base / "images", f"{dataset} images/ folder", hint)
     images = read_table(base / "images.txt", 1)
     labels = read_table(base / "image_class_labels.txt", 1)
     split = read_table(base / "train_test_split.txt", 1)
@@ -105,7 +115,9 @@ def read_cub_format(base: Path, hint: str, extra_files: tuple[str, ...] = ()) ->
                 )
         class_id = labels[image_id][0]
         if class_id not in classes:
-            raise DatasetLayoutError(f"{base / 'classes.txt'}: no class {class_id} (used by image {image_id})")
+            raise DatasetLayoutError(
+                f"{base / 'classes.txt'}: no class {class_id} (used by image {image_id})"
+            )
         box = None
         if image_id in boxes:
             x, y, w, h = (float(v) for v in boxes[image_id][:4])
@@ -136,7 +148,7 @@ def read_cub200(root: str | Path, download: bool = False) -> DatasetIndex:
     root = Path(root).expanduser()
     hint = no_download_hint(HINT, download, "CUB-200-2011")
     base = find_base(root, FOLDER, "images.txt")
-    records, class_names = read_cub_format(base, hint)
+    records, class_names = read_cub_format(base, "CUB-200-2011", hint)
     class_ids = sorted(class_names, key=int)
     class_to_idx = {c: i for i, c in enumerate(class_ids)}
     samples = {True: [], False: []}

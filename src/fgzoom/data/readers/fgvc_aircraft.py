@@ -64,7 +64,9 @@ def _check_level(annotation_level: str) -> None:
         )
 
 
-def prepare_fgvc_aircraft(root: str | Path, annotation_level: str = "variant", download: bool = False) -> None:
+def prepare_fgvc_aircraft(
+    root: str | Path, annotation_level: str = "variant", download: bool = False
+) -> None:
     """Download and extract the dataset with torchvision when ``download`` and the layout is missing."""
     _check_level(annotation_level)
     tv_root = _torchvision_root(Path(root).expanduser())
@@ -72,7 +74,13 @@ def prepare_fgvc_aircraft(root: str | Path, annotation_level: str = "variant", d
         from torchvision.datasets import FGVCAircraft
 
         tv_root.mkdir(parents=True, exist_ok=True)
-        FGVCAircraft(tv_root, split="train", annotation_level=annotation_level, download=True)
+        try:
+            FGVCAircraft(tv_root, split="train", annotation_level=annotation_level, download=True)
+        except Exception as e:  # urllib/HTTP/tar errors: say what failed and how to do it by hand
+            raise DatasetLayoutError(
+                f"data.download=true: fetching FGVC-Aircraft into {tv_root} failed ({type(e).__name__}: {e}). "
+                f"{HINT}"
+            ) from e
 
 
 def _read_boxes(path: Path) -> dict[str, Box]:
@@ -83,7 +91,9 @@ def _read_boxes(path: Path) -> dict[str, Box]:
     return boxes
 
 
-def read_fgvc_aircraft(root: str | Path, annotation_level: str = "variant", download: bool = False) -> DatasetIndex:
+def read_fgvc_aircraft(
+    root: str | Path, annotation_level: str = "variant", download: bool = False
+) -> DatasetIndex:
     """Index FGVC-Aircraft at ``root`` with the official train/val/test splits.
 
     Args:
@@ -113,9 +123,13 @@ def read_fgvc_aircraft(root: str | Path, annotation_level: str = "variant", down
                 f"{data / LEVELS[annotation_level]} ({e}); the files are from different releases"
             ) from e
         classes = list(ds.classes)
-        samples = [Sample(Path(f), int(y), boxes.get(Path(f).stem)) for f, y in zip(files, labels)]
+        samples = [
+            Sample(Path(f), int(y), boxes.get(Path(f).stem)) for f, y in zip(files, labels, strict=True)
+        ]
         if not samples:
-            raise DatasetLayoutError(f"{data / f'images_{annotation_level}_{split}.txt'} lists no images. {HINT}")
+            raise DatasetLayoutError(
+                f"{data / f'images_{annotation_level}_{split}.txt'} lists no images. {HINT}"
+            )
         require_path(samples[0].path, f"image listed in images_{annotation_level}_{split}.txt", HINT)
         splits[split] = samples
     return DatasetIndex(classes=classes, train=splits["train"], val=splits["val"], test=splits["test"])

@@ -30,8 +30,8 @@ HINT = (
 
 
 def _base(root: Path) -> Path:
-    """The ``flowers-102`` folder: ``root`` itself if it holds ``setid.mat`` or ``jpg/``, else ``root/flowers-102``."""
-    if (root / "setid.mat").exists() or (root / "jpg").is_dir():
+    """The ``flowers-102`` folder: ``root`` if so named or holding ``setid.mat``/``jpg/``, else ``root/flowers-102``."""
+    if root.name == FOLDER or (root / "setid.mat").exists() or (root / "jpg").is_dir():
         return root
     return root / FOLDER
 
@@ -53,7 +53,12 @@ def prepare_flowers102(root: str | Path, download: bool = False) -> None:
         base.parent.mkdir(parents=True, exist_ok=True)
         # torchvision downloads into <its root>/flowers-102; a base not named so gets a flowers-102 inside
         tv_root = base.parent if base.name == FOLDER else base
-        Flowers102(tv_root, split="train", download=True)
+        try:
+            Flowers102(tv_root, split="train", download=True)
+        except Exception as e:  # urllib/HTTP/tar/MD5 errors: say what failed and how to do it by hand
+            raise DatasetLayoutError(
+                f"data.download=true: fetching Flowers102 into {base} failed ({type(e).__name__}: {e}). {HINT}"
+            ) from e
 
 
 def _class_names(num_classes: int) -> list[str]:
@@ -78,12 +83,16 @@ def read_flowers102(root: str | Path, download: bool = False) -> DatasetIndex:
     try:
         labels = np.atleast_1d(loadmat(base / "imagelabels.mat", squeeze_me=True)["labels"]).astype(int)
     except (KeyError, ValueError, TypeError, OSError) as e:
-        raise DatasetLayoutError(f"{base / 'imagelabels.mat'}: expected a 'labels' vector ({e}). {HINT}") from e
+        raise DatasetLayoutError(
+            f"{base / 'imagelabels.mat'}: expected a 'labels' vector ({e}). {HINT}"
+        ) from e
     try:
         set_ids = loadmat(base / "setid.mat", squeeze_me=True)
         ids = {split: np.atleast_1d(set_ids[key]).astype(int).tolist() for split, key in SPLIT_KEYS.items()}
     except (KeyError, ValueError, TypeError, OSError) as e:
-        raise DatasetLayoutError(f"{base / 'setid.mat'}: expected trnid, valid and tstid ({e}). {HINT}") from e
+        raise DatasetLayoutError(
+            f"{base / 'setid.mat'}: expected trnid, valid and tstid ({e}). {HINT}"
+        ) from e
 
     num_classes = int(labels.max())
     if labels.min() < 1:
@@ -96,7 +105,9 @@ def read_flowers102(root: str | Path, download: bool = False) -> DatasetIndex:
                 f"{base / 'setid.mat'}: {SPLIT_KEYS[split]} is empty or has ids outside 1..{len(labels)} "
                 f"of imagelabels.mat (e.g. {bad[:3]})"
             )
-        splits[split] = [Sample(base / "jpg" / f"image_{i:05d}.jpg", int(labels[i - 1]) - 1) for i in image_ids]
+        splits[split] = [
+            Sample(base / "jpg" / f"image_{i:05d}.jpg", int(labels[i - 1]) - 1) for i in image_ids
+        ]
         require_path(splits[split][0].path, f"image listed in setid.mat ({SPLIT_KEYS[split]})", HINT)
     return DatasetIndex(
         classes=_class_names(num_classes), train=splits["train"], val=splits["val"], test=splits["test"]

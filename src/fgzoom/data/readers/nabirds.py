@@ -43,7 +43,7 @@ def read_nabirds(root: str | Path, download: bool = False) -> DatasetIndex:
     root = Path(root).expanduser()
     hint = no_download_hint(HINT, download, "NABirds")
     base = find_base(root, FOLDER, "images.txt")
-    records, node_names = read_cub_format(base, hint, extra_files=("hierarchy.txt",))
+    records, node_names = read_cub_format(base, "NABirds", hint, extra_files=("hierarchy.txt",))
     hierarchy_path = base / "hierarchy.txt"
     try:
         hierarchy = {int(child): int(parent[0]) for child, parent in read_table(hierarchy_path, 1).items()}

@@ -51,7 +51,13 @@ def prepare_oxford_pets(root: str | Path, head_boxes: bool = True, download: boo
         from torchvision.datasets import OxfordIIITPet
 
         tv_root.mkdir(parents=True, exist_ok=True)
-        OxfordIIITPet(tv_root, split="trainval", download=True)
+        try:
+            OxfordIIITPet(tv_root, split="trainval", download=True)
+        except Exception as e:  # urllib/HTTP/tar/MD5 errors: say what failed and how to do it by hand
+            raise DatasetLayoutError(
+                f"data.download=true: fetching Oxford-IIIT Pet into {tv_root / FOLDER} failed "
+                f"({type(e).__name__}: {e}). {HINT}"
+            ) from e
 
 
 def read_oxford_pets(root: str | Path, head_boxes: bool = True, download: bool = False) -> DatasetIndex:
@@ -79,11 +85,13 @@ def read_oxford_pets(root: str | Path, head_boxes: bool = True, download: bool =
             ds = OxfordIIITPet(tv_root, split=split, download=False)
             images, labels = ds._images, ds._labels  # torchvision keeps the parsed lists private
         except ValueError as e:
-            raise DatasetLayoutError(f"{list_path}: expected '<image> <class> <species> <breed>' lines ({e})") from e
+            raise DatasetLayoutError(
+                f"{list_path}: expected '<image> <class> <species> <breed>' lines ({e})"
+            ) from e
         if split == "trainval":
             classes = list(ds.classes)
         samples = []
-        for image, label in zip(images, labels):
+        for image, label in zip(images, labels, strict=True):
             xml = xml_dir / f"{Path(image).stem}.xml"
             box = combine_boxes(read_voc_boxes(xml), "first") if head_boxes and xml.is_file() else None
             samples.append(Sample(Path(image), int(label), box))

@@ -60,7 +60,9 @@ def _class_names(path: Path) -> list[str]:
     try:
         return [str(c) for c in np.atleast_1d(loadmat(path, squeeze_me=True)["class_names"])]
     except (KeyError, ValueError, TypeError, OSError) as e:
-        raise DatasetLayoutError(f"{path}: expected a 'class_names' cell array ({type(e).__name__}: {e})") from e
+        raise DatasetLayoutError(
+            f"{path}: expected a 'class_names' cell array ({type(e).__name__}: {e})"
+        ) from e
 
 
 def _field(a: np.void, name: str, path: Path):
@@ -118,17 +120,18 @@ def read_stanford_cars(root: str | Path, download: bool = False) -> DatasetIndex
     hint = (NO_DOWNLOAD if download else "") + HINT
     base = root / FOLDER if (root / FOLDER).is_dir() else root
     require_path(base, "Stanford Cars root (data.root)", hint)
-    if (base / "car_ims").is_dir() and (base / "cars_annos.mat").is_file():
-        return _read_car_ims(base, hint)
-
     devkit = _first_existing([base / "devkit", base / "car_devkit" / "devkit"])
+    if (base / "car_ims").is_dir() and ((base / "cars_annos.mat").is_file() or not devkit.exists()):
+        require_path(base / "cars_annos.mat", "Stanford Cars annotations of car_ims/", hint)
+        return _read_car_ims(base, hint)
     meta = require_path(devkit / "cars_meta.mat", "Stanford Cars class names", hint)
     train_annos = _first_existing([devkit / "cars_train_annos.mat", base / "cars_train_annos.mat"])
     require_path(train_annos, "Stanford Cars training annotations", hint)
     test_annos = _first_existing([d / n for n in TEST_ANNOS for d in (base, devkit)])
     require_path(
         test_annos,
-        "Stanford Cars test annotations with labels (devkit/cars_test_annos.mat has none)",
+        "Stanford Cars test annotations with labels (devkit/cars_test_annos.mat has none; "
+        "Kaggle's 'cars_test_annos_withlabels (1).mat' is accepted too)",
         hint,
     )
     image_dirs = {"train": _image_dir(base, "cars_train"), "test": _image_dir(base, "cars_test")}
@@ -139,7 +142,11 @@ def read_stanford_cars(root: str | Path, download: bool = False) -> DatasetIndex
     splits: dict[str, list[Sample]] = {}
     for split, annos in (("train", train_annos), ("test", test_annos)):
         samples = [
-            Sample(image_dirs[split] / str(_field(a, "fname", annos)), _label(a, annos, len(classes)), _box(a, annos))
+            Sample(
+                image_dirs[split] / str(_field(a, "fname", annos)),
+                _label(a, annos, len(classes)),
+                _box(a, annos),
+            )
             for a in _annotations(annos)
         ]
         if not samples:

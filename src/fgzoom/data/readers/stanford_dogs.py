@@ -12,8 +12,8 @@ accepted too. Class names are the breed part of the folder name (``n02085620-Chi
 ``Chihuahua``), indexed by the 1-based ``labels`` minus one.
 
 Boxes: a VOC ``<bndbox>`` is 1-based and inclusive, so ``(xmin, ymin, xmax, ymax)`` becomes
-``(ymin - 1, xmin - 1, ymax, xmax)`` (lower edges clamped at 0). About 5% of the images show several
-dogs (all of the image's breed); ``box_mode`` picks ``union`` (default: the smallest box holding
+``(ymin - 1, xmin - 1, ymax, xmax)`` (lower edges clamped at 0). Some images show several dogs (all of
+the image's breed); ``box_mode`` picks ``union`` (default: the smallest box holding
 every annotated dog, so the whole class evidence is inside), ``first`` or ``largest``.
 There is no official validation split.
 
@@ -46,7 +46,9 @@ def read_voc_boxes(path: Path) -> list[Box]:
     try:
         tree = ET.parse(path)
     except ET.ParseError as e:
-        raise DatasetLayoutError(f"{path}: not a valid annotation XML ({e}); re-extract the annotation archive") from e
+        raise DatasetLayoutError(
+            f"{path}: not a valid annotation XML ({e}); re-extract the annotation archive"
+        ) from e
     boxes: list[Box] = []
     for bb in tree.getroot().iter("bndbox"):
         try:
@@ -65,7 +67,12 @@ def combine_boxes(boxes: list[Box], mode: str) -> Box | None:
         return boxes[0]
     if mode == "largest":
         return max(boxes, key=lambda b: (b[2] - b[0]) * (b[3] - b[1]))
-    return (min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes))
+    return (
+        min(b[0] for b in boxes),
+        min(b[1] for b in boxes),
+        max(b[2] for b in boxes),
+        max(b[3] for b in boxes),
+    )
 
 
 def _first_dir(root: Path, candidates: tuple[str, ...]) -> Path:
@@ -96,7 +103,9 @@ def _read_list(path: Path) -> tuple[list[str], list[str], list[int]]:
             "use train_list.mat/test_list.mat from lists.tar"
         ) from e
     if not (len(files) == len(annos) == len(labels)) or not files:
-        raise DatasetLayoutError(f"{path}: file_list, annotation_list and labels are empty or of different lengths")
+        raise DatasetLayoutError(
+            f"{path}: file_list, annotation_list and labels are empty or of different lengths"
+        )
     return files, annos, labels
 
 
@@ -116,14 +125,16 @@ def read_stanford_dogs(root: str | Path, box_mode: str = "union", download: bool
     for path in lists.values():
         require_path(path, "Stanford Dogs split list", hint)
     images_dir = require_path(_first_dir(root, ("Images", "images/Images")), "Images/ folder", hint)
-    annos_dir = require_path(_first_dir(root, ("Annotation", "annotations/Annotation")), "Annotation/ folder", hint)
+    annos_dir = require_path(
+        _first_dir(root, ("Annotation", "annotations/Annotation")), "Annotation/ folder", hint
+    )
 
     folder_of_label: dict[int, str] = {}
     splits: dict[str, list[Sample]] = {}
     for split, list_path in lists.items():
         files, annos, labels = _read_list(list_path)
         samples = []
-        for file, anno, label in zip(files, annos, labels):
+        for file, anno, label in zip(files, annos, labels, strict=True):
             folder = Path(file).parts[0]
             if folder_of_label.setdefault(label, folder) != folder:
                 raise DatasetLayoutError(
@@ -138,6 +149,8 @@ def read_stanford_dogs(root: str | Path, box_mode: str = "union", download: bool
     n = max(folder_of_label)
     missing = sorted(set(range(1, n + 1)) - set(folder_of_label))
     if min(folder_of_label) < 1 or missing:
-        raise DatasetLayoutError(f"{lists['train']}: labels must be 1..{n} with every class used; missing {missing}")
+        raise DatasetLayoutError(
+            f"{lists['train']}: labels must be 1..{n} with every class used; missing {missing}"
+        )
     classes = [folder_of_label[i].split("-", 1)[-1] for i in range(1, n + 1)]
     return DatasetIndex(classes=classes, train=splits["train"], test=splits["test"], val=None)
