@@ -51,6 +51,11 @@ def validate_config(cfg: DictConfig) -> None:
             )
 
 
+def resolved_container(cfg: DictConfig) -> dict:
+    """The resolved run config as plain Python (without the ``hydra`` node), as saved in checkpoints."""
+    return OmegaConf.to_container(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=True)
+
+
 def resolve_ckpt_path(ckpt_path: str | None, output_dir: str) -> str | None:
     """``last`` -> ``<output_dir>/checkpoints/last.ckpt``; any path must exist."""
     if ckpt_path is None:

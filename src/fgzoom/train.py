@@ -15,6 +15,7 @@ from fgzoom.runtime import (
     instantiate_callbacks,
     instantiate_loggers,
     resolve_ckpt_path,
+    resolved_container,
     to_float_dict,
     validate_config,
     write_json,
@@ -33,7 +34,7 @@ def build(cfg: DictConfig):
     model = hydra.utils.instantiate(
         cfg.model, num_classes=datamodule.num_classes, class_names=datamodule.class_names
     )
-    model.run_config = OmegaConf.to_container(cfg, resolve=True)
+    model.run_config = resolved_container(cfg)
     loggers = instantiate_loggers(cfg.get("logger"))
     callbacks = instantiate_callbacks(cfg.get("callbacks"), has_logger=bool(loggers))
     trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
@@ -51,7 +52,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         L.seed_everything(cfg.seed, workers=True)
     datamodule, model, trainer = build(cfg)
     output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(model.run_config))
 
     if cfg.get("train", True):
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)

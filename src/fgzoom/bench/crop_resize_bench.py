@@ -1,0 +1,132 @@
+"""Benchmark ``crop_resize`` against the per-sample ``F.interpolate`` loop it replaces.
+
+``bench_crop_resize`` times both on random boxes covering 30-100% of each side (seeded), output size equal
+to the input size unless a shape gives it, and returns one row per (shape, mode); ``format_table`` renders
+rows as a markdown table. Timings are medians over ``repeats`` runs after warm-up, the two contenders
+interleaved run by run so that machine noise hits both alike; the thread count is left as it is.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from fgzoom.ops.crop_resize import _choose_method, _check_spec, crop_resize
+
+__all__ = ["bench_crop_resize", "crop_resize_loop", "format_table", "random_boxes"]
+
+
+def crop_resize_loop(x: Tensor, boxes: Tensor, **kwargs: Any) -> Tensor:
+    """The reference: ``F.interpolate`` of each sample's box, concatenated. Returns ``Tensor[B, C, Oh, Ow]``."""
+    crops = [x[i : i + 1, :, y0:y1, x0:x1] for i, (y0, x0, y1, x1) in enumerate(boxes.tolist())]
+    return torch.cat([F.interpolate(c, **kwargs) for c in crops])
+
+
+def random_boxes(
+    batch: int, height: int, width: int, *, min_frac: float = 0.3, seed: int = 0, device: str = "cpu"
+) -> Tensor:
+    """``Tensor[B, 4]`` int64 ``(y0, x0, y1, x1)`` boxes whose sides are ``min_frac``..100% of the frame's."""
+    g = torch.Generator().manual_seed(seed)
+    sides = []
+    for n in (height, width):
+        lo = max(1, round(min_frac * n))
+        side = torch.randint(lo, n + 1, (batch,), generator=g)
+        start = (torch.rand(batch, generator=g) * (n - side + 1)).long()
+        sides.append((start, start + side))
+    (y0, y1), (x0, x1) = sides
+    return torch.stack([y0, x0, y1, x1], dim=1).to(device)
+
+
+def _time_pair(
+    fns: Sequence[Callable[[], Any]], repeats: int, warmup: int, device: torch.device
+) -> list[float]:
+    """Median milliseconds of each function, interleaved run by run."""
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    for _ in range(warmup):
+        for fn in fns:
+            fn()
+    sync()
+    times: list[list[float]] = [[] for _ in fns]
+    for _ in range(repeats):
+        for fn, ts in zip(fns, times, strict=True):
+            sync()
+            t0 = time.perf_counter()
+            fn()
+            sync()
+            ts.append((time.perf_counter() - t0) * 1e3)
+    return [statistics.median(ts) for ts in times]
+
+
+def bench_crop_resize(
+    shapes: Sequence[Sequence[int]],
+    modes: Sequence[str | Mapping[str, Any]],
+    repeats: int = 10,
+    device: str | torch.device = "cpu",
+) -> list[dict[str, Any]]:
+    """Time ``crop_resize`` and the reference loop on each shape and mode (fp32, forward only).
+
+    Args:
+        shapes: ``(B, C, H, W)`` frames, output size ``(H, W)``; or ``(B, C, H, W, Oh, Ow)``.
+        modes: a mode string (default knobs) or a mapping with ``"mode"`` and any of ``align_corners``,
+            ``antialias``, e.g. ``{"mode": "bilinear", "antialias": True}``.
+        repeats: timed runs per contender (median reported), after two warm-up runs.
+        device: where to run.
+
+    Returns:
+        One dict per (shape, mode): ``shape``, ``mode``, ``knobs`` (dict), ``method`` (what ``crop_resize``
+        picked), ``loop_ms``, ``crop_resize_ms``, ``speedup`` (loop / crop_resize), ``max_abs_err``.
+    """
+    device = torch.device(device)
+    rows = []
+    for shape in shapes:
+        B, C, H, W = shape[:4]
+        out_hw = (shape[4], shape[5]) if len(shape) == 6 else (H, W)
+        x = torch.randn(B, C, H, W, device=device, generator=None)
+        boxes = random_boxes(B, H, W, device=str(device))
+        for m in modes:
+            knobs = {} if isinstance(m, str) else {k: v for k, v in m.items() if k != "mode"}
+            mode = m if isinstance(m, str) else m["mode"]
+            kwargs = dict(size=out_hw, mode=mode, **knobs)
+            spec = _check_spec(mode, knobs.get("align_corners"), knobs.get("antialias", False), out_hw, None, None)
+            with torch.no_grad():
+                err = (crop_resize(x, boxes, **kwargs) - crop_resize_loop(x, boxes, **kwargs)).abs().max()
+                loop_ms, fast_ms = _time_pair(
+                    [lambda: crop_resize_loop(x, boxes, **kwargs), lambda: crop_resize(x, boxes, **kwargs)],
+                    repeats=repeats,
+                    warmup=2,
+                    device=device,
+                )
+            rows.append(
+                {
+                    "shape": f"{B}x{C}x{H}x{W}->{out_hw[0]}x{out_hw[1]}",
+                    "mode": mode,
+                    "knobs": knobs,
+                    "method": _choose_method(x, spec, out_hw),
+                    "loop_ms": loop_ms,
+                    "crop_resize_ms": fast_ms,
+                    "speedup": loop_ms / fast_ms,
+                    "max_abs_err": float(err),
+                }
+            )
+    return rows
+
+
+def format_table(rows: Sequence[Mapping[str, Any]]) -> str:
+    """Markdown table of ``bench_crop_resize`` rows: shape, mode, knobs, loop ms, crop_resize ms, speedup."""
+    lines = [
+        "| shape | mode | knobs | loop ms | crop_resize ms | speedup | method |",
+        "|---|---|---|---:|---:|---:|---|",
+    ]
+    for r in rows:
+        knobs = ", ".join(f"{k}={v}" for k, v in r["knobs"].items()) or "-"
+        lines.append(
+            f"| {r['shape']} | {r['mode']} | {knobs} | {r['loop_ms']:.2f} | {r['crop_resize_ms']:.2f} "
+            f"| {r['speedup']:.2f}x | {r.get('method', '')} |"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,53 @@
+"""The backbone split reproduces timm's forward for every supported family; bad names are explained."""
+
+from __future__ import annotations
+
+import pytest
+import timm
+import torch
+
+from fgzoom.errors import ConfigError
+from fgzoom.models.backbone import BackboneConfig, BackboneSplit, check_split, create_backbone, resolve_stage
+
+FAMILIES = ["resnet18", "convnext_atto", "efficientnet_b0", "regnety_002"]
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+@pytest.mark.parametrize("stage", [-2, 1])
+def test_split_equals_full_forward(name, stage):
+    model = timm.create_model(name, pretrained=False, num_classes=3)
+    split = BackboneSplit(model, stage)
+    assert check_split(split) == 0.0
+    f = split.forward_to(torch.randn(1, 3, 64, 64))
+    assert f.shape[1] == split.channels
+    assert f.shape[-1] == 64 // split.reduction
+
+
+def test_stage_bounds():
+    assert resolve_stage(-2, 5, "resnet18", need_after=True) == 3
+    assert resolve_stage(4, 5, "resnet18", need_after=False) == 4
+    with pytest.raises(ConfigError, match=r"model.zoom.stage=4: .*allowed -5..3"):
+        resolve_stage(4, 5, "resnet18", need_after=True)
+    with pytest.raises(ConfigError, match="model.zoom.stage=-6"):
+        resolve_stage(-6, 5, "resnet18", need_after=False)
+
+
+def test_unknown_backbone_suggests_close_names():
+    with pytest.raises(ConfigError, match=r"model.backbone.name='resnet81'.*did you mean.*resnet18"):
+        BackboneConfig(name="resnet81")
+
+
+def test_missing_weights_file_is_named(tmp_path):
+    with pytest.raises(ConfigError, match="pretrained_path=.*not found"):
+        BackboneConfig(name="resnet18", pretrained_path=str(tmp_path / "w.safetensors"))
+
+
+def test_local_weights_file_loads_with_adapted_head(tmp_path):
+    from safetensors.torch import save_file
+
+    source = timm.create_model("resnet18", pretrained=False, num_classes=1000)
+    path = tmp_path / "resnet18.safetensors"
+    save_file(source.state_dict(), str(path))
+    model = create_backbone(BackboneConfig(name="resnet18", pretrained_path=str(path)), num_classes=7)
+    assert model.fc.out_features == 7
+    assert torch.equal(model.conv1.weight, source.conv1.weight)

@@ -1,0 +1,61 @@
+"""Boxes from attention maps: threshold, glimpse, padding, degenerate maps, grid scaling, IoU."""
+
+from __future__ import annotations
+
+import torch
+
+from fgzoom.ops.boxes import box_iou, glimpse_boxes, scale_boxes, threshold_boxes
+
+
+def _peaked(h=8, w=8, at=(2, 5)):
+    a = torch.zeros(1, h, w)
+    a[0, at[0], at[1]] = 1.0
+    return a
+
+
+def test_threshold_box_is_the_region_above_theta():
+    a = torch.zeros(1, 8, 8)
+    a[0, 2:4, 3:7] = 1.0
+    a[0, 5, 5] = 0.3
+    boxes, degenerate = threshold_boxes(a, 0.5)
+    assert boxes.tolist() == [[2, 3, 4, 7]] and not degenerate.any()
+    boxes, _ = threshold_boxes(a, 0.2)
+    assert boxes.tolist() == [[2, 3, 6, 7]]
+
+
+def test_per_sample_threshold_and_batch_without_loop():
+    a = torch.stack([torch.linspace(0, 1, 8).repeat(8, 1)] * 2)  # increases along x
+    boxes, _ = threshold_boxes(a, torch.tensor([0.5, 0.9]))
+    assert boxes[:, 1].tolist() == [4, 7]
+    assert boxes[:, 3].tolist() == [8, 8]
+
+
+def test_padding_and_min_size_stay_inside_the_frame():
+    boxes, _ = threshold_boxes(_peaked(at=(0, 7)), 0.5, padding=1.0, min_size=0.5)
+    y0, x0, y1, x1 = boxes[0].tolist()
+    assert (y1 - y0, x1 - x0) == (4, 4)
+    assert 0 <= y0 and x1 <= 8
+
+
+def test_degenerate_maps_fall_back_to_the_whole_frame():
+    maps = torch.stack([torch.zeros(6, 6), torch.full((6, 6), 3.0), torch.full((6, 6), float("nan")), _peaked(6, 6)[0]])
+    boxes, degenerate = threshold_boxes(maps, 0.5)
+    assert degenerate.tolist() == [True, True, True, False]
+    assert boxes[:3].tolist() == [[0, 0, 6, 6]] * 3
+
+
+def test_glimpse_boxes_have_one_size_and_follow_the_peak():
+    maps = torch.cat([_peaked(at=(0, 0)), _peaked(at=(4, 4)), _peaked(at=(7, 7))])
+    boxes, _ = glimpse_boxes(maps, (4, 4))
+    assert boxes.tolist() == [[0, 0, 4, 4], [2, 2, 6, 6], [4, 4, 8, 8]]
+
+
+def test_scale_boxes_covers_the_same_region():
+    assert scale_boxes(torch.tensor([[1, 2, 3, 4]]), (6, 6), (96, 96)).tolist() == [[16, 32, 48, 64]]
+    assert scale_boxes(torch.tensor([[0, 0, 1, 1]]), (3, 3), (10, 10)).tolist() == [[0, 0, 4, 4]]
+
+
+def test_box_iou_known_answers():
+    a = torch.tensor([[0, 0, 10, 10], [0, 0, 10, 10], [0, 0, 10, 10]])
+    b = torch.tensor([[0, 0, 10, 10], [20, 20, 30, 30], [0, 0, 10, 5]])
+    assert box_iou(a, b).tolist() == [1.0, 0.0, 0.5]

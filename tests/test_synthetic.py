@@ -1,0 +1,65 @@
+"""The embedded synthetic dataset is deterministic and its boxes lie on the discriminative mark."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fgzoom.data.synthetic import PATTERNS, SyntheticSpec, generate, is_current, render
+
+
+def test_render_is_deterministic_for_a_seed():
+    spec = SyntheticSpec(seed=3)
+    a, box_a = render(spec, "train", 7, 2)
+    b, box_b = render(spec, "train", 7, 2)
+    assert box_a == box_b
+    assert np.array_equal(np.asarray(a), np.asarray(b))
+    c, _ = render(SyntheticSpec(seed=4), "train", 7, 2)
+    assert not np.array_equal(np.asarray(a), np.asarray(c))
+
+
+def test_generate_twice_gives_identical_files(tmp_path):
+    spec = SyntheticSpec(num_classes=3, train_per_class=2, test_per_class=1, image_size=48, part_size=(7, 9))
+    first = generate(tmp_path / "a", spec)
+    second = generate(tmp_path / "b", spec)
+    files = sorted(p.relative_to(first) for p in first.rglob("*.png"))
+    assert len(files) == 3 * 3
+    for rel in files:
+        assert (first / rel).read_bytes() == (second / rel).read_bytes()
+    assert (first / "boxes.csv").read_text() == (second / "boxes.csv").read_text()
+    assert is_current(first, spec)
+    assert not is_current(first, SyntheticSpec(num_classes=3, train_per_class=2, test_per_class=1, image_size=48,
+                                               part_size=(7, 9), seed=1))
+
+
+def test_box_lies_on_the_mark_and_is_small():
+    spec = SyntheticSpec()
+    for index in range(16):
+        label = index % spec.num_classes
+        image, (y0, x0, y1, x1) = render(spec, "test", index, label)
+        assert 0 <= y0 < y1 <= spec.image_size and 0 <= x0 < x1 <= spec.image_size
+        assert (y1 - y0) * (x1 - x0) <= 0.10 * spec.image_size**2
+        crop = np.asarray(image)[y0:y1, x0:x1].astype(float)
+        # the mark is a light disc with dark ink inside: both extremes are present in the box
+        assert crop.max() > 200 and crop.min() < 80
+
+
+def test_classes_differ_only_inside_the_box():
+    """Same image index (same body, clutter and position), two labels: pixels differ only in the box."""
+    spec = SyntheticSpec()
+    a, box = render(spec, "train", 5, 0)
+    b, box_b = render(spec, "train", 5, 3)
+    assert box == box_b
+    diff = np.abs(np.asarray(a).astype(int) - np.asarray(b).astype(int)).sum(axis=2)
+    y0, x0, y1, x1 = box
+    outside = diff.copy()
+    outside[y0:y1, x0:x1] = 0
+    assert diff[y0:y1, x0:x1].sum() > 0
+    assert outside.sum() == 0
+
+
+def test_spec_rejects_a_large_part():
+    with pytest.raises(ValueError, match="part_size"):
+        SyntheticSpec(image_size=32, part_size=(10, 12))
+    with pytest.raises(ValueError, match="num_classes"):
+        SyntheticSpec(num_classes=len(PATTERNS) + 1)
