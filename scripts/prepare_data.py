@@ -1,0 +1,29 @@
+"""Check a dataset layout without training: python scripts/prepare_data.py data=<name> data.root=..."""
+
+import os
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+os.environ.setdefault("PROJECT_ROOT", str(ROOT))
+sys.path.insert(0, str(ROOT / "src"))
+
+import hydra  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+from fgzoom.runtime import one_line_errors  # noqa: E402
+
+
+@hydra.main(version_base="1.3", config_path="../configs", config_name="prepare_data.yaml")
+@one_line_errors
+def main(cfg: DictConfig) -> None:
+    from fgzoom.data.prepare import check_dataset, format_report
+    from fgzoom.runtime import validate_config
+
+    validate_config(cfg)
+    datamodule = hydra.utils.instantiate(cfg.data)
+    print(format_report(check_dataset(datamodule, check_images=cfg.check_images)))
+
+
+if __name__ == "__main__":
+    main()
