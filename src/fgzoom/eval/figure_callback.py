@@ -1,0 +1,87 @@
+"""A Lightning Callback that draws the attention/zoom grid on validation images during training."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import lightning as L
+from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.trainer.states import TrainerFn
+
+from fgzoom.errors import ConfigError
+from fgzoom.eval.figures import figure_to_array, save_figure, select_indices, zoom_grid
+
+log = logging.getLogger(__name__)
+
+
+class ZoomFigures(L.Callback):
+    """Every ``every_n_epochs`` training epochs, after validation, write ``<dirpath>/epoch{NNN}.png``: the
+    grid of :func:`fgzoom.eval.figures.grid_figure` on ``num_images`` fixed images of ``split`` (eval
+    transform), and add it to TensorBoard when a TensorBoardLogger is attached. Runs on global rank 0
+    only, during ``fit`` only.
+
+    Args:
+        dirpath: output folder (``${paths.output_dir}/figures``).
+        every_n_epochs: period in epochs; 0 disables.
+        num_images: images in the grid.
+        split: ``val`` (default) or ``train`` (shown with the eval transform) or ``test``.
+    """
+
+    def __init__(
+        self, dirpath: str, every_n_epochs: int = 1, num_images: int = 16, split: str = "val"
+    ) -> None:
+        if every_n_epochs < 0:
+            raise ConfigError(
+                f"callbacks.zoom_figures.every_n_epochs={every_n_epochs}: must be >= 0 (0 disables)"
+            )
+        if num_images < 1:
+            raise ConfigError(f"callbacks.zoom_figures.num_images={num_images}: must be >= 1")
+        if split not in ("train", "val", "test"):
+            raise ConfigError(f"callbacks.zoom_figures.split={split!r}: must be one of train, val, test")
+        self.dirpath = Path(str(dirpath))
+        self.every_n_epochs = every_n_epochs
+        self.num_images = num_images
+        self.split = split
+
+    def _due(self, trainer: L.Trainer) -> bool:
+        return (
+            self.every_n_epochs > 0
+            and trainer.state.fn == TrainerFn.FITTING
+            and not trainer.sanity_checking
+            and trainer.is_global_zero
+            and (trainer.current_epoch + 1) % self.every_n_epochs == 0
+        )
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not self._due(trainer):
+            return
+        datamodule = getattr(trainer, "datamodule", None)
+        if datamodule is None or not hasattr(datamodule, "dataset"):
+            log.info("zoom_figures: no FGVCDataModule attached to the trainer; no figures written")
+            return
+        dataset = datamodule.dataset(self.split, train_transform=False)
+        indices = select_indices(self.num_images, len(dataset))
+        if not indices:
+            return
+        names = datamodule.class_names
+        mean, std = datamodule.transform_args["mean"], datamodule.transform_args["std"]
+        epoch = trainer.current_epoch
+        title = f"epoch {epoch}: {self.split} images"
+        if getattr(pl_module, "is_zoom", False):
+            title += f" (zoom level={pl_module.net.config.level})"
+        fig = zoom_grid(pl_module, dataset, indices, names, mean, std, title)
+        path = save_figure(fig, self.dirpath / f"epoch{epoch:03d}.png")
+        log.info("zoom_figures: wrote %s", path)
+        log_to_tensorboard(trainer.loggers, fig, trainer.global_step)
+
+
+def log_to_tensorboard(loggers, fig, step: int, tag: str = "figures/zoom_grid") -> int:
+    """Add ``fig`` as an image to every TensorBoardLogger in ``loggers``; returns how many got it."""
+    tensorboards = [lg for lg in loggers if isinstance(lg, TensorBoardLogger)]
+    if not tensorboards:
+        return 0
+    image = figure_to_array(fig)
+    for logger in tensorboards:
+        logger.experiment.add_image(tag, image, global_step=step, dataformats="HWC")
+    return len(tensorboards)

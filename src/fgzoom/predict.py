@@ -1,0 +1,168 @@
+"""Prediction entry: classify image files with a checkpoint alone (no dataset) -> predictions.csv.
+
+The model, its class names and the eval transform (``image_size``, ``crop_pct``, ``resize_mode``, ``mean``,
+``std`` of the run's ``data`` config) all come from the checkpoint, so an image gets exactly the
+preprocessing ``scripts/eval.py`` gives it.
+"""
+
+from __future__ import annotations
+
+import csv
+import inspect
+import logging
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig
+from torch.utils.data import DataLoader
+
+from fgzoom.data.datamodule import FGVCDataModule
+from fgzoom.data.dataset import BadImageError, FGVCDataset, load_rgb
+from fgzoom.data.index import Sample
+from fgzoom.data.readers.imagefolder import IMAGE_EXTENSIONS
+from fgzoom.data.transforms import build_transforms
+from fgzoom.errors import ConfigError
+from fgzoom.eval.figures import grid_data, grid_figure, save_figure
+from fgzoom.eval.predictions import collect_predictions
+from fgzoom.evaluate import check_class_names, load_model, read_checkpoint_meta
+from fgzoom.runtime import resolve_ckpt_path
+
+log = logging.getLogger("fgzoom.predict")
+
+ON_BAD_IMAGE = ("error", "skip")
+TRANSFORM_KEYS = ("image_size", "crop_pct", "resize_mode", "mean", "std")
+
+
+def eval_transform_args(data: dict) -> dict:
+    """The eval-transform arguments of a saved ``data`` config, with FGVCDataModule's defaults for missing keys."""
+    defaults = {k: p.default for k, p in inspect.signature(FGVCDataModule.__init__).parameters.items()}
+    args = {k: data.get(k, defaults[k]) for k in TRANSFORM_KEYS}
+    args["mean"] = tuple(args["mean"]) if args["mean"] is not None else (0.485, 0.456, 0.406)
+    args["std"] = tuple(args["std"]) if args["std"] is not None else (0.229, 0.224, 0.225)
+    return args
+
+
+def list_images(input_path: str) -> list[Path]:
+    """An image file, or every image (by extension, recursively, sorted) under a folder."""
+    path = Path(str(input_path)).expanduser()
+    if path.is_file():
+        return [path]
+    if not path.is_dir():
+        raise ConfigError(
+            f"input={input_path}: no such file or folder; pass input=<image file or folder of images>"
+        )
+    files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    if not files:
+        raise ConfigError(
+            f"input={input_path}: no images ({', '.join(IMAGE_EXTENSIONS)}) found in this folder"
+        )
+    return files
+
+
+def _readable(files: list[Path]) -> list[Path]:
+    kept = []
+    for path in files:
+        try:
+            load_rgb(path)
+            kept.append(path)
+        except BadImageError as e:
+            log.warning("on_bad_image=skip: %s", str(e).split(";")[0])
+    if not kept:
+        raise ConfigError("on_bad_image=skip: none of the input images could be read")
+    return kept
+
+
+def _first_reason(error: BadImageError) -> str:
+    """``cannot read image <path> (<why>)`` out of a BadImageError, also one re-raised from a worker."""
+    lines = [line for line in str(error).strip().splitlines() if line.strip()]
+    last = lines[-1] if lines else ""
+    if "BadImageError: " in last:
+        last = last.split("BadImageError: ", 1)[1]
+    return last.split("; ", 1)[0]
+
+
+def _device(name: str | None) -> torch.device:
+    if name is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(str(name))
+    except RuntimeError as e:
+        raise ConfigError(f"device={name!r}: not a torch device (cpu, cuda, cuda:1, ...)") from e
+
+
+def predict(cfg: DictConfig) -> Path:
+    """Classify ``cfg.input`` with ``cfg.ckpt_path``; write ``<run>/predictions.csv`` (and figures). Returns
+    the CSV path."""
+    output_dir = Path(cfg.paths.output_dir)
+    top_k = int(cfg.get("top_k", 5))
+    if top_k < 1:
+        raise ConfigError(f"top_k={top_k}: must be >= 1")
+    on_bad_image = cfg.get("on_bad_image", "error")
+    if on_bad_image not in ON_BAD_IMAGE:
+        raise ConfigError(f"on_bad_image={on_bad_image!r}: must be one of {ON_BAD_IMAGE}")
+    batch_size, num_workers = int(cfg.get("batch_size", 32)), int(cfg.get("num_workers", 0))
+    if batch_size < 1 or num_workers < 0:
+        raise ConfigError(f"batch_size={batch_size}, num_workers={num_workers}: need >= 1 and >= 0")
+    device = _device(cfg.get("device"))
+    path = resolve_ckpt_path(cfg.ckpt_path, str(output_dir))
+    meta = read_checkpoint_meta(path)
+    data = (meta.get("config") or {}).get("data")
+    if not data:
+        raise ConfigError(f"ckpt_path={path}: holds no data config, so the eval transform is unknown")
+    model = load_model(path)
+    names = meta.get("class_names") or model.hparams.class_names
+    if not names:
+        raise ConfigError(f"ckpt_path={path}: holds no class names")
+    check_class_names(path, model.hparams.class_names, names, "its fgzoom entry")
+    files = list_images(cfg.input)
+    if on_bad_image == "skip":
+        files = _readable(files)
+    transform_args = eval_transform_args(data)
+    dataset = FGVCDataset([Sample(p, -1) for p in files], build_transforms(train=False, **transform_args))
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    try:
+        preds = collect_predictions(model, loader, device=device)
+    except BadImageError as e:  # also when re-raised from a DataLoader worker (message = its traceback)
+        raise BadImageError(
+            f"{_first_reason(e)}; replace or remove the file, or pass on_bad_image=skip"
+        ) from e
+
+    k = min(top_k, len(names))
+    top = preds.probs["fused"].topk(k, dim=1)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    csv_path = output_dir / "predictions.csv"
+    with csv_path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["path", *[c for j in range(1, k + 1) for c in (f"class_{j}", f"prob_{j}")]])
+        for row, i in enumerate(preds.index.tolist()):
+            pairs = zip(top.indices[row].tolist(), top.values[row].tolist(), strict=True)
+            writer.writerow([str(files[i]), *[c for c_idx, p in pairs for c in (names[c_idx], f"{p:.6f}")]])
+    log.info("wrote %s (%d images, top-%d)", csv_path, len(files), k)
+    if cfg.get("figures", False):
+        write_figures(model, dataset, files, names, transform_args, output_dir / "figures", batch_size)
+    return csv_path
+
+
+def write_figures(
+    model,
+    dataset: FGVCDataset,
+    files: list[Path],
+    names: list[str],
+    transform_args: dict,
+    folder: Path,
+    batch_size: int,
+) -> None:
+    """One picture per image (attention, zoom box and zoomed view; the class only for the plain model)."""
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
+    for batch in loader:
+        data = grid_data(model, {"image": batch["image"]})
+        for row, i in enumerate(batch["index"].tolist()):
+            fig = grid_figure(
+                data.select([row]),
+                names,
+                transform_args["mean"],
+                transform_args["std"],
+                title=f"{files[i].parent.name}/{files[i].name}",
+            )
+            save_figure(fig, folder / f"{i:05d}_{files[i].stem}.png")
+    log.info("wrote %d figures to %s", len(files), folder)

@@ -1,0 +1,293 @@
+"""Evaluation extras (confusion matrix, per-class accuracy, TTA, localization, picture grids) and predict.
+
+One tiny zoom model is trained once for the module; everything else reuses its checkpoint.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from unittest import mock
+
+import pytest
+import torch
+from lightning.pytorch.loggers import TensorBoardLogger
+from PIL import Image
+
+from fgzoom.errors import ConfigError, FGZoomError
+from fgzoom.eval.confusion import (
+    ANNOTATE_MAX,
+    MAX_TICKS,
+    confusion_figure,
+    confusion_matrix,
+    write_confusion_png,
+)
+from fgzoom.eval.figure_callback import log_to_tensorboard
+from fgzoom.eval.figures import dataset_batch, grid_data, grid_figure, save_figure, select_indices
+from fgzoom.eval.localization import localization_metrics
+from fgzoom.eval.predictions import tta_views, zoom_threshold
+from fgzoom.evaluate import evaluate
+from fgzoom.models.module import FGVCModule
+from fgzoom.ops import crop_resize
+from fgzoom.predict import predict
+from fgzoom.runtime import one_line_errors
+from fgzoom.train import train
+from tests.conftest import TINY_SYNTHETIC, compose_config, run_script, tiny_overrides
+
+CLASSES = 4
+BACKBONE = {"name": "resnet18", "pretrained": False}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, synthetic_root) -> Path:
+    """A zoom model trained for one epoch on the tiny synthetic set; returns its run folder."""
+    run = tmp_path_factory.mktemp("trained") / "run"
+    overrides = [*tiny_overrides(synthetic_root), "test=false", "logger=none", "callbacks.zoom_figures.num_images=4"]
+    train(compose_config("train.yaml", overrides, run))
+    return run
+
+
+@pytest.fixture(scope="module")
+def evaluated(trained, tmp_path_factory) -> tuple[dict, Path]:
+    """``evaluate`` of the trained checkpoint with TTA on; returns (metrics, eval run folder)."""
+    out = tmp_path_factory.mktemp("eval") / "run"
+    overrides = [f"ckpt_path={trained / 'checkpoints' / 'last.ckpt'}", "trainer=cpu", "logger=none", "eval.tta=true",
+                 "eval.num_images=6"]
+    return evaluate(compose_config("eval.yaml", overrides, out)), out
+
+
+@pytest.fixture(scope="module")
+def datamodule(synthetic_root):
+    from fgzoom.data.datamodule import FGVCDataModule
+
+    dm = FGVCDataModule("synthetic", str(synthetic_root), image_size=48, batch_size=4, num_workers=0,
+                        reader_options={"synthetic": dict(TINY_SYNTHETIC)})
+    dm.setup()
+    return dm
+
+
+def _rows(path: Path) -> list[list[str]]:
+    with path.open(newline="") as f:
+        return list(csv.reader(f))
+
+
+def _is_png(path: Path) -> tuple[int, int]:
+    with Image.open(path) as im:
+        assert im.format == "PNG"
+        return im.size
+
+
+# ---------------------------------------------------------------------------------------------- eval
+def test_eval_metrics_json_has_every_key_in_range(evaluated):
+    metrics, out = evaluated
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved == pytest.approx(metrics)
+    for key in ("acc", "acc_raw", "acc_zoom", "acc_top5", "acc_macro", "iou_mean", "loc_acc@0.5", "acc_tta"):
+        assert saved[f"test/{key}"] is not None and 0.0 <= saved[f"test/{key}"] <= 1.0, key
+
+
+def test_eval_confusion_and_per_class_agree_with_the_logged_metrics(evaluated, synthetic_root):
+    metrics, out = evaluated
+    names = sorted(p.name for p in (synthetic_root / "train").iterdir())
+    rows = _rows(out / "confusion_matrix.csv")
+    assert rows[0][1:] == names and [r[0] for r in rows[1:]] == names
+    counts = torch.tensor([[int(v) for v in r[1:]] for r in rows[1:]])
+    n_test = CLASSES * TINY_SYNTHETIC["test_per_class"]
+    assert int(counts.sum()) == n_test
+    assert counts.diagonal().sum().item() / n_test == pytest.approx(metrics["test/acc"])
+
+    per_class = _rows(out / "per_class_accuracy.csv")
+    assert per_class[0] == ["class", "n", "acc"] and [r[0] for r in per_class[1:]] == names
+    accs = [float(r[2]) for r in per_class[1:]]
+    assert sum(accs) / len(accs) == pytest.approx(metrics["test/acc_macro"], abs=1e-5)
+
+    predictions = _rows(out / "test_predictions.csv")
+    assert predictions[0][:5] == ["index", "path", "true", "pred", "prob"] and len(predictions) == n_test + 1
+    assert _is_png(out / "confusion_matrix.png")[0] > 300
+    assert _is_png(out / "figures" / "eval_grid.png")[0] > 300
+
+
+def test_eval_without_tta_has_no_tta_key_and_training_wrote_epoch_figures(trained, tmp_path):
+    assert _is_png(trained / "figures" / "epoch000.png")[0] > 300
+    overrides = [f"ckpt_path={trained / 'checkpoints' / 'last.ckpt'}", "trainer=cpu", "logger=none",
+                 "eval.num_images=0", "eval.confusion=false", "split=val"]
+    metrics = evaluate(compose_config("eval.yaml", overrides, tmp_path))
+    assert "val/acc" in metrics and "val/acc_tta" not in metrics
+    assert not (tmp_path / "figures").exists() and not (tmp_path / "confusion_matrix.csv").exists()
+
+
+# ---------------------------------------------------------------------------------------------- predict
+def test_predict_folder_agrees_with_eval(trained, evaluated, synthetic_root, tmp_path):
+    _, eval_out = evaluated
+    cfg = compose_config(
+        "predict.yaml",
+        [f"ckpt_path={trained / 'checkpoints' / 'last.ckpt'}", f"input={synthetic_root / 'test'}", "num_workers=0"],
+        tmp_path,
+    )
+    rows = _rows(predict(cfg))
+    k = min(5, CLASSES)
+    assert rows[0] == ["path", *[c for j in range(1, k + 1) for c in (f"class_{j}", f"prob_{j}")]]
+    images = sorted((synthetic_root / "test").rglob("*.png"))
+    assert [r[0] for r in rows[1:]] == [str(p) for p in images]
+    for r in rows[1:]:
+        probs = [float(p) for p in r[2::2]]
+        assert probs == sorted(probs, reverse=True) and sum(probs) == pytest.approx(1.0, abs=1e-4)
+    by_path = {r[1]: r for r in _rows(eval_out / "test_predictions.csv")[1:]}
+    for r in rows[1:]:
+        assert r[1] == by_path[r[0]][3], r[0]  # same top-1 class
+        assert float(r[2]) == pytest.approx(float(by_path[r[0]][4]), abs=1e-5)
+
+
+def test_predict_unreadable_image_names_the_file(trained, tmp_path):
+    bad = tmp_path / "in" / "broken.jpg"
+    bad.parent.mkdir()
+    bad.write_bytes(b"not a jpeg")
+    Image.new("RGB", (40, 30), "red").save(tmp_path / "in" / "ok.png")
+    args = [f"ckpt_path={trained / 'checkpoints' / 'last.ckpt'}", f"input={bad.parent}", "num_workers=0"]
+    with pytest.raises(FGZoomError, match="broken.jpg.*on_bad_image=skip"):
+        predict(compose_config("predict.yaml", args, tmp_path / "a"))
+    cfg = compose_config("predict.yaml", [*args, "on_bad_image=skip", "top_k=2", "figures=true"], tmp_path / "b")
+    rows = _rows(predict(cfg))
+    assert [Path(r[0]).name for r in rows[1:]] == ["ok.png"] and len(rows[0]) == 5
+    assert _is_png(tmp_path / "b" / "figures" / "00000_ok.png")
+
+
+# ---------------------------------------------------------------------------------------------- refusals
+def test_not_a_checkpoint_is_refused(tmp_path, synthetic_root):
+    fake = tmp_path / "fake.ckpt"
+    fake.write_text("hello")
+    with pytest.raises(ConfigError, match="not a readable checkpoint"):
+        evaluate(compose_config("eval.yaml", [f"ckpt_path={fake}", "trainer=cpu", "logger=none"], tmp_path / "e"))
+    torch.save({"state_dict": {}}, tmp_path / "other.ckpt")
+    with pytest.raises(ConfigError, match="not an fgzoom checkpoint"):
+        predict(compose_config("predict.yaml", [f"ckpt_path={tmp_path / 'other.ckpt'}", f"input={synthetic_root}"],
+                               tmp_path / "p"))
+
+
+def test_checkpoint_with_other_class_names_is_refused(trained, tmp_path, synthetic_root):
+    checkpoint = torch.load(trained / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    checkpoint["hyper_parameters"]["class_names"] = list("abcd")
+    checkpoint["fgzoom"]["class_names"] = list("abcd")
+    torch.save(checkpoint, tmp_path / "renamed.ckpt")
+    with pytest.raises(ConfigError, match=r"trained on 4 classes \(\['a', 'b', 'c'\]"):
+        evaluate(compose_config("eval.yaml", [f"ckpt_path={tmp_path / 'renamed.ckpt'}", "trainer=cpu", "logger=none"],
+                                tmp_path / "e"))
+    checkpoint["fgzoom"]["class_names"] = list("wxyz")  # the two copies inside disagree
+    torch.save(checkpoint, tmp_path / "torn.ckpt")
+    with pytest.raises(ConfigError, match="torn.ckpt: trained on 4 classes"):
+        predict(compose_config("predict.yaml", [f"ckpt_path={tmp_path / 'torn.ckpt'}", f"input={synthetic_root}"],
+                               tmp_path / "p"))
+
+
+def test_predict_reports_a_bad_checkpoint_in_one_line(tmp_path, capsys):
+    fake = tmp_path / "fake.ckpt"
+    fake.write_text("hello")
+    cfg = compose_config("predict.yaml", [f"ckpt_path={fake}", f"input={tmp_path}"], tmp_path / "r")
+    with pytest.raises(SystemExit) as exit_info:
+        one_line_errors(predict)(cfg)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: ckpt_path={fake}: not a readable checkpoint") and err.count("\n") == 1
+
+
+@pytest.mark.slow
+def test_predict_script_reports_a_bad_checkpoint_in_one_line(tmp_path):
+    fake = tmp_path / "fake.ckpt"
+    fake.write_text("hello")
+    result = run_script("predict.py", f"ckpt_path={fake}", f"input={tmp_path}", f"hydra.run.dir={tmp_path / 'r'}")
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
+    assert lines[-1].startswith(f"error: ckpt_path={fake}: not a readable checkpoint")
+    assert "Traceback" not in result.stderr
+
+
+# ---------------------------------------------------------------------------------------------- pieces
+def test_localization_known_answers():
+    gt = torch.tensor([[10.0, 10.0, 20.0, 20.0], [10.0, 10.0, 20.0, 20.0], [0.0, 0.0, 5.0, 5.0]])
+    boxes = torch.tensor([[10, 10, 20, 20], [30, 30, 40, 40], [0, 0, 5, 5]])
+    same = localization_metrics(boxes[:1], gt[:1], torch.tensor([True]))
+    assert same == {"iou_mean": pytest.approx(1.0), "loc_acc@0.5": pytest.approx(1.0)}
+    disjoint = localization_metrics(boxes[1:2], gt[1:2], torch.tensor([True]))
+    assert disjoint == {"iou_mean": 0.0, "loc_acc@0.5": 0.0}
+    mixed = localization_metrics(boxes, gt, torch.tensor([True, True, False]))  # the third has no GT box
+    assert mixed == {"iou_mean": pytest.approx(0.5), "loc_acc@0.5": pytest.approx(0.5)}
+    half = localization_metrics(torch.tensor([[10, 10, 20, 15]]), gt[:1], torch.tensor([True]), iou_threshold=0.6)
+    assert half == {"iou_mean": pytest.approx(0.5), "loc_acc@0.6": 0.0}
+    assert localization_metrics(boxes, gt, torch.zeros(3, dtype=torch.bool)) == {}
+    with pytest.raises(ValueError, match="has_box"):
+        localization_metrics(boxes, gt, torch.ones(2, dtype=torch.bool))
+
+
+def test_confusion_png_stays_readable_at_200_classes(tmp_path):
+    k = 200
+    g = torch.Generator().manual_seed(0)
+    labels = torch.randint(k, (4000,), generator=g)
+    probs = torch.rand(4000, k, generator=g)
+    probs[torch.arange(4000), labels] += 0.99  # mostly right, so the diagonal shows
+    matrix = confusion_matrix(probs, labels, k)
+    assert matrix.shape == (k, k) and int(matrix.sum()) == 4000
+    names = [f"{i:03d}.A_rather_long_species_name_{i}" for i in range(k)]
+    fig = confusion_figure(matrix, names)
+    ax = fig.axes[0]
+    assert not ax.texts  # no per-cell numbers above ANNOTATE_MAX classes
+    assert len(ax.get_xticks()) <= MAX_TICKS and len(ax.get_yticks()) <= MAX_TICKS
+    assert len(fig.axes) == 2  # the matrix and its colorbar
+    write_confusion_png(tmp_path / "cm.png", matrix, names)
+    assert min(_is_png(tmp_path / "cm.png")) > 1500
+    small = confusion_figure(matrix[:ANNOTATE_MAX, :ANNOTATE_MAX], names[:ANNOTATE_MAX])
+    assert small.axes[0].texts  # small matrices carry their values
+
+
+@pytest.mark.parametrize("zoom", [{"level": "image", "mode": "bicubic", "align_corners": True, "size": 40},
+                                  {"level": "feature", "mode": "area"}, None], ids=["image", "feature", "plain"])
+def test_grid_shows_the_zoomed_view_the_model_saw(zoom, datamodule, tmp_path):
+    torch.manual_seed(0)
+    model = FGVCModule(BACKBONE, CLASSES, datamodule.class_names, zoom=zoom)
+    dataset = datamodule.dataset("test")
+    batch = dataset_batch(dataset, select_indices(3, len(dataset)))
+    data = grid_data(model, batch)
+    assert model.training  # restored
+    assert data.probs.shape == (3, CLASSES)
+    if zoom is None:
+        assert data.attention is None and data.zoomed is None
+    else:
+        out = model.net.eval()(batch["image"], return_zoomed=True)
+        assert torch.equal(data.boxes, out["boxes_image"])
+        assert data.attention.shape == (3, 48, 48) and 0 <= float(data.attention.min()) <= float(data.attention.max()) <= 1
+        if zoom["level"] == "image":
+            assert torch.allclose(data.zoomed, out["zoomed"]) and data.zoomed.shape[-1] == 40
+            assert data.zoom_note.startswith("zoomed input (bicubic, align_corners=True")
+        else:  # the image crop of the same boxes, resized like the features were
+            expected = crop_resize(batch["image"], out["boxes_image"], size=(48, 48), mode="area")
+            assert torch.allclose(data.zoomed, expected) and "net zooms features" in data.zoom_note
+    fig = grid_figure(data, datamodule.class_names, datamodule.transform_args["mean"], datamodule.transform_args["std"])
+    assert sum(1 for ax in fig.axes if ax.images) == 3 * (1 if zoom is None else 2)
+    assert _is_png(save_figure(fig, tmp_path / "grid.png"))
+
+
+def test_tta_views_and_threshold_override(datamodule):
+    model = FGVCModule(BACKBONE, CLASSES, datamodule.class_names, zoom={"level": "feature"})
+    views = tta_views(model, hflip=True, thresholds=[0.3, 0.5, 0.7])
+    assert views == [(False, 0.3), (False, 0.5), (False, 0.7), (True, 0.3), (True, 0.5), (True, 0.7)]
+    original = model.net.config
+    with zoom_threshold(model, 0.3):
+        assert model.net.config.threshold == 0.3 and model.net.config.mode == original.mode
+    assert model.net.config is original
+    with pytest.raises(ConfigError, match="tta_thresholds"):
+        tta_views(model, hflip=False, thresholds=[1.5])
+    plain = FGVCModule(BACKBONE, CLASSES, datamodule.class_names, zoom=None)
+    assert tta_views(plain, hflip=True, thresholds=[0.3, 0.5]) == [(False, None), (True, None)]
+
+
+def test_figures_go_to_tensorboard_when_attached():
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(2, 1), dpi=50)
+    fig.add_subplot().plot([0, 1])
+    tensorboard = mock.create_autospec(TensorBoardLogger, instance=True)
+    assert log_to_tensorboard([mock.Mock(), tensorboard], fig, step=7) == 1
+    (tag, image), kwargs = tensorboard.experiment.add_image.call_args
+    assert image.shape == (50, 100, 3) and image.dtype.name == "uint8"
+    assert kwargs == {"global_step": 7, "dataformats": "HWC"}
+    assert log_to_tensorboard([], fig, step=7) == 0
