@@ -8,6 +8,7 @@ interleaved run by run so that machine noise hits both alike; the thread count i
 
 from __future__ import annotations
 
+import functools
 import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -17,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from fgzoom.ops.crop_resize import _choose_method, _check_spec, crop_resize
+from fgzoom.ops.crop_resize import _check_spec, _choose_method, crop_resize
 
 __all__ = ["bench_crop_resize", "crop_resize_loop", "format_table", "random_boxes"]
 
@@ -87,17 +88,26 @@ def bench_crop_resize(
     for shape in shapes:
         B, C, H, W = shape[:4]
         out_hw = (shape[4], shape[5]) if len(shape) == 6 else (H, W)
-        x = torch.randn(B, C, H, W, device=device, generator=None)
-        boxes = random_boxes(B, H, W, device=str(device))
+        x = torch.randn(B, C, H, W, generator=torch.Generator().manual_seed(0)).to(device)
+        boxes = random_boxes(B, H, W, seed=1, device=str(device))
+        mean_hw = (
+            (boxes[:, 2] - boxes[:, 0]).double().mean().item(),
+            (boxes[:, 3] - boxes[:, 1]).double().mean().item(),
+        )
         for m in modes:
             knobs = {} if isinstance(m, str) else {k: v for k, v in m.items() if k != "mode"}
             mode = m if isinstance(m, str) else m["mode"]
             kwargs = dict(size=out_hw, mode=mode, **knobs)
-            spec = _check_spec(mode, knobs.get("align_corners"), knobs.get("antialias", False), out_hw, None, None)
+            spec = _check_spec(
+                mode, knobs.get("align_corners"), knobs.get("antialias", False), out_hw, None, None
+            )
             with torch.no_grad():
                 err = (crop_resize(x, boxes, **kwargs) - crop_resize_loop(x, boxes, **kwargs)).abs().max()
                 loop_ms, fast_ms = _time_pair(
-                    [lambda: crop_resize_loop(x, boxes, **kwargs), lambda: crop_resize(x, boxes, **kwargs)],
+                    [
+                        functools.partial(crop_resize_loop, x, boxes, **kwargs),
+                        functools.partial(crop_resize, x, boxes, **kwargs),
+                    ],
                     repeats=repeats,
                     warmup=2,
                     device=device,
@@ -107,7 +117,7 @@ def bench_crop_resize(
                     "shape": f"{B}x{C}x{H}x{W}->{out_hw[0]}x{out_hw[1]}",
                     "mode": mode,
                     "knobs": knobs,
-                    "method": _choose_method(x, spec, out_hw),
+                    "method": _choose_method(x, spec, out_hw, mean_hw),
                     "loop_ms": loop_ms,
                     "crop_resize_ms": fast_ms,
                     "speedup": loop_ms / fast_ms,

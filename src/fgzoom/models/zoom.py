@@ -25,9 +25,9 @@ from fgzoom.models.backbone import BackboneConfig, BackboneSplit, create_backbon
 from fgzoom.ops import crop_resize
 from fgzoom.ops.boxes import glimpse_boxes, normalize_attention, resize_attention, scale_boxes, threshold_boxes
 
-MODES = ("nearest", "nearest-exact", "bilinear", "bicubic", "area")
+MODES = ("nearest", "nearest-exact", "bilinear", "bicubic", "area", "lanczos")
 ALIGN_CORNERS_MODES = ("bilinear", "bicubic")
-ANTIALIAS_MODES = ("bilinear", "bicubic")
+ANTIALIAS_MODES = ("bilinear", "bicubic", "lanczos")
 LEVELS = ("feature", "image")
 BOX_RULES = ("threshold", "glimpse")
 FUSIONS = ("mean_prob", "mean_logit", "raw", "zoom")
@@ -91,6 +91,8 @@ class ZoomConfig:
         if self.antialias and self.mode not in ANTIALIAS_MODES:
             raise bad("antialias", self.antialias,
                       f"mode={self.mode} does not support antialias; use one of {ANTIALIAS_MODES} or antialias=false")
+        if self.mode == "lanczos" and not self.antialias:
+            raise bad("antialias", self.antialias, "mode=lanczos needs model.zoom.antialias=true")
         if self.box not in BOX_RULES:
             raise bad("box", self.box, f"must be one of {BOX_RULES}")
         if not 0.0 <= self.threshold < 1.0:

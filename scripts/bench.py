@@ -1,0 +1,72 @@
+"""Benchmarks, each measured against its baseline in the same process.
+
+    python scripts/bench.py crop_resize            # crop_resize vs the per-sample F.interpolate loop
+    python scripts/bench.py step                   # train step: plain vs zoom (feature, image)
+    python scripts/bench.py step --device cuda --precision bf16 --channels-last --image-size 448
+
+Prints markdown tables and writes JSON (--out, default bench.json in the current folder).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+CROP_SHAPES = [(32, 1024, 14, 14), (32, 512, 28, 28), (16, 3, 448, 448)]
+CROP_MODES = ["nearest", "nearest-exact", "bilinear", {"mode": "bilinear", "align_corners": True},
+              {"mode": "bilinear", "antialias": True}, "bicubic", "area"]
+
+
+def machine() -> str:
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("what", choices=["crop_resize", "step", "all"], nargs="?", default="all")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--backbone", default="resnet50")
+    parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--stages", default="-2,-3", help="feature stages to benchmark, comma-separated")
+    parser.add_argument("--precision", choices=["32", "bf16", "16"], default="32")
+    parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument("--out", default="bench.json")
+    args = parser.parse_args()
+
+    from fgzoom.bench.crop_resize_bench import bench_crop_resize, format_table
+    from fgzoom.bench.step_bench import bench_train_step, default_variants, format_step_table
+
+    report: dict = {"machine": machine(), "args": vars(args)}
+    print(f"machine: {report['machine']}")
+    if args.what in ("crop_resize", "all"):
+        rows = bench_crop_resize(CROP_SHAPES, CROP_MODES, repeats=args.repeats, device=args.device)
+        report["crop_resize"] = rows
+        print("\ncrop_resize vs per-sample loop (forward, fp32, median ms)\n" + format_table(rows))
+    if args.what in ("step", "all"):
+        stages = [int(s) for s in args.stages.split(",") if s]
+        rows = bench_train_step(
+            backbone=args.backbone, image_size=args.image_size, batch_size=args.batch_size,
+            variants=default_variants(stages), repeats=args.repeats, device=args.device,
+            precision=args.precision, channels_last=args.channels_last,
+        )
+        report["step"] = rows
+        print(f"\ntrain step, {args.backbone} at {args.image_size}px, batch {args.batch_size}, precision "
+              f"{args.precision}{', channels_last' if args.channels_last else ''}\n" + format_step_table(rows))
+    Path(args.out).write_text(json.dumps(report, indent=2, default=str))
+    print(f"\nwrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

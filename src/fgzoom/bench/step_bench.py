@@ -1,0 +1,139 @@
+"""Train-step cost of the plain model vs the zoom model, measured in one process.
+
+Each variant is an FGVCModule built from the same backbone config; a step is forward + loss + backward +
+optimizer step on one random batch. Variants are timed interleaved, repeat by repeat, so machine noise
+hits all of them alike; the table reports medians and the ratio to the plain step.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fgzoom.models.module import FGVCModule
+
+
+def _peak_rss_reset() -> None:
+    """Reset the kernel's peak-RSS counter of this process (Linux); no-op elsewhere."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+
+
+def _peak_rss_mib() -> float | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+def default_variants(stages: Sequence[int] = (-2,)) -> list[dict[str, Any]]:
+    """plain, zoom at level=feature for each stage, zoom at level=image."""
+    variants: list[dict[str, Any]] = [{"name": "plain", "zoom": None}]
+    for stage in stages:
+        variants.append({"name": f"zoom feature stage={stage}", "zoom": {"level": "feature", "stage": stage}})
+    variants.append({"name": "zoom image", "zoom": {"level": "image"}})
+    return variants
+
+
+def bench_train_step(
+    backbone: str = "resnet50",
+    image_size: int = 224,
+    batch_size: int = 16,
+    variants: Sequence[dict[str, Any]] | None = None,
+    repeats: int = 5,
+    warmup: int = 2,
+    device: str = "cpu",
+    precision: str = "32",
+    channels_last: bool = False,
+    num_classes: int = 200,
+) -> list[dict[str, Any]]:
+    """Median train-step time, images/s and peak memory of each variant (same backbone and batch).
+
+    Args:
+        precision: ``32``, ``bf16`` or ``16`` (autocast on the device).
+        channels_last: run models and inputs in channels_last.
+
+    Returns:
+        One dict per variant: ``name``, ``step_ms``, ``images_per_s``, ``ratio`` (to the first variant),
+        ``peak_mem_mib`` (CUDA allocator peak on GPU, process peak RSS on CPU).
+    """
+    device_t = torch.device(device)
+    variants = list(variants or default_variants())
+    autocast_dtype = {"32": None, "bf16": torch.bfloat16, "16": torch.float16}[precision]
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(batch_size, 3, image_size, image_size, generator=g).to(device_t)
+    y = torch.randint(0, num_classes, (batch_size,), generator=g).to(device_t)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    built = []
+    for v in variants:
+        torch.manual_seed(0)
+        module = FGVCModule(
+            backbone={"name": backbone}, num_classes=num_classes, zoom=v["zoom"], channels_last=channels_last
+        ).to(device_t)
+        module.train()
+        optimizer = torch.optim.AdamW(module.parameters(), lr=1e-4)
+        built.append((v["name"], module, optimizer))
+
+    def step(module: FGVCModule, optimizer: torch.optim.Optimizer) -> None:
+        with torch.autocast(device_t.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+            out = module.net(x) if not module.is_zoom else module.net(x, drop=False)
+            loss = module._loss(out, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    sync = torch.cuda.synchronize if device_t.type == "cuda" else (lambda: None)
+    times: dict[str, list[float]] = {name: [] for name, _, _ in built}
+    peaks: dict[str, float | None] = {}
+    for name, module, optimizer in built:  # warm-up + memory, one variant at a time
+        if device_t.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        _peak_rss_reset()
+        for _ in range(warmup):
+            step(module, optimizer)
+        sync()
+        peaks[name] = (
+            (torch.cuda.max_memory_allocated() / 2**20) if device_t.type == "cuda" else _peak_rss_mib()
+        )
+    for _ in range(repeats):
+        for name, module, optimizer in built:
+            sync()
+            t0 = time.perf_counter()
+            step(module, optimizer)
+            sync()
+            times[name].append((time.perf_counter() - t0) * 1e3)
+    base = statistics.median(times[built[0][0]])
+    rows = []
+    for name, _, _ in built:
+        ms = statistics.median(times[name])
+        rows.append(
+            {
+                "name": name,
+                "step_ms": ms,
+                "images_per_s": batch_size / ms * 1e3,
+                "ratio": ms / base,
+                "peak_mem_mib": peaks[name],
+            }
+        )
+    return rows
+
+
+def format_step_table(rows: Sequence[dict[str, Any]]) -> str:
+    lines = ["| variant | step ms | images/s | x plain | peak memory MiB |", "|---|---:|---:|---:|---:|"]
+    for r in rows:
+        mem = f"{r['peak_mem_mib']:.0f}" if r["peak_mem_mib"] is not None else "-"
+        lines.append(
+            f"| {r['name']} | {r['step_ms']:.1f} | {r['images_per_s']:.1f} | {r['ratio']:.2f} | {mem} |"
+        )
+    return "\n".join(lines)
