@@ -16,7 +16,7 @@ log = logging.getLogger(__name__)
 
 
 class ZoomFigures(L.Callback):
-    """Every ``every_n_epochs`` training epochs, after validation, write ``<dirpath>/epoch{NNN}.png``: the
+    """Every ``every_n_epochs`` training epochs and after the last one, after validation, write ``<dirpath>/epoch{NNN}.png``: the
     grid of :func:`fgzoom.eval.figures.grid_figure` on ``num_images`` fixed images of ``split`` (eval
     transform), and add it to TensorBoard when a TensorBoardLogger is attached. Runs on global rank 0
     only, during ``fit`` only.
@@ -50,7 +50,10 @@ class ZoomFigures(L.Callback):
             and trainer.state.fn == TrainerFn.FITTING
             and not trainer.sanity_checking
             and trainer.is_global_zero
-            and (trainer.current_epoch + 1) % self.every_n_epochs == 0
+            and (
+                (trainer.current_epoch + 1) % self.every_n_epochs == 0
+                or trainer.current_epoch + 1 == trainer.max_epochs  # always picture the final model
+            )
         )
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
