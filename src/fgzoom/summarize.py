@@ -1,0 +1,539 @@
+"""Summarize a Hydra multirun (e.g. ``experiment=ablate_interp``) into a table and a chart.
+
+A sweep folder holds ``multirun.yaml`` and one folder per job with ``.hydra/overrides.yaml``,
+``config.yaml`` (the resolved run config) and, once the run finished, ``metrics.json``.
+:func:`summarize` writes three files:
+
+- ``results.csv``: one row per job: ``job``, ``status``, the setting (``model``, ``level``, ``mode``,
+  ``align_corners``, ``antialias``), ``seed``, ``other`` (any other override that varies across the
+  sweep), ``overrides``, ``dir`` and every metric of ``metrics.json``.
+- ``results.md``: one row per setting: mean ± std over seeds of ``val/test`` ``acc`` (the final, fused
+  prediction), ``acc_raw``, ``acc_zoom`` and ``acc_macro`` (per-class mean), in percent; the number of
+  seeds; the rank by mean ``val/acc`` (the best setting is marked; the test split never selects).
+  Jobs that failed, are unfinished or never started are listed under "Failed or unfinished runs";
+  config keys that differ between jobs without being swept (a config file edited while the sweep ran)
+  are flagged under "Config differences".
+- ``results.png``: mean ``test/acc`` ± std per setting, bars grouped by zoom level, the plain model as
+  a reference line.
+
+Status of a job: ``ok`` (``metrics.json`` present), ``no metrics.json`` (the folder exists: the run
+failed or is still running) or ``not started`` (the sweep in ``multirun.yaml`` lists it, no folder has
+its overrides). Only the standard library, OmegaConf/Hydra (to read the sweep) and matplotlib are used.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from fgzoom.errors import FGZoomError
+
+log = logging.getLogger("fgzoom.summarize")
+
+SETTING_KEYS = ("model", "level", "mode", "align_corners", "antialias")
+TABLE_METRICS = ("acc", "acc_raw", "acc_zoom", "acc_macro")  # shown as val/<m> and test/<m>
+SPLITS = ("val", "test")
+# table order of the modes of fgzoom.models.zoom.MODES / LEVELS (not imported: that imports torch)
+MODE_ORDER = ("nearest", "nearest-exact", "bilinear", "bicubic", "area", "lanczos")
+LEVEL_ORDER = ("feature", "image")
+# overrides that are part of the setting or the seed, not "other"
+_SETTING_OVERRIDES = {"model", "seed", *(f"model.zoom.{k}" for k in SETTING_KEYS[1:])}
+
+OK, NO_METRICS, NOT_STARTED = "ok", "no metrics.json", "not started"
+
+
+class SummaryError(FGZoomError):
+    """The sweep folder cannot be summarized (missing, or no job in it)."""
+
+
+@dataclass
+class Run:
+    """One job of the sweep."""
+
+    job: str  # the job folder relative to the sweep folder, or "#<index>" when it was never started
+    status: str  # OK | NO_METRICS | NOT_STARTED
+    overrides: list[str] = field(default_factory=list)
+    setting: dict[str, object] = field(default_factory=dict)
+    seed: int | None = None
+    metrics: dict[str, float | None] = field(default_factory=dict)
+    path: Path | None = None
+    other: str = ""  # the overrides that vary across the sweep beyond the setting and the seed
+    config: dict[str, object] = field(default_factory=dict)  # the run config, flattened to dotted keys
+
+
+@dataclass
+class SettingSummary:
+    """All runs of one setting (every seed)."""
+
+    setting: dict[str, object]
+    other: str
+    runs: list[Run]
+
+    @property
+    def finished(self) -> list[Run]:
+        return [r for r in self.runs if r.status == OK]
+
+    def values(self, metric: str) -> list[float]:
+        return [r.metrics[metric] for r in self.finished if r.metrics.get(metric) is not None]
+
+    def mean(self, metric: str) -> float | None:
+        values = self.values(metric)
+        return statistics.fmean(values) if values else None
+
+    def std(self, metric: str) -> float | None:
+        values = self.values(metric)
+        return statistics.stdev(values) if len(values) >= 2 else None
+
+    @property
+    def label(self) -> str:
+        return setting_label(self.setting, self.other)
+
+
+def setting_of(config: dict) -> dict[str, object]:
+    """The setting columns of a resolved run config: ``model`` is ``plain`` when ``model.zoom`` is null."""
+    model = config.get("model") or {}
+    zoom = model.get("zoom")
+    if zoom is None:
+        return {"model": "plain", "level": None, "mode": None, "align_corners": None, "antialias": None}
+    return {
+        "model": "zoom",
+        "level": zoom.get("level"),
+        "mode": zoom.get("mode"),
+        "align_corners": zoom.get("align_corners"),
+        "antialias": bool(zoom.get("antialias", False)),
+    }
+
+
+def setting_label(setting: dict[str, object], other: str = "") -> str:
+    """``plain`` or ``<level> / <mode>[ ac=<align_corners>][ aa]`` (+ ``[<other overrides>]``)."""
+    if setting.get("model") is None:
+        label = "?"
+    elif setting["model"] == "plain":
+        label = "plain"
+    else:
+        label = f"{setting['level']} / {interp_label(setting)}"
+    return f"{label} [{other}]" if other else label
+
+
+def interp_label(setting: dict[str, object]) -> str:
+    """``<mode>[ ac=<v>][ aa]``: the interpolation part of a zoom setting."""
+    label = str(setting.get("mode"))
+    if setting.get("align_corners") is not None:
+        label += f" ac={str(setting['align_corners']).lower()}"
+    if setting.get("antialias"):
+        label += " aa"
+    return label
+
+
+def expected_jobs(sweep_dir: Path) -> list[list[str]] | None:
+    """The override list of every job the sweep launches, in job-number order, as Hydra's BasicSweeper
+    expands ``hydra.sweeper.params`` and the command line saved in ``multirun.yaml``; None when there is
+    no ``multirun.yaml`` or the sweeper is not the basic one."""
+    path = sweep_dir / "multirun.yaml"
+    if not path.is_file():
+        return None
+    hydra_cfg = OmegaConf.load(path).get("hydra", {})
+    sweeper = hydra_cfg.get("sweeper", {})
+    if not str(sweeper.get("_target_", "")).endswith("BasicSweeper"):
+        log.warning(
+            "%s: sweeper %s is not BasicSweeper; cannot list jobs that never started",
+            path,
+            sweeper.get("_target_"),
+        )
+        return None
+    arguments = list(hydra_cfg.get("overrides", {}).get("task", []))
+    try:
+        return expand_sweep(dict(sweeper.get("params") or {}), arguments)
+    except Exception as e:  # an unusual sweep syntax: still summarize the folders that exist
+        log.warning("%s: cannot expand the sweep (%s); listing only the job folders", path, e)
+        return None
+
+
+def expand_sweep(params: dict[str, str], arguments: list[str]) -> list[list[str]]:
+    """The override list of every job, in job-number order, exactly as Hydra's BasicSweeper builds it
+    from ``hydra.sweeper.params`` and the command-line ``arguments`` (a command-line sweep of a key
+    replaces the one in ``params``)."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    overrides = OverridesParser.create().parse_overrides(
+        [*(f"{k}={v}" for k, v in params.items()), *arguments]
+    )
+    return [list(job) for batch in BasicSweeper.split_arguments(overrides, None) for job in batch]
+
+
+def _load_yaml(path: Path) -> object | None:
+    if not path.is_file():
+        return None
+    try:
+        return OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+    except Exception as e:  # e.g. a file a running job is still writing
+        log.warning("%s: unreadable (%s); ignored", path, e)
+        return None
+
+
+def load_run(job_dir: Path, sweep_dir: Path) -> Run:
+    """Read one job folder: its overrides, setting and seed (``config.yaml``, else ``.hydra/config.yaml``)
+    and ``metrics.json``."""
+    overrides = [str(o) for o in (_load_yaml(job_dir / ".hydra" / "overrides.yaml") or [])]
+    config = _load_yaml(job_dir / "config.yaml") or _load_yaml(job_dir / ".hydra" / "config.yaml") or {}
+    metrics_path = job_dir / "metrics.json"
+    metrics: dict[str, float | None] = {}
+    status = NO_METRICS
+    if metrics_path.is_file():
+        try:
+            raw = json.loads(metrics_path.read_text())
+            metrics = {str(k): _finite(v) for k, v in raw.items()}
+            status = OK
+        except (json.JSONDecodeError, AttributeError, TypeError, ValueError) as e:
+            log.warning("%s: unreadable (%s); counted as failed", metrics_path, e)
+    setting = setting_of(config) if config else dict.fromkeys(SETTING_KEYS)
+    seed = config.get("seed") if isinstance(config, dict) else None
+    return Run(
+        job=job_dir.relative_to(sweep_dir).as_posix(),
+        status=status,
+        overrides=overrides,
+        setting=setting,
+        seed=seed,
+        metrics=metrics,
+        path=job_dir,
+        config=_flatten(config, str(job_dir)) if isinstance(config, dict) else {},
+    )
+
+
+def _flatten(config: dict, job_dir: str, prefix: str = "") -> dict[str, object]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``; lists as JSON text; the job folder in a path as ``<job>``."""
+    flat: dict[str, object] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(_flatten(value, job_dir, f"{name}."))
+        elif isinstance(value, (list, dict)):
+            flat[name] = json.dumps(value)
+        elif isinstance(value, str):
+            flat[name] = value.replace(job_dir, "<job>")
+        else:
+            flat[name] = value
+    return flat
+
+
+def _finite(value: object) -> float | None:
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def _is_job_dir(path: Path) -> bool:
+    return any((path / name).exists() for name in ("metrics.json", "config.yaml", ".hydra/overrides.yaml"))
+
+
+def collect_runs(sweep_dir: Path) -> list[Run]:
+    """Every job of the sweep: the job folders found under ``sweep_dir`` and, when ``multirun.yaml``
+    lists jobs without a folder, those as ``not started``."""
+    sweep_dir = Path(sweep_dir)
+    if not sweep_dir.is_dir():
+        raise SummaryError(
+            f"{sweep_dir}: sweep folder not found; pass the folder a multirun wrote "
+            "(logs/<task_name>/multiruns/<timestamp>)"
+        )
+    candidates = {p.parent for p in sweep_dir.rglob("metrics.json")}
+    candidates |= {p.parent for p in sweep_dir.rglob("config.yaml") if p.parent.name != ".hydra"}
+    candidates |= {p.parent.parent for p in sweep_dir.rglob(".hydra/overrides.yaml")}
+    job_dirs = sorted((d for d in candidates if d != sweep_dir and _is_job_dir(d)), key=_job_sort_key)
+    runs = [load_run(d, sweep_dir) for d in job_dirs]
+
+    expected = expected_jobs(sweep_dir)
+    if expected is not None:
+        seen = {tuple(sorted(r.overrides)) for r in runs if r.overrides}
+        for index, overrides in enumerate(expected):
+            if tuple(sorted(overrides)) not in seen:
+                runs.append(
+                    Run(
+                        job=f"#{index}",
+                        status=NOT_STARTED,
+                        overrides=overrides,
+                        setting=dict.fromkeys(SETTING_KEYS),
+                        seed=_seed_from(overrides),
+                    )
+                )
+    if not runs:
+        raise SummaryError(
+            f"{sweep_dir}: no job folders (with metrics.json, config.yaml or "
+            ".hydra/overrides.yaml) and no multirun.yaml; is this a sweep folder?"
+        )
+    _mark_other_overrides(runs)
+    return runs
+
+
+def _job_sort_key(path: Path) -> tuple:
+    return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in path.parts)
+
+
+def _seed_from(overrides: list[str]) -> int | None:
+    for override in overrides:
+        key, _, value = override.partition("=")
+        if key.lstrip("+~") == "seed" and value.lstrip("-").isdigit():
+            return int(value)
+    return None
+
+
+def _mark_other_overrides(runs: list[Run]) -> None:
+    """Fill ``Run.other`` with the overrides that differ between jobs and are not the setting or seed,
+    so that, e.g., a sweep over ``model.zoom.stage`` too does not average different stages together."""
+    split = [dict(o.partition("=")[::2] for o in r.overrides) for r in runs if r.overrides]
+    keys = {k for s in split for k in s if k.lstrip("+~") not in _SETTING_OVERRIDES}
+    varying = sorted(k for k in keys if len({s.get(k) for s in split}) > 1)
+    for run in runs:
+        values = dict(o.partition("=")[::2] for o in run.overrides)
+        run.other = " ".join(f"{k}={values[k]}" for k in varying if k in values)
+
+
+def config_differences(runs: list[Run]) -> dict[str, dict[str, list[str]]]:
+    """Config keys whose value differs between jobs although the sweep does not explain it (e.g. a
+    config file edited while the sweep ran): ``{key: {value: [jobs]}}``.
+
+    A difference is explained when the key lies under an override's key (``model.zoom.stage=...``, or
+    a group such as ``model=...``) or under ``seed``/``model.zoom``, and runs with the same overrides
+    apart from the seed agree on it.
+    """
+    explained = {k.lstrip("+~") for r in runs for k in (o.partition("=")[0] for o in r.overrides)}
+    explained |= {"seed", "model.zoom"}
+    with_config = [r for r in runs if r.config]
+
+    def same_job_but_seed(run: Run) -> tuple:
+        rest = sorted(o for o in run.overrides if o.partition("=")[0].lstrip("+~") != "seed")
+        return (*rest, *(str(run.setting.get(k)) for k in SETTING_KEYS), run.other)
+
+    differences: dict[str, dict[str, list[str]]] = {}
+    for key in sorted({k for r in with_config for k in r.config}):
+        if key == "seed" or key.startswith("seed."):
+            continue
+        values: dict[str, list[str]] = {}
+        per_group: dict[tuple, set[str]] = {}
+        for run in with_config:
+            value = _cell(run.config.get(key, "<missing>"))
+            values.setdefault(value, []).append(run.job)
+            per_group.setdefault(same_job_but_seed(run), set()).add(value)
+        if len(values) < 2:
+            continue
+        is_swept = any(key == e or key.startswith(f"{e}.") for e in explained)
+        if not is_swept or any(len(v) > 1 for v in per_group.values()):
+            differences[key] = values
+    return differences
+
+
+def group_by_setting(runs: list[Run]) -> list[SettingSummary]:
+    """The runs that have a setting, grouped over seeds, in table order: plain, then by level and mode."""
+    groups: dict[tuple, SettingSummary] = {}
+    for run in runs:
+        if run.setting.get("model") is None:
+            continue  # no config: a job that never started or died before writing one
+        key = (*(run.setting.get(k) for k in SETTING_KEYS), run.other)
+        groups.setdefault(key, SettingSummary(setting=dict(run.setting), other=run.other, runs=[]))
+        groups[key].runs.append(run)
+    return sorted(groups.values(), key=_setting_sort_key)
+
+
+def _setting_sort_key(summary: SettingSummary) -> tuple:
+    s = summary.setting
+    order = {None: 0, True: 1, False: 2}
+
+    def index(value, options):
+        return options.index(value) if value in options else len(options)
+
+    return (
+        s["model"] != "plain",
+        index(s["level"], LEVEL_ORDER),
+        index(s["mode"], MODE_ORDER),
+        str(s["mode"]),
+        order.get(s["align_corners"], 3),
+        bool(s["antialias"]),
+        summary.other,
+    )
+
+
+def best_setting(summaries: list[SettingSummary], metric: str = "val/acc") -> SettingSummary | None:
+    """The setting with the highest mean ``metric`` (the first of equals); None if no run finished."""
+    scored = [s for s in summaries if s.mean(metric) is not None]
+    return max(scored, key=lambda s: s.mean(metric)) if scored else None
+
+
+def write_csv(runs: list[Run], path: Path) -> None:
+    metric_keys = sorted({k for r in runs for k in r.metrics})
+    columns = ["job", "status", *SETTING_KEYS, "seed", "other", "overrides", "dir", *metric_keys]
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        for run in runs:
+            row = {
+                "job": run.job,
+                "status": run.status,
+                "seed": run.seed,
+                "other": run.other,
+                "overrides": " ".join(run.overrides),
+                "dir": str(run.path) if run.path else "",
+            }
+            row.update({k: _csv_value(run.setting.get(k)) for k in SETTING_KEYS})
+            row.update({k: _csv_value(run.metrics.get(k)) for k in metric_keys})
+            writer.writerow(row)
+
+
+def _csv_value(value: object) -> object:
+    if value is None:
+        return ""
+    return str(value).lower() if isinstance(value, bool) else value
+
+
+def _percent(mean: float | None, std: float | None) -> str:
+    if mean is None:
+        return "–"
+    return f"{100 * mean:.1f} ± {100 * std:.1f}" if std is not None else f"{100 * mean:.1f}"
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return "–"
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def write_markdown(runs: list[Run], summaries: list[SettingSummary], path: Path, title: str) -> None:
+    metric_keys = [f"{split}/{m}" for m in TABLE_METRICS for split in SPLITS]
+    best = best_setting(summaries)
+    ranked = sorted((s for s in summaries if s.mean("val/acc") is not None), key=lambda s: -s.mean("val/acc"))
+    rank = {id(s): i + 1 for i, s in enumerate(ranked)}
+    finished = sum(r.status == OK for r in runs)
+    has_other = any(s.other for s in summaries)
+    differences = config_differences(runs)
+
+    lines = [f"# {title}", ""]
+    lines.append(
+        f"{finished} of {len(runs)} runs finished. Mean ± std over seeds, accuracy in %; "
+        "`acc` is the final (fused) prediction, `acc_raw`/`acc_zoom` the branches, `acc_macro` "
+        "the per-class mean. Rank by mean val/acc (the test split never selects)."
+    )
+    lines.append("")
+    if differences:
+        lines.append(
+            f"**Warning:** the run configs differ in {len(differences)} key(s) that the sweep does not "
+            'vary (see "Config differences" below); the rows may average different setups.'
+        )
+        lines.append("")
+    if best is not None:
+        lines.append(
+            f"Best setting by mean val/acc: **{best.label}** "
+            f"(val/acc {_percent(best.mean('val/acc'), best.std('val/acc'))}, "
+            f"test/acc {_percent(best.mean('test/acc'), best.std('test/acc'))}, "
+            f"{len(best.values('val/acc'))} seeds)."
+        )
+        lines.append("")
+    header = ["rank", *SETTING_KEYS, *(["other"] if has_other else []), "seeds", *metric_keys]
+    lines.append("| " + " | ".join(header) + " |")
+    text_columns = len(SETTING_KEYS) + has_other
+    lines.append("|" + "|".join(["---:", *["---"] * text_columns, *["---:"] * (1 + len(metric_keys))]) + "|")
+    for s in summaries:
+        r = rank.get(id(s))
+        rank_cell = "–" if r is None else (f"**{r} (best)**" if s is best else str(r))
+        cells = [rank_cell, *(_cell(s.setting.get(k)) for k in SETTING_KEYS)]
+        cells += [s.other] if has_other else []
+        cells.append(str(len(s.finished)))
+        cells += [_percent(s.mean(k), s.std(k)) for k in metric_keys]
+        lines.append("| " + " | ".join(cells) + " |")
+    if not summaries:
+        lines.append("| " + " | ".join(["–"] * len(header)) + " |")
+
+    failed = [r for r in runs if r.status != OK]
+    lines += ["", "## Failed or unfinished runs", ""]
+    if failed:
+        lines.append("| job | status | setting | seed | overrides |")
+        lines.append("|---|---|---|---:|---|")
+        for run in failed:
+            label = setting_label(run.setting, run.other) if run.setting.get("model") else "?"
+            lines.append(
+                f"| {run.job} | {run.status} | {label} | {_cell(run.seed)} | "
+                f"{' '.join(run.overrides) or '–'} |"
+            )
+    else:
+        lines.append("None: every run wrote metrics.json.")
+    if differences:
+        lines += ["", "## Config differences", "", "Keys that differ between jobs but are not swept:", ""]
+        for key, values in differences.items():
+            where = "; ".join(f"`{value}` in job(s) {', '.join(jobs)}" for value, jobs in values.items())
+            lines.append(f"- `{key}`: {where}")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def plot(summaries: list[SettingSummary], path: Path, metric: str = "test/acc") -> None:
+    """Bar chart of mean ``metric`` ± std per setting, grouped by level; plain as a reference line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    zoom = [s for s in summaries if s.setting["model"] != "plain" and s.mean(metric) is not None]
+    levels = [
+        lv
+        for lv in (*LEVEL_ORDER, *sorted({str(s.setting["level"]) for s in zoom}))
+        if any(str(s.setting["level"]) == lv for s in zoom)
+    ]
+    levels = list(dict.fromkeys(levels))
+
+    def x_label(s: SettingSummary) -> str:
+        return interp_label(s.setting) + (f"\n{s.other}" if s.other else "")
+
+    categories = list(dict.fromkeys(x_label(s) for s in zoom))
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(categories) + 2), 4.5), layout="constrained")
+    width = 0.8 / max(1, len(levels))
+    for i, level in enumerate(levels):
+        by_label = {x_label(s): s for s in zoom if str(s.setting["level"]) == level}
+        xs = [j + (i - (len(levels) - 1) / 2) * width for j, c in enumerate(categories) if c in by_label]
+        picked = [by_label[c] for c in categories if c in by_label]
+        ax.bar(
+            xs,
+            [100 * s.mean(metric) for s in picked],
+            width,
+            yerr=[100 * (s.std(metric) or 0.0) for s in picked],
+            capsize=3,
+            label=f"level={level}",
+        )
+    for s in summaries:
+        if s.setting["model"] == "plain" and s.mean(metric) is not None:
+            mean, std = 100 * s.mean(metric), 100 * (s.std(metric) or 0.0)
+            ax.axhline(
+                mean,
+                color="black",
+                linestyle="--",
+                linewidth=1,
+                label=f"plain{f' [{s.other}]' if s.other else ''} (no zoom)",
+            )
+            if std:
+                ax.axhspan(mean - std, mean + std, color="black", alpha=0.08)
+    ax.set_xticks(range(len(categories)), categories, rotation=30, ha="right")
+    ax.set_ylabel(f"{metric} (%)")
+    ax.set_title(f"{metric}: mean ± std over seeds per interpolation setting")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize="small")
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def summarize(sweep_dir: Path | str, out_dir: Path | str | None = None) -> dict[str, Path]:
+    """Write ``results.csv``, ``results.md`` and ``results.png`` for the sweep in ``sweep_dir`` (into
+    ``out_dir``, default the sweep folder); returns their paths."""
+    sweep_dir = Path(sweep_dir)
+    out_dir = Path(out_dir) if out_dir is not None else sweep_dir
+    runs = collect_runs(sweep_dir)
+    summaries = group_by_setting(runs)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {"csv": out_dir / "results.csv", "md": out_dir / "results.md", "png": out_dir / "results.png"}
+    write_csv(runs, paths["csv"])
+    write_markdown(runs, summaries, paths["md"], title=f"Sweep {sweep_dir}")
+    plot(summaries, paths["png"])
+    return paths

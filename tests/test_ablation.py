@@ -1,0 +1,240 @@
+"""The interpolation ablation: the sweep launches only valid settings, summarize reads a sweep folder
+(finished, failed and never-started jobs), and a tiny sweep runs end to end through both scripts."""
+
+from __future__ import annotations
+
+import csv
+import json
+from itertools import product
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from fgzoom.errors import ConfigError
+from fgzoom.models.zoom import LEVELS, MODES, ZoomConfig
+from fgzoom.summarize import (
+    MODE_ORDER,
+    NO_METRICS,
+    NOT_STARTED,
+    OK,
+    SummaryError,
+    collect_runs,
+    expand_sweep,
+    summarize,
+)
+from tests.conftest import compose_config, run_script, tiny_overrides
+
+
+def _sweep_params(experiment: str, tmp_path: Path) -> dict[str, str]:
+    cfg = compose_config("train.yaml", [f"experiment={experiment}"], tmp_path)
+    return dict(cfg.hydra.sweeper.params)
+
+
+def _valid_settings() -> set[tuple]:
+    """Every (level, mode, align_corners, antialias) the ablation should cover, by the model's own
+    validation: each valid (level, mode, align_corners), antialias off unless the mode requires it."""
+    settings = set()
+    for level, mode, align_corners in product(LEVELS, MODES, (None, True, False)):
+        for antialias in (False, True):
+            try:
+                ZoomConfig(level=level, mode=mode, align_corners=align_corners, antialias=antialias)
+            except ConfigError:
+                continue
+            settings.add((level, mode, align_corners, antialias))
+            break
+    return settings
+
+
+def test_sweep_launches_exactly_the_valid_settings_with_every_seed(tmp_path):
+    params = _sweep_params("ablate_interp", tmp_path)
+    jobs = expand_sweep(params, ["experiment=ablate_interp"])
+    models = sorted({o.split("=", 1)[1] for job in jobs for o in job if o.startswith("model=")})
+    seeds = sorted({o.split("=", 1)[1] for job in jobs for o in job if o.startswith("seed=")})
+    assert len(seeds) >= 3
+    assert len(jobs) == len(models) * len(seeds)  # every setting with every seed, nothing else
+
+    settings = []
+    for model in models:
+        cfg = compose_config("train.yaml", ["experiment=ablate_interp", f"model={model}"], tmp_path)
+        zoom = OmegaConf.to_container(cfg.model.zoom, resolve=True) if cfg.model.zoom is not None else None
+        if zoom is None:
+            settings.append("plain")
+            continue
+        ZoomConfig.from_dict(zoom)  # raises on an invalid combination (e.g. align_corners with nearest)
+        settings.append((zoom["level"], zoom["mode"], zoom["align_corners"], zoom["antialias"]))
+    assert len(settings) == len(set(settings)), "two model options give the same setting"
+    assert set(settings) == _valid_settings() | {"plain"}
+
+
+def test_command_line_sweep_replaces_the_experiment_sweep(tmp_path):
+    params = _sweep_params("ablate_interp", tmp_path)
+    jobs = expand_sweep(params, ["experiment=ablate_interp", "model=plain,interp/image/area", "seed=7,8"])
+    assert [sorted(job) for job in jobs] == [
+        sorted(["experiment=ablate_interp", f"model={m}", f"seed={s}"])
+        for m, s in product(["plain", "interp/image/area"], [7, 8])
+    ]
+
+
+def test_slurm_variant_runs_the_same_sweep_through_submitit(tmp_path):
+    cfg = compose_config(
+        "train.yaml", ["experiment=ablate_interp_slurm", "hydra.launcher.partition=gpu"], tmp_path
+    )
+    assert cfg.hydra.launcher._target_.endswith("submitit_launcher.SlurmLauncher")
+    assert cfg.hydra.launcher.partition == "gpu"
+    assert cfg.hydra.launcher.gpus_per_node == 1
+    assert cfg.data.num_workers == cfg.hydra.launcher.cpus_per_task
+    assert dict(cfg.hydra.sweeper.params) == _sweep_params("ablate_interp", tmp_path)
+    local = compose_config("train.yaml", ["experiment=ablate_interp"], tmp_path)
+    assert local.hydra.launcher._target_.endswith("joblib_launcher.JoblibLauncher")
+    assert local.hydra.launcher.n_jobs == 2
+
+
+def test_every_mode_has_a_place_in_the_table_order():
+    assert set(MODES) <= set(MODE_ORDER)
+
+
+def _job(sweep: Path, num: int, model: str, seed: int, zoom: dict | None, metrics: dict | None) -> None:
+    job = sweep / str(num)
+    (job / ".hydra").mkdir(parents=True)
+    OmegaConf.save(
+        OmegaConf.create(["experiment=ablate_interp", f"model={model}", f"seed={seed}"]),
+        job / ".hydra" / "overrides.yaml",
+    )
+    OmegaConf.save(OmegaConf.create({"seed": seed, "model": {"zoom": zoom}}), job / "config.yaml")
+    if metrics is not None:
+        (job / "metrics.json").write_text(json.dumps(metrics))
+
+
+def _metrics(acc: float) -> dict:
+    return {"val/acc": acc, "test/acc": acc - 0.1, "val/acc_macro": acc, "test/acc_macro": acc - 0.1}
+
+
+@pytest.fixture
+def hand_made_sweep(tmp_path) -> Path:
+    """plain x seeds 1,2 (both finished), bilinear x seeds 1,2 (seed 1 finished, seed 2 failed), and
+    nearest x seeds 1,2 listed in multirun.yaml but never started."""
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    OmegaConf.save(
+        OmegaConf.create(
+            {
+                "hydra": {
+                    "sweeper": {
+                        "_target_": "hydra._internal.core_plugins.basic_sweeper.BasicSweeper",
+                        "params": {
+                            "model": "plain, interp/feature/bilinear, interp/feature/nearest",
+                            "seed": "1,2",
+                        },
+                    },
+                    "overrides": {"task": ["experiment=ablate_interp"]},
+                }
+            }
+        ),
+        sweep / "multirun.yaml",
+    )
+    bilinear = {"level": "feature", "mode": "bilinear", "align_corners": None, "antialias": False}
+    _job(sweep, 0, "plain", 1, None, _metrics(0.5))
+    _job(sweep, 1, "plain", 2, None, _metrics(0.7))
+    _job(sweep, 2, "interp/feature/bilinear", 1, bilinear, {**_metrics(0.9), "val/acc_zoom": 0.8})
+    _job(sweep, 3, "interp/feature/bilinear", 2, bilinear, None)  # crashed: no metrics.json
+    return sweep
+
+
+def test_collect_runs_finds_finished_failed_and_never_started_jobs(hand_made_sweep):
+    runs = collect_runs(hand_made_sweep)
+    status = {r.job: r.status for r in runs}
+    assert status == {"0": OK, "1": OK, "2": OK, "3": NO_METRICS, "#4": NOT_STARTED, "#5": NOT_STARTED}
+    assert {r.seed for r in runs if r.status == NOT_STARTED} == {1, 2}
+    assert all(r.other == "" for r in runs)
+
+
+def test_summarize_hand_made_sweep(hand_made_sweep, tmp_path):
+    paths = summarize(hand_made_sweep, tmp_path / "out")
+    assert paths["png"].stat().st_size > 0
+
+    rows = list(csv.DictReader(paths["csv"].open()))
+    assert [r["job"] for r in rows] == ["0", "1", "2", "3", "#4", "#5"]
+    assert rows[0]["model"] == "plain" and rows[0]["seed"] == "1" and float(rows[0]["val/acc"]) == 0.5
+    assert (
+        rows[2]["mode"] == "bilinear" and rows[2]["level"] == "feature" and rows[2]["val/acc_zoom"] == "0.8"
+    )
+    assert rows[3]["status"] == NO_METRICS and rows[3]["val/acc"] == ""
+
+    md = paths["md"].read_text()
+    table, failed = md.split("## Failed or unfinished runs")
+    setting_rows = [line for line in table.splitlines() if line.startswith("| ") and "rank" not in line]
+    assert len(setting_rows) == 2  # plain, feature/bilinear; the never-started nearest has no config
+    plain = next(line for line in setting_rows if "| plain |" in line)
+    assert "| 2 | 60.0 ± 14.1 | 50.0 ± 14.1 |" in plain  # seeds, val/acc, test/acc (mean ± std, %)
+    bilinear = next(line for line in setting_rows if "bilinear" in line)
+    assert bilinear.startswith("| **1 (best)** |") and "| 1 | 90.0 | 80.0 |" in bilinear
+    assert "Best setting by mean val/acc: **feature / bilinear**" in table
+    assert "| 3 | no metrics.json | feature / bilinear | 2 |" in failed
+    assert "| #4 | not started |" in failed and "model=interp/feature/nearest" in failed
+
+
+def test_summarize_marks_other_varying_overrides(tmp_path):
+    sweep = tmp_path / "sweep"
+    zoom = {"level": "feature", "mode": "area", "align_corners": None, "antialias": False}
+    for num, stage in enumerate((2, 3)):
+        _job(sweep, num, "interp/feature/area", 1, zoom, _metrics(0.5 + 0.1 * num))
+        overrides = sweep / str(num) / ".hydra" / "overrides.yaml"
+        OmegaConf.save(OmegaConf.create([*OmegaConf.load(overrides), f"model.zoom.stage={stage}"]), overrides)
+    md = summarize(sweep)["md"].read_text()
+    assert "model.zoom.stage=2" in md and "model.zoom.stage=3" in md  # two settings, not averaged
+
+
+def test_summarize_flags_config_differences_the_sweep_does_not_explain(hand_made_sweep):
+    config = hand_made_sweep / "1" / "config.yaml"  # plain, seed 2: as if a file changed mid-sweep
+    OmegaConf.save(
+        OmegaConf.merge(OmegaConf.load(config), {"model": {"backbone": {"name": "resnet10t"}}}), config
+    )
+    md = summarize(hand_made_sweep)["md"].read_text()
+    assert "**Warning:** the run configs differ in 1 key(s)" in md
+    assert "- `model.backbone.name`: `<missing>` in job(s) 0, 2, 3; `resnet10t` in job(s) 1" in md
+
+
+def test_summarize_cli_reports_a_missing_folder_in_one_line(tmp_path):
+    result = run_script("summarize.py", str(tmp_path / "nope"))
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith("error: ") and len(result.stderr.strip().splitlines()) == 1
+    with pytest.raises(SummaryError, match="no job folders"):
+        summarize(tmp_path)
+
+
+@pytest.mark.slow
+def test_tiny_sweep_end_to_end(tmp_path, synthetic_root):
+    sweep = tmp_path / "sweep"
+    result = run_script(
+        "train.py",
+        "-m",
+        "experiment=ablate_interp",
+        "hydra/launcher=basic",
+        "model=plain,interp/feature/nearest",
+        "seed=1,2",
+        f"hydra.sweep.dir={sweep}",
+        *tiny_overrides(synthetic_root),
+        "trainer.limit_train_batches=2",
+        "++figures_every_n_epochs=0",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    for num in range(4):
+        assert (sweep / str(num) / "metrics.json").is_file()
+        assert (sweep / str(num) / "config.yaml").is_file()
+
+    result = run_script("summarize.py", str(sweep))
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = list(csv.DictReader((sweep / "results.csv").open()))
+    assert len(rows) == 4 and {r["status"] for r in rows} == {OK}
+    assert sorted((r["model"], r["mode"], r["seed"]) for r in rows) == [
+        ("plain", "", "1"),
+        ("plain", "", "2"),
+        ("zoom", "nearest", "1"),
+        ("zoom", "nearest", "2"),
+    ]
+    md = (sweep / "results.md").read_text()
+    table = md.split("## Failed or unfinished runs")[0]
+    assert len([line for line in table.splitlines() if line.startswith("| ") and "rank" not in line]) == 2
+    assert "(best)" in table
+    assert (sweep / "results.png").stat().st_size > 0
