@@ -51,3 +51,12 @@ def test_local_weights_file_loads_with_adapted_head(tmp_path):
     model = create_backbone(BackboneConfig(name="resnet18", pretrained_path=str(path)), num_classes=7)
     assert model.fc.out_features == 7
     assert torch.equal(model.conv1.weight, source.conv1.weight)
+
+
+def test_offline_pretrained_request_fails_at_once_with_the_fix(monkeypatch):
+    import fgzoom.models.backbone as backbone
+
+    monkeypatch.setattr(backbone, "_hub_weights_cached", lambda name: False)
+    monkeypatch.setattr(backbone, "_hub_reachable", lambda timeout=3.0: False)
+    with pytest.raises(ConfigError, match="model.backbone.pretrained_path="):
+        create_backbone(BackboneConfig(name="resnet18", pretrained=True), num_classes=3)
