@@ -18,7 +18,7 @@ from pathlib import Path
 import hydra
 import lightning as L
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from fgzoom.errors import ConfigError
 from fgzoom.eval.confusion import (
@@ -31,7 +31,7 @@ from fgzoom.eval.figures import save_figure, select_indices, zoom_grid
 from fgzoom.eval.localization import localization_metrics
 from fgzoom.eval.predictions import Predictions, accuracy, collect_predictions, tta_views
 from fgzoom.models.module import FGVCModule
-from fgzoom.runtime import instantiate_loggers, open_dict, resolve_ckpt_path, to_float_dict, write_json
+from fgzoom.runtime import instantiate_loggers, resolve_ckpt_path, to_float_dict, write_json
 
 log = logging.getLogger("fgzoom.eval")
 

@@ -15,7 +15,7 @@ import hydra
 import timm
 from lightning import Callback
 from lightning.pytorch.loggers import Logger
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import MissingMandatoryValue
 
 from fgzoom.errors import ConfigError, FGZoomError
@@ -79,12 +79,6 @@ def fill_normalization(cfg: DictConfig) -> None:
         cfg.data.std = list(cfg.data.get("std") or std)
 
 
-def open_dict(cfg: DictConfig):
-    from omegaconf import open_dict as _open_dict
-
-    return _open_dict(cfg)
-
-
 def instantiate_callbacks(cfg: DictConfig | None, has_logger: bool) -> list[Callback]:
     callbacks: list[Callback] = []
     for name, conf in (cfg or {}).items():
@@ -135,6 +129,3 @@ def one_line_errors(fn: Callable) -> Callable:
 
     return wrapper
 
-
-def project_root() -> Path:
-    return Path(__file__).resolve().parents[2]

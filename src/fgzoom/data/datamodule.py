@@ -5,14 +5,13 @@ from __future__ import annotations
 import inspect
 import logging
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
-from fgzoom.data.dataset import BadImageError, FGVCDataset, load_rgb
+from fgzoom.data.dataset import FGVCDataset, decode_errors
 from fgzoom.data.index import DatasetIndex, Sample
 from fgzoom.data.readers import PREPARERS, get_reader
 from fgzoom.data.splits import stratified_split
@@ -161,19 +160,11 @@ class FGVCDataModule(L.LightningDataModule):
         self.splits = splits
 
     def _drop_unreadable(self, split: str, samples: list[Sample]) -> list[Sample]:
-        def readable(sample: Sample) -> bool:
-            try:
-                load_rgb(sample.path)
-                return True
-            except BadImageError:
-                return False
-
-        with ThreadPoolExecutor(max_workers=max(1, self.num_workers)) as pool:
-            ok = list(pool.map(readable, samples))
-        kept = [s for s, good in zip(samples, ok) if good]
+        errors = decode_errors(samples, self.num_workers)
+        kept = [s for s, error in zip(samples, errors, strict=True) if error is None]
         self.skipped[split] = len(samples) - len(kept)
         if self.skipped[split]:
-            bad = [str(s.path) for s, good in zip(samples, ok) if not good]
+            bad = [str(s.path) for s, error in zip(samples, errors, strict=True) if error is not None]
             log.warning("data.on_bad_image=skip: dropped %d unreadable %s images (first: %s)",
                         self.skipped[split], split, bad[0])
         return kept

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -28,6 +29,20 @@ def load_rgb(path: Path) -> Image.Image:
             f"cannot read image {path} ({type(e).__name__}: {e}); replace or remove the file, "
             "or set data.on_bad_image=skip to drop unreadable images at setup"
         ) from e
+
+
+def decode_errors(samples: list, workers: int = 1) -> list[str | None]:
+    """Decode every sample's image (``workers`` threads); per sample, the BadImageError message or None."""
+
+    def check(sample) -> str | None:
+        try:
+            load_rgb(sample.path)
+            return None
+        except BadImageError as e:
+            return str(e)
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        return list(pool.map(check, samples))
 
 
 class FGVCDataset(Dataset):

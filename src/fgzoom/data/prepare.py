@@ -2,27 +2,8 @@
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
-
 from fgzoom.data.datamodule import FGVCDataModule
-from fgzoom.data.dataset import BadImageError, load_rgb
-
-
-def first_unreadable(samples: list, workers: int = 4) -> str | None:
-    """Decode every image; return the error of the first unreadable one (in sample order), else None."""
-
-    def check(sample) -> str | None:
-        try:
-            load_rgb(sample.path)
-            return None
-        except BadImageError as e:
-            return str(e)
-
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        for error in pool.map(check, samples):
-            if error is not None:
-                return error
-    return None
+from fgzoom.data.dataset import BadImageError, decode_errors
 
 
 def check_dataset(datamodule: FGVCDataModule, check_images: bool = True) -> dict:
@@ -38,7 +19,7 @@ def check_dataset(datamodule: FGVCDataModule, check_images: bool = True) -> dict
     datamodule.setup()
     if check_images and datamodule.on_bad_image == "error":
         for samples in datamodule.splits.values():
-            error = first_unreadable(samples, datamodule.num_workers or 1)
+            error = next((e for e in decode_errors(samples, datamodule.num_workers) if e is not None), None)
             if error is not None:
                 raise BadImageError(error)
     return {

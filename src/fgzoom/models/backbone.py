@@ -163,7 +163,7 @@ class BackboneSplit(nn.Module):
         names = [n for n, _ in ordered]
         split_at = names.index(modules[self.stage]) + 1
         self.model = model
-        self.before = [n for n in names[:split_at]]
+        self.before = names[:split_at]
         self.after = [n for n in names[split_at:] if n.split(".")[0] not in HEAD_MODULES]
         self._modules_by_name = dict(ordered)
         self.num_features = model.num_features
@@ -187,10 +187,6 @@ class BackboneSplit(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.forward_head(self.forward_from(self.forward_to(x)))
-
-
-def stage_reduction(model: nn.Module, stage: int) -> int:
-    return model.feature_info[stage]["reduction"]
 
 
 @torch.no_grad()

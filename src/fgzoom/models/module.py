@@ -145,11 +145,9 @@ class FGVCModule(L.LightningModule):
         loss = self._loss(out, labels)
         m = self.metrics[f"{split}_"]  # ModuleDict keys cannot be "train"
         m["loss"].update(loss.detach(), images.shape[0])
-        preds = {"acc": out["logits"].detach(), "acc_top5": out["logits"].detach(),
-                 "acc_macro": out["logits"].detach()}
         for name, metric in m["acc"].items():
-            source = {"acc_raw": "logits_raw", "acc_zoom": "logits_zoom"}.get(name)
-            metric.update(out[source].detach() if source else preds[name], labels)
+            source = {"acc_raw": "logits_raw", "acc_zoom": "logits_zoom"}.get(name, "logits")
+            metric.update(out[source].detach(), labels)
         if self.is_zoom:
             m["degenerate_frac"].update(out["degenerate"].float())
             if split != "train" and "has_box" in batch:
