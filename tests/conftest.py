@@ -74,10 +74,18 @@ def train_cfg(tmp_path, synthetic_root) -> DictConfig:
     return compose_config("train.yaml", tiny_overrides(synthetic_root), tmp_path / "run")
 
 
-def run_script(script: str, *overrides: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    """Run ``scripts/<script>`` in a subprocess like a user would; returns the completed process."""
-    env = dict(os.environ, PYTHONWARNINGS="ignore", HYDRA_FULL_ERROR="0")
+SCRIPT_ENV = dict(os.environ, PYTHONWARNINGS="ignore", HYDRA_FULL_ERROR="0")
+
+
+def script_command(script: str, *overrides: str) -> list[str]:
+    return [sys.executable, str(ROOT / "scripts" / script), *overrides]
+
+
+def run_script(
+    script: str, *overrides: str, timeout: float = 600, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """Run ``scripts/<script>`` in a subprocess like a user would (``env`` adds variables)."""
     return subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / script), *overrides],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout,
+        script_command(script, *overrides), cwd=ROOT, env={**SCRIPT_ENV, **(env or {})}, capture_output=True,
+        text=True, timeout=timeout,
     )

@@ -6,7 +6,6 @@ import json
 
 import pytest
 import torch
-from omegaconf import open_dict
 
 from fgzoom.evaluate import evaluate
 from fgzoom.train import train

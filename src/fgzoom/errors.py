@@ -2,8 +2,13 @@
 
 
 class FGZoomError(Exception):
-    """Bad input (config value, dataset path, image, checkpoint). Entry scripts print it as one line."""
+    """Bad input or a failed run (config value, dataset path, image, checkpoint, NaN loss). Entry scripts
+    print it as one line."""
 
 
 class ConfigError(FGZoomError, ValueError):
     """A config key has a value that is not allowed. The message names the key and the allowed values."""
+
+
+class NonFiniteLossError(FGZoomError, FloatingPointError):
+    """The training loss became NaN or Inf; the run stops and keeps its last good checkpoint."""

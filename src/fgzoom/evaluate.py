@@ -31,7 +31,7 @@ from fgzoom.eval.figures import save_figure, select_indices, zoom_grid
 from fgzoom.eval.localization import localization_metrics
 from fgzoom.eval.predictions import Predictions, accuracy, collect_predictions, tta_views
 from fgzoom.models.module import FGVCModule
-from fgzoom.runtime import instantiate_loggers, resolve_ckpt_path, to_float_dict, write_json
+from fgzoom.runtime import instantiate_loggers, pin_run_dir, resolve_ckpt_path, to_float_dict, write_json
 
 log = logging.getLogger("fgzoom.eval")
 
@@ -111,6 +111,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Test ``cfg.ckpt_path`` on ``cfg.split`` (test by default); write ``<run dir>/metrics.json`` and the
     extras listed in the module docstring. Returns the metrics."""
     output_dir = Path(cfg.paths.output_dir)
+    pin_run_dir(str(output_dir))
     options = eval_options(cfg)
     path = resolve_ckpt_path(cfg.ckpt_path, str(output_dir))
     meta = read_checkpoint_meta(path)

@@ -13,13 +13,14 @@ from pathlib import Path
 
 import hydra
 import timm
+from hydra.core.hydra_config import HydraConfig
 from lightning import Callback
 from lightning.pytorch.loggers import Logger
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from omegaconf.errors import MissingMandatoryValue
 
 from fgzoom.errors import ConfigError, FGZoomError
-from fgzoom.models.backbone import BackboneConfig
+from fgzoom.models.backbone import BackboneConfig, check_pretrained_available
 from fgzoom.models.zoom import ZoomConfig
 
 log = logging.getLogger("fgzoom")
@@ -34,7 +35,8 @@ def validate_config(cfg: DictConfig) -> None:
         key = e.full_key or str(e)
         raise ConfigError(f"{key} is required: pass {key}=... on the command line") from e
     if model:
-        BackboneConfig(**model.get("backbone", {}))
+        backbone = BackboneConfig(**model.get("backbone", {}))
+        check_pretrained_available(backbone)
         zoom = ZoomConfig.from_dict(model["zoom"]) if model.get("zoom") is not None else None
         if zoom is not None:
             info = timm.create_model(model["backbone"]["name"], pretrained=False, num_classes=0).feature_info
@@ -65,6 +67,19 @@ def resolve_ckpt_path(ckpt_path: str | None, output_dir: str) -> str | None:
         hint = " (ckpt_path=last looks in this run folder; set hydra.run.dir to the run to resume)" if ckpt_path == "last" else ""
         raise ConfigError(f"ckpt_path={ckpt_path}: checkpoint file {path} not found{hint}")
     return str(path)
+
+
+def pin_run_dir(output_dir: str) -> None:
+    """Make ``hydra.run.dir`` the literal folder of this run.
+
+    Under ``strategy=ddp`` Lightning starts ranks 1.. by re-running the script with
+    ``hydra.run.dir=<HydraConfig run.dir>``; left as ``...${now:...}`` it would resolve again, a second
+    later, into a second run folder. Pinned, every rank writes into the one folder of rank 0.
+    """
+    if HydraConfig.initialized():
+        hydra_cfg = HydraConfig.get()
+        with read_write(hydra_cfg), open_dict(hydra_cfg):
+            hydra_cfg.run.dir = str(output_dir)
 
 
 def fill_normalization(cfg: DictConfig) -> None:
@@ -110,6 +125,18 @@ def write_json(path: Path, payload: dict) -> None:
     os.replace(tmp, path)
 
 
+def _fgzoom_cause(error: BaseException) -> FGZoomError | None:
+    """``error`` or the FGZoomError it wraps (hydra.utils.instantiate re-raises constructor errors as
+    InstantiationException with the original as ``__cause__``)."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, FGZoomError):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
+
+
 def one_line_errors(fn: Callable) -> Callable:
     """Run ``fn``; an FGZoomError (also when re-raised from a DataLoader worker) becomes one line on
     stderr and exit status 2 instead of a traceback."""
@@ -118,7 +145,10 @@ def one_line_errors(fn: Callable) -> Callable:
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except FGZoomError as e:
+        except Exception as raised:
+            e = _fgzoom_cause(raised)
+            if e is None:
+                raise
             lines = [line for line in str(e).strip().splitlines() if line.strip()]
             message = lines[-1] if lines else type(e).__name__
             # a worker's re-raised message ends with "package.Class: message"

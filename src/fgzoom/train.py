@@ -14,6 +14,7 @@ from fgzoom.runtime import (
     fill_normalization,
     instantiate_callbacks,
     instantiate_loggers,
+    pin_run_dir,
     resolve_ckpt_path,
     resolved_container,
     to_float_dict,
@@ -28,7 +29,7 @@ def build(cfg: DictConfig):
     """Instantiate datamodule, model, callbacks, loggers and trainer from a composed config."""
     validate_config(cfg)
     fill_normalization(cfg)
-    datamodule = hydra.utils.instantiate(cfg.data)
+    datamodule = hydra.utils.instantiate(cfg.data, seed=cfg.get("seed"))
     datamodule.prepare_data()
     datamodule.read_index()  # a broken dataset layout fails here, before any model is built
     model = hydra.utils.instantiate(
@@ -47,16 +48,18 @@ def train(cfg: DictConfig) -> dict[str, float]:
     Writes ``<run dir>/metrics.json`` and ``<run dir>/config.yaml``; returns the metrics.
     """
     output_dir = Path(cfg.paths.output_dir)
+    pin_run_dir(str(output_dir))
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), str(output_dir))
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     datamodule, model, trainer = build(cfg)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(model.run_config))
+    if trainer.is_global_zero:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(model.run_config))
 
     if cfg.get("train", True):
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
-    checkpoint = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
+    checkpoint = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint) and c.monitor), None)
     best = checkpoint.best_model_path if checkpoint is not None and checkpoint.best_model_path else None
     if best is None and not cfg.get("train", True):
         best = ckpt_path

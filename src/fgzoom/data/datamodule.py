@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import secrets
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from fgzoom.data.readers import PREPARERS, get_reader
 from fgzoom.data.splits import stratified_split
 from fgzoom.data.transforms import build_transforms
 from fgzoom.errors import ConfigError
+from fgzoom.seeding import EpochSeededSampler
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +46,8 @@ class FGVCDataModule(L.LightningDataModule):
         download: let torchvision download the dataset when it supports it (opt-in).
         annotation_level: FGVC-Aircraft label granularity (variant | family | manufacturer).
         reader_options: other dataset-specific options passed to the reader.
+        seed: seed of the training order and augmentation (see :mod:`fgzoom.seeding`); the entry
+            point passes the run's ``seed``. None draws one, so such a run cannot be replayed.
     """
 
     def __init__(
@@ -69,6 +73,7 @@ class FGVCDataModule(L.LightningDataModule):
         download: bool = False,
         annotation_level: str | None = None,
         reader_options: dict | None = None,
+        seed: int | None = None,
     ) -> None:
         super().__init__()
         if on_bad_image not in ON_BAD_IMAGE:
@@ -104,6 +109,7 @@ class FGVCDataModule(L.LightningDataModule):
         self.reader_options = dict(reader_options or {})
         if annotation_level is not None:
             self.reader_options.setdefault("annotation_level", annotation_level)
+        self.seed = int(seed) if seed is not None else secrets.randbits(62)
         self.index: DatasetIndex | None = None
         self.splits: dict[str, list[Sample]] = {}
         self.skipped: dict[str, int] = {}
@@ -177,10 +183,13 @@ class FGVCDataModule(L.LightningDataModule):
 
     def _loader(self, split: str) -> DataLoader:
         pin = torch.cuda.is_available() if self.pin_memory is None else self.pin_memory
+        dataset = self.dataset(split)
+        # training order and augmentation are functions of (seed, epoch, index): resumable exactly
+        sampler = EpochSeededSampler(len(dataset), self.seed, shuffle=True) if split == "train" else None
         return DataLoader(
-            self.dataset(split),
+            dataset,
             batch_size=self.batch_size,
-            shuffle=split == "train",
+            sampler=sampler,
             drop_last=split == "train" and len(self.splits["train"]) > self.batch_size,
             num_workers=self.num_workers,
             pin_memory=pin,

@@ -12,6 +12,7 @@ from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
 from fgzoom.errors import FGZoomError
+from fgzoom.seeding import seeded_rng
 
 
 class BadImageError(FGZoomError):
@@ -49,6 +50,10 @@ class FGVCDataset(Dataset):
     """Samples -> dicts of ``image`` Tensor[3, S, S], ``label`` int64, ``box`` Tensor[4] float
     ``(y0, x0, y1, x1)`` in input-pixel coordinates (the whole frame when unknown), ``has_box`` bool
     and ``index`` int64 (position in this split).
+
+    A key is an index, or ``(index, seed)`` (from :class:`~fgzoom.seeding.EpochSeededSampler`): the
+    random transforms then run under ``seed``, so a sample's augmentation does not depend on which
+    worker loads it or on what that worker loaded before.
     """
 
     def __init__(self, samples: list, transform: Callable) -> None:
@@ -58,7 +63,14 @@ class FGVCDataset(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, index: int) -> dict:
+    def __getitem__(self, key: int | tuple[int, int]) -> dict:
+        if isinstance(key, tuple):
+            index, seed = key
+            with seeded_rng(seed):
+                return self._load(index)
+        return self._load(key)
+
+    def _load(self, index: int) -> dict:
         sample = self.samples[index]
         image = load_rgb(sample.path)
         h, w = image.height, image.width

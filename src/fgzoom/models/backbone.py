@@ -72,11 +72,28 @@ def _hub_weights_cached(name: str) -> bool:
 
 
 def _hub_reachable(timeout: float = 3.0) -> bool:
+    """False at once under ``HF_HUB_OFFLINE=1``; else whether huggingface.co answers within ``timeout``."""
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return False
     try:
         with socket.create_connection(("huggingface.co", 443), timeout=timeout):
             return True
     except OSError:
         return False
+
+
+def check_pretrained_available(config: BackboneConfig) -> None:
+    """For ``pretrained=true`` without a local file: raise at once (no download retries) when the weights
+    are neither in the local cache nor reachable on the hub."""
+    if config.pretrained and config.pretrained_path is None:
+        if not _hub_weights_cached(config.name) and not _hub_reachable():
+            raise ConfigError(
+                f"model.backbone.pretrained=true: no cached weights for {config.name!r} and the hub is not "
+                "reachable; download them elsewhere and pass model.backbone.pretrained_path=/path/to/weights"
+                ".safetensors (or set model.backbone.pretrained=false)"
+            )
 
 
 def create_backbone(config: BackboneConfig, num_classes: int, **kwargs) -> nn.Module:
@@ -92,12 +109,7 @@ def create_backbone(config: BackboneConfig, num_classes: int, **kwargs) -> nn.Mo
     if config.pretrained_path is not None:
         options.update(pretrained=True, pretrained_cfg_overlay=dict(file=str(Path(config.pretrained_path).expanduser())))
     elif config.pretrained:
-        if not _hub_weights_cached(config.name) and not _hub_reachable():
-            raise ConfigError(
-                f"model.backbone.pretrained=true: no cached weights for {config.name!r} and the hub is not "
-                "reachable; download them elsewhere and pass model.backbone.pretrained_path=/path/to/weights"
-                ".safetensors (or set model.backbone.pretrained=false)"
-            )
+        check_pretrained_available(config)
         options["pretrained"] = True
     try:
         return timm.create_model(config.name, **options)

@@ -12,11 +12,12 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
-from fgzoom.errors import ConfigError
+from fgzoom.errors import ConfigError, NonFiniteLossError
 from fgzoom.models.backbone import BackboneConfig
 from fgzoom.models.plain import PlainNet
 from fgzoom.models.zoom import ZoomConfig, ZoomNet
 from fgzoom.ops.boxes import box_iou
+from fgzoom.seeding import run_seed, seed_step
 
 log = logging.getLogger(__name__)
 
@@ -163,6 +164,8 @@ class FGVCModule(L.LightningModule):
 
     def _log_epoch(self, split: str) -> None:
         m = self.metrics[f"{split}_"]  # ModuleDict keys cannot be "train"
+        if m["loss"].update_count == 0:  # e.g. the epoch-end hook Lightning replays after a resume
+            return
         values = {f"{split}/{k}": v for k, v in m["acc"].compute().items()}
         values[f"{split}/loss"] = m["loss"].compute()
         if self.is_zoom:
@@ -170,13 +173,26 @@ class FGVCModule(L.LightningModule):
             if m["iou_mean"].weight > 0:
                 values[f"{split}/iou_mean"] = m["iou_mean"].compute()
                 values[f"{split}/loc_acc@0.5"] = m["loc_acc"].compute()
-        self.log(f"{split}/acc", values.pop(f"{split}/acc"), prog_bar=True)
-        self.log_dict(values)
+        # torchmetrics' compute() has already reduced over DDP ranks; sync_dist=True averages equal
+        # numbers (a no-op) and tells Lightning these epoch values are global
+        self.log(f"{split}/acc", values.pop(f"{split}/acc"), prog_bar=True, sync_dist=True)
+        self.log_dict(values, sync_dist=True)
         for metric in m.values():
             metric.reset()
 
+    def on_train_batch_start(self, batch: dict, batch_idx: int) -> None:
+        seed = run_seed()
+        if seed is not None:  # model-side randomness replays exactly after a resume
+            seed_step(seed, self.global_rank, self.current_epoch, batch_idx)
+
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
         loss = self._step(batch, "train")
+        if not torch.isfinite(loss):  # one host read per step; stops before the optimizer applies it
+            raise NonFiniteLossError(
+                f"training loss is {loss.item()} at epoch {self.current_epoch}, batch {batch_idx} (global step "
+                f"{self.global_step}); stopped without saving, checkpoints/last.ckpt is the last good state. "
+                "Lower model.optimizer.lr, set trainer.gradient_clip_val, or use trainer.precision=32-true"
+            )
         self.log("train/loss_step", loss.detach(), prog_bar=True, on_step=True, on_epoch=False)
         return loss
 
