@@ -44,9 +44,10 @@ def test_box_lies_on_the_mark_and_is_small():
         assert crop.max() > 200 and crop.min() < 80
 
 
-def test_classes_differ_only_inside_the_box():
+@pytest.mark.parametrize("decoys", ["noise", "patterns"])
+def test_classes_differ_only_inside_the_box(decoys):
     """Same image index (same body, clutter and position), two labels: pixels differ only in the box."""
-    spec = SyntheticSpec()
+    spec = SyntheticSpec(decoys=decoys, num_decoys=3)
     a, box = render(spec, "train", 5, 0)
     b, box_b = render(spec, "train", 5, 3)
     assert box == box_b
@@ -63,3 +64,15 @@ def test_spec_rejects_a_large_part():
         SyntheticSpec(image_size=32, part_size=(10, 12))
     with pytest.raises(ValueError, match="num_classes"):
         SyntheticSpec(num_classes=len(PATTERNS) + 1)
+
+
+def test_pattern_decoys_change_only_the_decoys():
+    """decoys=patterns keeps every image's object and mark position and redraws its decoys."""
+    noise, patterns = SyntheticSpec(num_decoys=3), SyntheticSpec(num_decoys=3, decoys="patterns")
+    for index in range(8):
+        a, box = render(noise, "train", index, 1)
+        b, box_b = render(patterns, "train", index, 1)
+        assert box == box_b
+        assert not np.array_equal(np.asarray(a), np.asarray(b))
+    with pytest.raises(ValueError, match="decoys"):
+        SyntheticSpec(decoys="faces")

@@ -32,6 +32,7 @@ from PIL import Image
 
 PATTERNS = ("hstripes", "vstripes", "checker", "ring", "plus", "cross", "dot", "grid")
 SPEC_FILE = "spec.json"
+DECOY_KINDS = ("noise", "patterns")
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,10 @@ class SyntheticSpec:
         test_per_class: test images per class.
         image_size: side of the square images in pixels.
         part_size: (min, max) diameter of the mark in pixels; its area must stay <= 10% of the image.
-        num_decoys: decoy discs (same outline, noise inside) per image.
+        num_decoys: decoy discs (same outline as the mark) per image.
+        decoys: ``noise``: decoys are filled with noise and may sit anywhere; ``patterns``: decoys carry
+            a random class pattern (drawn independently of the label) and sit off the body, so only
+            the mark ON the body tells the class, and a model must find the object to read the right disc.
         num_clutter: random blobs and lines per image.
         seed: base seed; the same seed always gives byte-identical images.
     """
@@ -55,6 +59,7 @@ class SyntheticSpec:
     image_size: int = 96
     part_size: tuple[int, int] = (11, 15)
     num_decoys: int = 2
+    decoys: str = "noise"
     num_clutter: int = 10
     seed: int = 0
 
@@ -69,6 +74,8 @@ class SyntheticSpec:
                 f"data.synthetic.part_size={self.part_size}: a {hi}px mark covers more than 10% of a "
                 f"{self.image_size}px image; lower part_size or raise image_size"
             )
+        if self.decoys not in DECOY_KINDS:
+            raise ValueError(f"data.synthetic.decoys={self.decoys!r}: must be one of {DECOY_KINDS}")
         if self.train_per_class < 2 or self.test_per_class < 1:
             raise ValueError("data.synthetic: need train_per_class >= 2 and test_per_class >= 1")
 
@@ -201,13 +208,17 @@ def render(spec: SyntheticSpec, split: str, index: int, label: int) -> tuple[Ima
         top, left = (s - d) // 2, (s - d) // 2
     taken = [(top, left)]
 
-    # decoys: the same disc outline with noise inside, away from the mark
+    # decoys: the same disc outline, away from the mark; noise inside, or (decoys=patterns) a random
+    # class pattern on the background only
     for _ in range(spec.num_decoys):
         dd = int(rng.integers(spec.part_size[0], spec.part_size[1] + 1))
+        pattern = PATTERNS[int(rng.integers(spec.num_classes))] if spec.decoys == "patterns" else None
         for _ in range(50):
             t, lft = (int(v_) for v_ in rng.integers(0, s - dd, 2))
+            if pattern is not None and body[t : t + dd, lft : lft + dd].any():
+                continue
             if all(abs(t - a_) > spec.part_size[1] or abs(lft - b_) > spec.part_size[1] for a_, b_ in taken):
-                rgb, alpha = _mark(rng, dd, None)
+                rgb, alpha = _mark(rng, dd, pattern)
                 _paste_disc(img, t, lft, rgb, alpha)
                 taken.append((t, lft))
                 break
