@@ -2,9 +2,26 @@
 
     python scripts/bench.py crop_resize            # crop_resize vs the per-sample F.interpolate loop
     python scripts/bench.py step                   # train step: plain vs zoom (feature, image)
-    python scripts/bench.py step --device cuda --precision bf16 --channels-last --image-size 448
 
-Prints markdown tables and writes JSON (--out, default bench.json in the current folder).
+    # the 2-core CPU of the README (add --repeats 7 or more when other work shares the cores)
+    python scripts/bench.py step --backbone resnet50 --image-size 160 --batch-size 8 --repeats 7 --stages=-2
+
+    # on a GPU: the fast paths of training (trainer.precision=bf16-mixed, model.channels_last=true, and
+    # optionally model.compile=true; the warm-up steps include the compilation)
+    python scripts/bench.py step --device cuda --precision bf16 --channels-last \
+        --backbone resnet50 --image-size 448 --batch-size 32 --repeats 20 --out bench_gpu.json
+    python scripts/bench.py step --device cuda --precision bf16 --channels-last --compile \
+        --backbone resnet50 --image-size 448 --batch-size 32 --repeats 20 --out bench_gpu_compile.json
+    python scripts/bench.py crop_resize --device cuda
+
+The step benchmark times forward + loss (the default loss terms) + backward + AdamW step of each variant,
+interleaved, synchronising the GPU around each step; peak memory is each variant's own footprint, from
+the allocator (torch.cuda.max_memory_allocated) on CUDA and, roughly, from the growth of the process's peak
+RSS on CPU. Ratios are to the plain model in the same process: compare ratios, or times measured on the
+same card in one run.
+
+Prints markdown tables and writes JSON (--out, default bench.json in the current folder): the machine, the
+arguments and every row.
 """
 
 from __future__ import annotations
@@ -23,12 +40,13 @@ CROP_MODES = ["nearest", "nearest-exact", "bilinear", {"mode": "bilinear", "alig
               {"mode": "bilinear", "antialias": True}, "bicubic", "area"]
 
 
-def machine() -> str:
+def machine(device: str) -> str:
     import torch
 
-    if torch.cuda.is_available():
-        return torch.cuda.get_device_name(0)
-    return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads"
+    if device.startswith("cuda") and torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name(torch.device(device))}, torch {torch.__version__}"
+    cpu = platform.processor() or platform.machine()
+    return f"{cpu}, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
 
 
 def main() -> None:
@@ -42,13 +60,14 @@ def main() -> None:
     parser.add_argument("--stages", default="-2,-3", help="feature stages to benchmark, comma-separated")
     parser.add_argument("--precision", choices=["32", "bf16", "16"], default="32")
     parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the backbones (model.compile=true)")
     parser.add_argument("--out", default="bench.json")
     args = parser.parse_args()
 
     from fgzoom.bench.crop_resize_bench import bench_crop_resize, format_table
     from fgzoom.bench.step_bench import bench_train_step, default_variants, format_step_table
 
-    report: dict = {"machine": machine(), "args": vars(args)}
+    report: dict = {"machine": machine(args.device), "args": vars(args)}
     print(f"machine: {report['machine']}")
     if args.what in ("crop_resize", "all"):
         rows = bench_crop_resize(CROP_SHAPES, CROP_MODES, repeats=args.repeats, device=args.device)
@@ -59,11 +78,12 @@ def main() -> None:
         rows = bench_train_step(
             backbone=args.backbone, image_size=args.image_size, batch_size=args.batch_size,
             variants=default_variants(stages), repeats=args.repeats, device=args.device,
-            precision=args.precision, channels_last=args.channels_last,
+            precision=args.precision, channels_last=args.channels_last, compile=args.compile,
         )
         report["step"] = rows
+        extras = "".join(f", {k}" for k in ("channels_last", "compile") if getattr(args, k))
         print(f"\ntrain step, {args.backbone} at {args.image_size}px, batch {args.batch_size}, precision "
-              f"{args.precision}{', channels_last' if args.channels_last else ''}\n" + format_step_table(rows))
+              f"{args.precision}{extras}\n" + format_step_table(rows))
     Path(args.out).write_text(json.dumps(report, indent=2, default=str))
     print(f"\nwrote {args.out}")
 

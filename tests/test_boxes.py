@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import math
+from fractions import Fraction
+
+import pytest
 import torch
 
 from fgzoom.ops.boxes import box_iou, glimpse_boxes, scale_boxes, threshold_boxes
@@ -53,6 +57,35 @@ def test_glimpse_boxes_have_one_size_and_follow_the_peak():
 def test_scale_boxes_covers_the_same_region():
     assert scale_boxes(torch.tensor([[1, 2, 3, 4]]), (6, 6), (96, 96)).tolist() == [[16, 32, 48, 64]]
     assert scale_boxes(torch.tensor([[0, 0, 1, 1]]), (3, 3), (10, 10)).tolist() == [[0, 0, 4, 4]]
+
+
+def expected_scaled(box, src, dst):
+    """The reference in exact rational arithmetic, one box at a time."""
+    y0, x0, y1, x1 = box
+    (h, w), (H, W) = src, dst
+    fy0, fx0 = math.floor(Fraction(y0 * H, h)), math.floor(Fraction(x0 * W, w))
+    fy1, fx1 = min(math.ceil(Fraction(y1 * H, h)), H), min(math.ceil(Fraction(x1 * W, w)), W)
+    return [fy0, fx0, max(fy1, fy0 + 1), max(fx1, fx0 + 1)]
+
+
+@pytest.mark.parametrize(("src", "dst"), [((7, 7), (100, 100)), ((14, 10), (448, 320)), ((6, 9), (95, 61))])
+def test_scale_boxes_is_exact_for_any_grid_ratio(src, dst):
+    g = torch.Generator().manual_seed(0)
+    ys = torch.randint(0, src[0] + 1, (64, 2), generator=g).sort(dim=1).values
+    xs = torch.randint(0, src[1] + 1, (64, 2), generator=g).sort(dim=1).values
+    boxes = torch.stack([ys[:, 0], xs[:, 0], ys[:, 1] + 1, xs[:, 1] + 1], dim=1).clamp(max=torch.tensor([*src, *src]))
+    got = scale_boxes(boxes, src, dst)
+    assert got.dtype == torch.int64
+    assert got.tolist() == [expected_scaled(b, src, dst) for b in boxes.tolist()]
+
+
+def test_threshold_as_number_or_tensor_gives_the_same_boxes():
+    g = torch.Generator().manual_seed(3)
+    maps = torch.rand(5, 7, 9, generator=g)
+    for theta in (0.0, 0.3, 0.55, 0.99):
+        number, _ = threshold_boxes(maps, theta, padding=0.1, min_size=0.2)
+        tensor, _ = threshold_boxes(maps, torch.full((5,), theta), padding=0.1, min_size=0.2)
+        assert torch.equal(number, tensor) and number.dtype == torch.int64
 
 
 def test_box_iou_known_answers():

@@ -359,7 +359,8 @@ def test_input_errors(x, match):
 
 @pytest.mark.parametrize("requires_grad", [False, True])
 def test_dense_channel_blocks(monkeypatch, requires_grad):
-    """Large inputs run the dense method in channel blocks; force tiny blocks here."""
+    """Large inputs run the dense method in channel blocks when autograd does not record (with it, in one
+    block); force tiny blocks here."""
     # The package re-exports the function under the module's name, so fetch the module itself.
     module = importlib.import_module("fgzoom.ops.crop_resize")
     monkeypatch.setattr(module, "_DENSE_BLOCK_ELEMS", 200)
@@ -378,3 +379,33 @@ def test_dense_channel_blocks(monkeypatch, requires_grad):
             expected.backward(grad_out)
             got.backward(grad_out)
             torch.testing.assert_close(xm.grad, xr.grad, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("knobs", [("bilinear", None, False), ("bicubic", True, False), ("area", None, False),
+                                   ("nearest", None, False)], ids=knob_id)
+def test_unchecked_boxes_give_the_same_result_without_reading_the_host(monkeypatch, knobs):
+    mode, align_corners, antialias = knobs
+    g = torch.Generator().manual_seed(21)
+    x = torch.randn(5, 6, 9, 8, generator=g, requires_grad=True)
+    boxes = make_boxes(5, 9, 8, seed=22)
+    kwargs = dict(size=(7, 10), mode=mode, align_corners=align_corners, antialias=antialias)
+    expected = crop_resize(x, boxes, **kwargs)
+    grad_out = torch.randn(expected.shape, generator=g)
+    (expected_grad,) = torch.autograd.grad(expected, x, grad_out)
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("crop_resize(check_boxes=False) read a tensor value back to the host")
+
+    with monkeypatch.context() as m:
+        for name in ("item", "tolist", "__bool__", "__int__", "__float__"):
+            m.setattr(torch.Tensor, name, forbidden)
+        got = crop_resize(x, boxes, check_boxes=False, **kwargs)
+        (grad,) = torch.autograd.grad(got, x, grad_out)
+    torch.testing.assert_close(got, expected, rtol=0, atol=0)
+    torch.testing.assert_close(grad, expected_grad, rtol=0, atol=0)
+
+
+def test_unchecked_boxes_with_scale_factor_are_still_checked():
+    x = torch.randn(2, 3, 8, 8)
+    with pytest.raises(ValueError, match="same height and width"):
+        crop_resize(x, torch.tensor([[0, 0, 4, 4], [0, 0, 5, 4]]), scale_factor=2.0, check_boxes=False)

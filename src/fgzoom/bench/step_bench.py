@@ -1,12 +1,15 @@
 """Train-step cost of the plain model vs the zoom model, measured in one process.
 
-Each variant is an FGVCModule built from the same backbone config; a step is forward + loss + backward +
-optimizer step on one random batch. Variants are timed interleaved, repeat by repeat, so machine noise
-hits all of them alike; the table reports medians and the ratio to the plain step.
+Each variant is an FGVCModule built from the same backbone config with its default loss terms; a step is
+forward + loss + backward + optimizer step on one random batch, under autocast when a precision is given
+(and with a gradient scaler for fp16, as Lightning's ``16-mixed`` does). Variants are timed interleaved,
+repeat by repeat, so machine noise hits all of them alike; the table reports medians and the ratio to the
+plain step. On CUDA the device is synchronised around every timed step.
 """
 
 from __future__ import annotations
 
+import ctypes
 import statistics
 import time
 from collections.abc import Sequence
@@ -19,17 +22,23 @@ from fgzoom.models.module import FGVCModule
 
 
 def _peak_rss_reset() -> None:
-    """Reset the kernel's peak-RSS counter of this process (Linux); no-op elsewhere."""
+    """Hand freed heap memory back to the OS (glibc) and reset the kernel's peak-RSS counter of this
+    process (Linux), so that the next peak counts what is allocated after this call; no-op elsewhere."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
     try:
         Path("/proc/self/clear_refs").write_text("5")
     except OSError:
         pass
 
 
-def _peak_rss_mib() -> float | None:
+def _status_mib(key: str) -> float | None:
+    """``VmHWM`` (peak RSS) or ``VmRSS`` of this process in MiB (Linux); None elsewhere."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(f"{key}:"):
                 return int(line.split()[1]) / 1024
     except OSError:
         pass
@@ -55,19 +64,27 @@ def bench_train_step(
     device: str = "cpu",
     precision: str = "32",
     channels_last: bool = False,
+    compile: bool = False,
     num_classes: int = 200,
 ) -> list[dict[str, Any]]:
     """Median train-step time, images/s and peak memory of each variant (same backbone and batch).
 
     Args:
-        precision: ``32``, ``bf16`` or ``16`` (autocast on the device).
+        device: ``cpu`` or ``cuda`` (or ``cuda:N``).
+        precision: ``32``, ``bf16`` or ``16`` (autocast on the device; ``16`` adds a gradient scaler).
         channels_last: run models and inputs in channels_last.
+        compile: ``torch.compile`` the backbones as ``model.compile=true`` does (compiled in the warm-up).
 
     Returns:
         One dict per variant: ``name``, ``step_ms``, ``images_per_s``, ``ratio`` (to the first variant),
-        ``peak_mem_mib`` (CUDA allocator peak on GPU, process peak RSS on CPU).
+        ``peak_mem_mib``: the variant's own footprint (weights, gradients, optimizer state, activations) as
+        the peak above what was in use before it was built; on CUDA from the allocator
+        (``torch.cuda.max_memory_allocated``), on CPU from the process peak RSS (rougher: the allocator may
+        reuse memory freed by earlier variants).
     """
     device_t = torch.device(device)
+    if device_t.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r}: CUDA is not available on this machine")
     variants = list(variants or default_variants())
     autocast_dtype = {"32": None, "bf16": torch.bfloat16, "16": torch.float16}[precision]
     g = torch.Generator().manual_seed(0)
@@ -75,47 +92,58 @@ def bench_train_step(
     y = torch.randint(0, num_classes, (batch_size,), generator=g).to(device_t)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
-    built = []
-    for v in variants:
-        torch.manual_seed(0)
-        module = FGVCModule(
-            backbone={"name": backbone}, num_classes=num_classes, zoom=v["zoom"], channels_last=channels_last
-        ).to(device_t)
-        module.train()
-        optimizer = torch.optim.AdamW(module.parameters(), lr=1e-4)
-        built.append((v["name"], module, optimizer))
+    cuda = device_t.type == "cuda"
+    sync = (lambda: torch.cuda.synchronize(device_t)) if cuda else (lambda: None)
 
-    def step(module: FGVCModule, optimizer: torch.optim.Optimizer) -> None:
+    def step(module: FGVCModule, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler) -> None:
         with torch.autocast(device_t.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
             out = module.net(x) if not module.is_zoom else module.net(x, drop=False)
             loss = module._loss(out, y)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
 
-    sync = torch.cuda.synchronize if device_t.type == "cuda" else (lambda: None)
-    times: dict[str, list[float]] = {name: [] for name, _, _ in built}
+    built = []
     peaks: dict[str, float | None] = {}
-    for name, module, optimizer in built:  # warm-up + memory, one variant at a time
-        if device_t.type == "cuda":
-            torch.cuda.reset_peak_memory_stats()
-        _peak_rss_reset()
-        for _ in range(warmup):
-            step(module, optimizer)
+    for v in variants:  # build, warm up and measure memory one variant at a time
         sync()
-        peaks[name] = (
-            (torch.cuda.max_memory_allocated() / 2**20) if device_t.type == "cuda" else _peak_rss_mib()
-        )
+        if cuda:
+            torch.cuda.reset_peak_memory_stats(device_t)
+            mem_base = torch.cuda.memory_allocated(device_t)
+        else:
+            _peak_rss_reset()
+            mem_base = _status_mib("VmRSS")
+        torch.manual_seed(0)
+        module = FGVCModule(
+            backbone={"name": backbone}, num_classes=num_classes, zoom=v["zoom"], channels_last=channels_last,
+            compile=compile,
+        ).to(device_t)
+        module.configure_model()  # compiles when compile=True, as the Trainer would
+        module.train()
+        optimizer = torch.optim.AdamW(module.parameters(), lr=1e-4)
+        scaler = torch.amp.GradScaler(device_t.type, enabled=precision == "16")
+        for _ in range(warmup):
+            step(module, optimizer, scaler)
+        sync()
+        if cuda:
+            peaks[v["name"]] = (torch.cuda.max_memory_allocated(device_t) - mem_base) / 2**20
+        else:
+            peak = _status_mib("VmHWM")
+            peaks[v["name"]] = peak - mem_base if peak is not None and mem_base is not None else None
+        built.append((v["name"], module, optimizer, scaler))
+
+    times: dict[str, list[float]] = {name: [] for name, *_ in built}
     for _ in range(repeats):
-        for name, module, optimizer in built:
+        for name, module, optimizer, scaler in built:
             sync()
             t0 = time.perf_counter()
-            step(module, optimizer)
+            step(module, optimizer, scaler)
             sync()
             times[name].append((time.perf_counter() - t0) * 1e3)
     base = statistics.median(times[built[0][0]])
     rows = []
-    for name, _, _ in built:
+    for name, *_ in built:
         ms = statistics.median(times[name])
         rows.append(
             {

@@ -19,7 +19,9 @@ def bilinear_attention_pooling(features: Tensor, attention: Tensor) -> Tensor:
     Returns the signed-sqrt, L2-normalised part-feature matrix flattened to Tensor[B, M*C].
     """
     b, c, h, w = features.shape
-    matrix = torch.einsum("bmhw,bchw->bmc", attention, features) / float(h * w)  # [B, M, C]
+    # One batched matmul on views, [B, M, hw] @ [B, hw, C]: the einsum it replaces copied the features into
+    # [B, hw, C] in the forward and again in the backward.
+    matrix = torch.bmm(attention.flatten(2), features.flatten(2).transpose(1, 2)) / float(h * w)  # [B, M, C]
     matrix = torch.sign(matrix) * torch.sqrt(matrix.abs() + 1e-12)
     return F.normalize(matrix.flatten(1), dim=1)
 

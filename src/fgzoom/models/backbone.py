@@ -135,6 +135,23 @@ def _ordered_modules(model: nn.Module, feature_modules: list[str]) -> list[tuple
     return out
 
 
+def _run_stages(modules: dict[str, nn.Module], names: tuple[str, ...], x: Tensor) -> Tensor:
+    """Run ``modules[name]`` for each of ``names`` in order. Module-level functions (this and the two
+    below), so that their compiled forms hold no reference to one network: a deep copy runs its own."""
+    for name in names:
+        x = modules[name](x)
+    return x
+
+
+def _run_to(modules: dict[str, nn.Module], names: tuple[str, ...], x: Tensor) -> Tensor:
+    return _run_stages(modules, names, x)
+
+
+def _run_from(modules: dict[str, nn.Module], names: tuple[str, ...], x: Tensor) -> Tensor:
+    # a second code object: torch.compile keeps one cache (and recompile limit) per code object
+    return _run_stages(modules, names, x)
+
+
 def resolve_stage(stage: int, num_stages: int, name: str, need_after: bool) -> int:
     """Turn a possibly negative ``model.zoom.stage`` into an index, or raise ConfigError."""
     index = stage + num_stages if stage < 0 else stage
@@ -175,23 +192,21 @@ class BackboneSplit(nn.Module):
         names = [n for n, _ in ordered]
         split_at = names.index(modules[self.stage]) + 1
         self.model = model
-        self.before = names[:split_at]
-        self.after = [n for n in names[split_at:] if n.split(".")[0] not in HEAD_MODULES]
+        self.before = tuple(names[:split_at])
+        self.after = tuple(n for n in names[split_at:] if n.split(".")[0] not in HEAD_MODULES)
         self._modules_by_name = dict(ordered)
+        self._compiled: tuple | None = None  # (forward_to, forward_from) runners, set by compile_stages
         self.num_features = model.num_features
-
-    def _run(self, x: Tensor, names: list[str]) -> Tensor:
-        for name in names:
-            x = self._modules_by_name[name](x)
-        return x
 
     def forward_to(self, x: Tensor) -> Tensor:
         """Tensor[B, 3, H, W] -> stage features Tensor[B, C, H/r, W/r]."""
-        return self._run(x, self.before)
+        run = _run_stages if self._compiled is None else self._compiled[0]
+        return run(self._modules_by_name, self.before, x)
 
     def forward_from(self, f: Tensor) -> Tensor:
         """Stage features -> the final feature map (input of ``forward_head``)."""
-        return self._run(f, self.after)
+        run = _run_stages if self._compiled is None else self._compiled[1]
+        return run(self._modules_by_name, self.after, f)
 
     def forward_head(self, features: Tensor, pre_logits: bool = False) -> Tensor:
         """Final feature map -> logits Tensor[B, K] (or pooled features with ``pre_logits``)."""
@@ -199,6 +214,15 @@ class BackboneSplit(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.forward_head(self.forward_from(self.forward_to(x)))
+
+    def compile_stages(self, **options) -> None:
+        """Run ``forward_to`` and ``forward_from`` through ``torch.compile`` (``options`` go to it).
+
+        One graph per side of the split (and per train/eval mode and input shape); the crop between them
+        stays eager. No module is wrapped, so parameter names and ``state_dict`` keys do not change (no
+        ``_orig_mod.`` prefix) and checkpoints load with or without it.
+        """
+        self._compiled = (torch.compile(_run_to, **options), torch.compile(_run_from, **options))
 
 
 @torch.no_grad()

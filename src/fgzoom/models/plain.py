@@ -16,3 +16,7 @@ class PlainNet(nn.Module):
 
     def forward(self, x: Tensor, target: Tensor | None = None) -> dict[str, Tensor]:
         return {"logits": self.model(x)}
+
+    def compile_backbone(self, **options) -> None:
+        """``torch.compile`` the timm model in place (``state_dict`` keys unchanged)."""
+        self.model.compile(**options)

@@ -23,7 +23,13 @@ from fgzoom.errors import ConfigError
 from fgzoom.models.attention import ATTENTION_KINDS, AttentionHead
 from fgzoom.models.backbone import BackboneConfig, BackboneSplit, create_backbone
 from fgzoom.ops import crop_resize
-from fgzoom.ops.boxes import glimpse_boxes, normalize_attention, resize_attention, scale_boxes, threshold_boxes
+from fgzoom.ops.boxes import (
+    glimpse_boxes,
+    normalize_attention,
+    resize_attention,
+    scale_boxes,
+    threshold_boxes,
+)
 
 MODES = ("nearest", "nearest-exact", "bilinear", "bicubic", "area", "lanczos")
 ALIGN_CORNERS_MODES = ("bilinear", "bicubic")
@@ -172,6 +178,11 @@ class ZoomNet(nn.Module):
         self.split = BackboneSplit(model, zoom.stage, need_after=zoom.level == "feature")
         self.attention = AttentionHead(zoom.attention, self.split.channels, zoom.num_maps, num_classes)
 
+    def compile_backbone(self, **options) -> None:
+        """``torch.compile`` the backbone on both sides of the split (``BackboneSplit.compile_stages``); the
+        attention head, boxes, crop and fusion stay eager. ``state_dict`` keys do not change."""
+        self.split.compile_stages(**options)
+
     def _size(self, grid: tuple[int, int]) -> tuple[int, int] | None:
         if self.config.scale_factor is not None:
             return None
@@ -198,11 +209,16 @@ class ZoomNet(nn.Module):
                                cfg.padding, cfg.min_size)
 
     def zoom(self, x: Tensor, boxes: Tensor) -> Tensor:
+        """Crop ``boxes`` (from ``self.boxes``, valid by construction) out of ``x`` and resize them.
+
+        The boxes are not checked again, so with ``size`` nothing is read back to the host (no CUDA sync);
+        with ``scale_factor`` crop_resize reads the common box size once (the output size depends on it).
+        """
         cfg = self.config
         return crop_resize(
             x, boxes, size=self._size(tuple(x.shape[-2:])), scale_factor=cfg.scale_factor, mode=cfg.mode,
             align_corners=cfg.align_corners, antialias=cfg.antialias,
-            recompute_scale_factor=cfg.recompute_scale_factor,
+            recompute_scale_factor=cfg.recompute_scale_factor, check_boxes=False,
         )
 
     def _drop(self, maps: Tensor, grid: tuple[int, int]) -> Tensor:

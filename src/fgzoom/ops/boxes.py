@@ -59,8 +59,12 @@ def threshold_boxes(
     """
     b, h, w = attention.shape
     norm, degenerate = normalize_attention(attention)
-    thr = torch.as_tensor(threshold, dtype=norm.dtype, device=norm.device).reshape(-1, 1, 1)
-    mask = norm >= thr.clamp(max=1.0)  # [B, h, w]; the peak is always inside
+    if isinstance(threshold, Tensor):
+        thr = threshold.to(device=norm.device, dtype=norm.dtype).reshape(-1, 1, 1)  # [B or 1, 1, 1]
+        thr = thr.clamp(max=1.0)
+    else:  # a Python number stays a kernel argument: no tensor copied to the device (a sync on CUDA)
+        thr = min(float(threshold), 1.0)
+    mask = norm >= thr  # [B, h, w]; the peak is always inside
     rows = mask.any(dim=2)  # [B, h]
     cols = mask.any(dim=1)  # [B, w]
     y0 = rows.float().argmax(dim=1)
@@ -68,10 +72,11 @@ def threshold_boxes(
     x0 = cols.float().argmax(dim=1)
     x1 = w - cols.flip(1).float().argmax(dim=1)
     boxes = torch.stack([y0, x0, y1, x1], dim=1).float()  # [B, 4]
-    boxes = _pad_and_min_size(boxes, (h, w), padding, min_size)
-    full = torch.tensor([0, 0, h, w], device=boxes.device, dtype=boxes.dtype)
-    boxes = torch.where(degenerate[:, None], full, boxes)
-    return boxes.long(), degenerate
+    y0, x0, y1, x1 = _pad_and_min_size(boxes, (h, w), padding, min_size).unbind(1)
+    # Degenerate maps get the whole frame (filled with Python numbers: nothing copied to the device).
+    d = degenerate
+    y0, x0, y1, x1 = y0.masked_fill(d, 0), x0.masked_fill(d, 0), y1.masked_fill(d, h), x1.masked_fill(d, w)
+    return torch.stack([y0, x0, y1, x1], dim=1).long(), degenerate
 
 
 def glimpse_boxes(attention: Tensor, size: tuple[int, int]) -> tuple[Tensor, Tensor]:
@@ -130,14 +135,17 @@ def _shift_inside(lo: Tensor, hi: Tensor, size: int) -> tuple[Tensor, Tensor]:
 
 def scale_boxes(boxes: Tensor, src: tuple[int, int], dst: tuple[int, int]) -> Tensor:
     """Map integer boxes Tensor[B, 4] from an ``src = (h, w)`` grid to a ``dst = (H, W)`` grid,
-    rounding outward so the mapped box covers the same region. Returns Tensor[B, 4] int64."""
-    sy, sx = dst[0] / src[0], dst[1] / src[1]
-    scale = boxes.new_tensor([sy, sx, sy, sx], dtype=torch.float64)
-    f = boxes.double() * scale
-    y0, x0 = f[:, 0].floor(), f[:, 1].floor()
-    y1 = torch.maximum(f[:, 2].ceil().clamp(max=dst[0]), y0 + 1)
-    x1 = torch.maximum(f[:, 3].ceil().clamp(max=dst[1]), x0 + 1)
-    return torch.stack([y0, x0, y1, x1], dim=1).long()
+    rounding outward so the mapped box covers the same region. Returns Tensor[B, 4] int64.
+
+    Exact integer arithmetic: ``floor(y0 * H / h)`` and ``ceil(y1 * H / h)``, no float rounding."""
+    (h, w), (H, W) = src, dst
+    y0, x0, y1, x1 = boxes.long().unbind(1)  # [B] each, non-negative
+    y0, x0 = torch.div(y0 * H, h, rounding_mode="floor"), torch.div(x0 * W, w, rounding_mode="floor")
+    y1 = -torch.div(-y1 * H, h, rounding_mode="floor")  # ceil
+    x1 = -torch.div(-x1 * W, w, rounding_mode="floor")
+    y1 = torch.maximum(y1.clamp(max=H), y0 + 1)
+    x1 = torch.maximum(x1.clamp(max=W), x0 + 1)
+    return torch.stack([y0, x0, y1, x1], dim=1)
 
 
 def box_iou(a: Tensor, b: Tensor) -> Tensor:

@@ -38,7 +38,8 @@ large images with few channels. When autograd records, the loop's backward (one 
 
 Notes:
     * Box values are validated with one host read per call (a handful of reduced numbers, not per sample),
-      which also yields the box size when ``scale_factor`` is given.
+      which also yields the box size when ``scale_factor`` is given. ``check_boxes=False`` skips it for boxes
+      valid by construction; a CUDA call with ``size`` then reads nothing back to the host (no sync).
     * The ``"dense"`` method multiplies pixels outside the box by zero, so a non-finite value anywhere in a
       sample's frame turns that sample's output into NaN; the loop only sees the box.
     * PyTorch's CPU antialias kernels (bilinear/bicubic/lanczos) return a wrong result when the output width
@@ -89,6 +90,8 @@ def crop_resize(
     align_corners: bool | None = None,
     antialias: bool = False,
     recompute_scale_factor: bool | None = None,
+    *,
+    check_boxes: bool = True,
 ) -> Tensor:
     """Crop one box per sample and resize it exactly as ``F.interpolate`` would, batched.
 
@@ -103,6 +106,13 @@ def crop_resize(
         align_corners: as in ``F.interpolate``; only for bilinear, bicubic (and lanczos: None or False).
         antialias: as in ``F.interpolate``; only for bilinear, bicubic, lanczos (which requires it).
         recompute_scale_factor: as in ``F.interpolate``; only meaningful with ``scale_factor``.
+        check_boxes: check the box values (bounds, non-empty), which reads a few reduced numbers back to
+            the host once per call: a device synchronisation on CUDA. ``False`` skips the check for boxes
+            that are valid by construction (``threshold_boxes``, ``glimpse_boxes``), so that a call with
+            ``size`` reads nothing back (on the CPU the per-sample loop, if the cost model picks it for
+            large images, still reads the boxes; no device is involved there); invalid boxes then give
+            wrong values or an indexing error instead of a ``ValueError``. With ``scale_factor`` the boxes
+            are always read once (the output size depends on them) and checked.
 
     Returns:
         ``Tensor[B, C, Oh, Ow]`` with ``x``'s dtype and device: sample ``i`` is ``F.interpolate`` of
@@ -116,7 +126,8 @@ def crop_resize(
             out of bounds or empty, or boxes of different sizes with ``scale_factor``.
     """
     return _crop_resize_impl(
-        x, boxes, size, scale_factor, mode, align_corners, antialias, recompute_scale_factor, method="auto"
+        x, boxes, size, scale_factor, mode, align_corners, antialias, recompute_scale_factor, method="auto",
+        check_boxes=check_boxes,
     )
 
 
@@ -131,6 +142,7 @@ def _crop_resize_impl(
     recompute_scale_factor: bool | None = None,
     *,
     method: str = "auto",
+    check_boxes: bool = True,
 ) -> Tensor:
     """``crop_resize`` with the method forced (``"auto"``, ``"gather"``, ``"dense"``, ``"taps"``, ``"loop"``).
 
@@ -149,7 +161,10 @@ def _crop_resize_impl(
         return _empty_like_output(x, out_hw)
 
     boxes = boxes.to(device=x.device, dtype=torch.int64)
-    box_stats = _check_box_values(boxes, H, W, need_common_size=spec.scale_factor is not None)
+    if check_boxes or spec.scale_factor is not None:
+        box_stats = _check_box_values(boxes, H, W, need_common_size=spec.scale_factor is not None)
+    else:  # nothing read back; the cost model takes the frame as the box size (it matters only when shrinking)
+        box_stats = _BoxStats(None, (float(H), float(W)))
     box_hw = box_stats.common_hw
     out_hw = _output_size(spec, box_hw)
 
@@ -453,10 +468,13 @@ def _apply_dense(x: Tensor, wy: Tensor, wx: Tensor) -> Tensor:
         out = torch.matmul(wx.unsqueeze(1), z)  # [B, Oh, Ow, C]
         return out.permute(0, 3, 1, 2)  # channels-last [B, C, Oh, Ow]
     # Channel blocks keep the intermediates small: cache-resident, and below the size where the allocator
-    # maps fresh pages on every call, which costs more than the arithmetic here.
+    # maps fresh pages on every call, which costs more than the arithmetic here. Not when autograd records:
+    # it keeps every block's intermediates for the backward anyway, and each slice's backward would add a
+    # full-size zero gradient of x (twice the time of one block at 8x1024x10x10 -> 10x10, fwd + bwd).
     width_first = H * W * Ow + Oh * H * Ow <= Oh * H * W + Oh * W * Ow  # fewer flops
     per_channel = B * (Oh * H + Oh * Ow + (H * Ow if width_first else Oh * W))  # intermediate elements
-    block = max(1, min(C, _DENSE_BLOCK_ELEMS // per_channel))
+    recording = torch.is_grad_enabled() and x.requires_grad
+    block = C if recording else max(1, min(C, _DENSE_BLOCK_ELEMS // per_channel))
     wxt = wx.transpose(1, 2)  # [B, W, Ow]
     # Height matrices repeated for each channel of a block, [B * block, Oh, H]: built once, used by all.
     wy_block = _repeat_channels(wy, block)
@@ -472,12 +490,8 @@ def _apply_dense(x: Tensor, wy: Tensor, wx: Tensor) -> Tensor:
 
     if block >= C:
         return run(x)
-    blocks = range(0, C, block)
-    if torch.is_grad_enabled() and x.requires_grad:
-        # cat's backward is free views; slice assignment's backward would copy the whole grad per block.
-        return torch.cat([run(x[:, c : c + block]) for c in blocks], dim=1)
     out = x.new_empty(B, C, Oh, Ow)
-    for c in blocks:
+    for c in range(0, C, block):
         out[:, c : c + block] = run(x[:, c : c + block])
     return out
 
