@@ -6,7 +6,6 @@ import functools
 import json
 import logging
 import math
-import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +18,7 @@ from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from omegaconf.errors import MissingMandatoryValue
 
+from fgzoom.checkpoint_io import atomic_write
 from fgzoom.errors import ConfigError, FGZoomError
 from fgzoom.models.backbone import BackboneConfig, check_pretrained_available
 from fgzoom.models.zoom import ZoomConfig
@@ -118,11 +118,9 @@ def to_float_dict(metrics: dict) -> dict[str, float]:
 
 
 def write_json(path: Path, payload: dict) -> None:
-    """Write JSON atomically (temp file + rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    """Write JSON atomically (see :func:`~fgzoom.checkpoint_io.atomic_write`)."""
+    with atomic_write(path) as f:
+        f.write((json.dumps(payload, indent=2, sort_keys=True) + "\n").encode())
 
 
 def _fgzoom_cause(error: BaseException) -> FGZoomError | None:

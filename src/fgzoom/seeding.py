@@ -49,16 +49,15 @@ def seed_step(seed: int, rank: int, epoch: int, batch: int) -> None:
 
 class EpochSeededSampler(Sampler[tuple[int, int]]):
     """Yields ``(index, sample_seed)``: a permutation of ``range(num_samples)`` drawn from
-    ``(seed, epoch)`` (or the identity when ``shuffle=False``), each index with its augmentation seed.
+    ``(seed, epoch)``, each index with its augmentation seed.
 
     Lightning calls :meth:`set_epoch` before every epoch, also after a resume, and forwards it through
     its distributed sampler wrapper, so epoch ``e`` yields the same sequence whenever it runs.
     """
 
-    def __init__(self, num_samples: int, seed: int, shuffle: bool = True) -> None:
+    def __init__(self, num_samples: int, seed: int) -> None:
         self.num_samples = num_samples
         self.seed = seed
-        self.shuffle = shuffle
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -68,10 +67,6 @@ class EpochSeededSampler(Sampler[tuple[int, int]]):
         return self.num_samples
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
-        if self.shuffle:
-            generator = torch.Generator().manual_seed(derive_seed(self.seed, self.epoch))
-            order = torch.randperm(self.num_samples, generator=generator).tolist()
-        else:
-            order = range(self.num_samples)
-        for index in order:
+        generator = torch.Generator().manual_seed(derive_seed(self.seed, self.epoch))
+        for index in torch.randperm(self.num_samples, generator=generator).tolist():
             yield index, derive_seed(self.seed, self.epoch, index)

@@ -185,7 +185,7 @@ class FGVCDataModule(L.LightningDataModule):
         pin = torch.cuda.is_available() if self.pin_memory is None else self.pin_memory
         dataset = self.dataset(split)
         # training order and augmentation are functions of (seed, epoch, index): resumable exactly
-        sampler = EpochSeededSampler(len(dataset), self.seed, shuffle=True) if split == "train" else None
+        sampler = EpochSeededSampler(len(dataset), self.seed) if split == "train" else None
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
