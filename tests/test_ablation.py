@@ -13,6 +13,7 @@ from omegaconf import OmegaConf
 
 from fgzoom.errors import ConfigError
 from fgzoom.models.zoom import LEVELS, MODES, ZoomConfig
+from fgzoom.runtime import resolved_container
 from fgzoom.summarize import (
     MODE_ORDER,
     NO_METRICS,
@@ -238,3 +239,24 @@ def test_tiny_sweep_end_to_end(tmp_path, synthetic_root):
     assert len([line for line in table.splitlines() if line.startswith("| ") and "rank" not in line]) == 2
     assert "(best)" in table
     assert (sweep / "results.png").stat().st_size > 0
+
+
+def test_fine_detail_experiment_compares_plain_and_image_zoom_on_the_same_view(tmp_path):
+    """experiment=fine_detail: the two models differ only in the zoom; both see the 96 px view of the
+    192 px shape_stripes set, and the zoom crops at level=image."""
+    params = _sweep_params("fine_detail", tmp_path)
+    jobs = expand_sweep(params, ["experiment=fine_detail"])
+    assert len(jobs) == 2 * 3
+    cfgs = {
+        model: compose_config("train.yaml", ["experiment=fine_detail", f"model={model}"], tmp_path)
+        for model in ("plain", "interp/image/bilinear")
+    }
+    plain, zoom = (resolved_container(c) for c in cfgs.values())
+    assert plain["model"]["zoom"] is None and zoom["model"]["zoom"]["level"] == "image"
+    for cfg in (plain, zoom):
+        assert cfg["model"]["input_size"] == 96 and cfg["data"]["image_size"] == 192
+        assert cfg["data"]["reader_options"]["synthetic"]["class_set"] == "shape_stripes"
+    without_zoom = {k: v for k, v in zoom["model"].items() if k != "zoom"}
+    assert without_zoom == {k: v for k, v in plain["model"].items() if k != "zoom"}
+    for key in ("data", "trainer", "seed"):
+        assert plain[key] == zoom[key]

@@ -7,7 +7,8 @@ is one of :data:`PATTERNS`. Marks of every class share colours and outline; only
 inside differs (stripes, checker, ring, cross, ...), drawn with 1-2 pixel strokes. Clutter adds
 decoy discs of the same outline filled with noise, and random blobs and lines, so the mark is not
 the only salient thing. All patterns are symmetric under a horizontal flip, so flip augmentation
-keeps labels valid.
+keeps labels valid. ``class_set=shape_stripes`` swaps the patterns for four shapes drawn with fine
+horizontal or vertical stripes, for detail finer than a downsampled input can show.
 
 Resolving a 1-2 pixel pattern inside a disc of ~12 pixels after a stride-32 backbone is hard; a model
 that finds the mark and looks at it zoomed has a real advantage. The ground-truth box of the mark is
@@ -31,6 +32,9 @@ import numpy as np
 from PIL import Image
 
 PATTERNS = ("hstripes", "vstripes", "checker", "ring", "plus", "cross", "dot", "grid")
+# class_set=shape_stripes: a coarse shape drawn with fine horizontal (h) or vertical (v) stripes
+SHAPE_STRIPES = tuple(f"{shape}_{d}" for shape in ("ring", "plus", "cross", "dot") for d in ("h", "v"))
+CLASS_SETS = {"patterns": PATTERNS, "shape_stripes": SHAPE_STRIPES}
 SPEC_FILE = "spec.json"
 DECOY_KINDS = ("noise", "patterns")
 
@@ -40,7 +44,7 @@ class SyntheticSpec:
     """Parameters of the generator (all documented in data/README.md).
 
     Attributes:
-        num_classes: number of mark patterns used, 2..len(PATTERNS).
+        num_classes: number of classes (mark patterns) used, the first ones of ``class_set``, 2..8.
         train_per_class: training images per class (validation is held out from these).
         test_per_class: test images per class.
         image_size: side of the square images in pixels.
@@ -50,6 +54,12 @@ class SyntheticSpec:
             a random class pattern (drawn independently of the label) and sit off the body, so only
             the mark ON the body tells the class, and a model must find the object to read the right disc.
         num_clutter: random blobs and lines per image.
+        class_set: ``patterns`` (:data:`PATTERNS`: eight patterns, each visible at the image's
+            resolution) or ``shape_stripes`` (:data:`SHAPE_STRIPES`: four shapes x horizontal/vertical
+            stripes: with a fine ``pattern_period`` the shape survives downsampling and the stripe
+            direction does not; see data/README.md, "Detail below the input resolution").
+        pattern_period: period of the stripes, checker and grid, in mark radii (0.5: ~3 pixels on an
+            11-pixel mark).
         seed: base seed; the same seed always gives byte-identical images.
     """
 
@@ -61,11 +71,16 @@ class SyntheticSpec:
     num_decoys: int = 2
     decoys: str = "noise"
     num_clutter: int = 10
+    class_set: str = "patterns"
+    pattern_period: float = 0.5
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if not 2 <= self.num_classes <= len(PATTERNS):
-            raise ValueError(f"data.synthetic.num_classes={self.num_classes}: must be in [2, {len(PATTERNS)}]")
+        if self.class_set not in CLASS_SETS:
+            raise ValueError(f"data.synthetic.class_set={self.class_set!r}: must be one of {tuple(CLASS_SETS)}")
+        if not 2 <= self.num_classes <= len(CLASS_SETS[self.class_set]):
+            raise ValueError(f"data.synthetic.num_classes={self.num_classes}: must be in "
+                             f"[2, {len(CLASS_SETS[self.class_set])}] for class_set={self.class_set}")
         lo, hi = self.part_size
         if not 4 <= lo <= hi:
             raise ValueError(f"data.synthetic.part_size={self.part_size}: need 4 <= min <= max")
@@ -76,6 +91,8 @@ class SyntheticSpec:
             )
         if self.decoys not in DECOY_KINDS:
             raise ValueError(f"data.synthetic.decoys={self.decoys!r}: must be one of {DECOY_KINDS}")
+        if not 0.05 <= self.pattern_period <= 1.0:
+            raise ValueError(f"data.synthetic.pattern_period={self.pattern_period}: must be in [0.05, 1] (mark radii)")
         if self.train_per_class < 2 or self.test_per_class < 1:
             raise ValueError("data.synthetic: need train_per_class >= 2 and test_per_class >= 1")
 
@@ -83,14 +100,26 @@ class SyntheticSpec:
 SUPERSAMPLE = 4
 
 
-def _pattern_mask(pattern: str, n: int) -> np.ndarray:
-    """A binary ``n x n`` mask (True = dark ink) of ``pattern`` inside a unit disc, n = supersampled size."""
+def _pattern_mask(pattern: str, n: int, period: float = 0.5) -> np.ndarray:
+    """A binary ``n x n`` mask (True = dark ink) of ``pattern`` inside a unit disc, n = supersampled size;
+    ``period`` (in disc radii) sets the spacing of stripes, checker and grid. ``<shape>_<h|v>`` (see
+    :data:`SHAPE_STRIPES`) is a thick ``shape`` whose ink is fine horizontal or vertical stripes."""
     yy, xx = np.mgrid[0:n, 0:n].astype(np.float64)
     c = (n - 1) / 2.0
     u, v = (xx - c) / (n / 2.0), (yy - c) / (n / 2.0)  # in [-1, 1]
     r = np.hypot(u, v)
-    period = 0.5  # in disc units: ~3 pixels at the smallest mark size
     stroke = 0.16
+    if pattern in SHAPE_STRIPES:
+        shape, direction = pattern.split("_")
+        thick = 0.26
+        shapes = {
+            "ring": np.abs(r - 0.5) < thick,
+            "plus": (np.abs(u) < thick) | (np.abs(v) < thick),
+            "cross": (np.abs(u - v) < thick * 1.4) | (np.abs(u + v) < thick * 1.4),
+            "dot": r < 0.6,
+        }
+        stripes = np.mod((v if direction == "h" else u) + 1.0, period) < period / 2
+        return shapes[shape] & stripes & (r < 0.82)
     if pattern == "hstripes":
         ink = (np.mod(v + 1.0, period) < period / 2)
     elif pattern == "vstripes":
@@ -106,8 +135,9 @@ def _pattern_mask(pattern: str, n: int) -> np.ndarray:
     elif pattern == "dot":
         ink = r < 0.38
     elif pattern == "grid":
-        ink = (np.mod(u + 1.0, period) < stroke) | (np.mod(v + 1.0, period) < stroke)
-    else:  # pragma: no cover - PATTERNS is closed
+        line = min(stroke, 0.32 * period)  # 0.16 at the default period
+        ink = (np.mod(u + 1.0, period) < line) | (np.mod(v + 1.0, period) < line)
+    else:  # pragma: no cover - CLASS_SETS is closed
         raise ValueError(pattern)
     return ink & (r < 0.82)
 
@@ -125,7 +155,7 @@ def _paste_disc(img: np.ndarray, top: int, left: int, fill: np.ndarray, alpha: n
     region[:] = region * (1 - alpha[..., None]) + fill * alpha[..., None]
 
 
-def _mark(rng: np.random.Generator, size: int, pattern: str | None) -> tuple[np.ndarray, np.ndarray]:
+def _mark(rng: np.random.Generator, size: int, pattern: str | None, period: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
     """A mark of diameter ``size``: (rgb ``(size, size, 3)``, alpha ``(size, size)``).
 
     ``pattern=None`` draws a decoy: same outline and colours, random noise inside.
@@ -142,7 +172,7 @@ def _mark(rng: np.random.Generator, size: int, pattern: str | None) -> tuple[np.
         coarse = rng.random((size // 2 + 1, size // 2 + 1)) < 0.45
         ink = np.kron(coarse, np.ones((2 * SUPERSAMPLE, 2 * SUPERSAMPLE), dtype=bool))[:n, :n] & (r < 0.82)
     else:
-        ink = _pattern_mask(pattern, n)
+        ink = _pattern_mask(pattern, n, period)
     rgb = np.where((ink | rim)[..., None], ink_colour, paper)
     return np.clip(_downsample(rgb), 0, 1), _downsample(disc.astype(np.float64))
 
@@ -207,22 +237,23 @@ def render(spec: SyntheticSpec, split: str, index: int, label: int) -> tuple[Ima
     else:  # pragma: no cover - the body is always large enough
         top, left = (s - d) // 2, (s - d) // 2
     taken = [(top, left)]
+    patterns = CLASS_SETS[spec.class_set]
 
     # decoys: the same disc outline, away from the mark; noise inside, or (decoys=patterns) a random
     # class pattern on the background only
     for _ in range(spec.num_decoys):
         dd = int(rng.integers(spec.part_size[0], spec.part_size[1] + 1))
-        pattern = PATTERNS[int(rng.integers(spec.num_classes))] if spec.decoys == "patterns" else None
+        pattern = patterns[int(rng.integers(spec.num_classes))] if spec.decoys == "patterns" else None
         for _ in range(50):
             t, lft = (int(v_) for v_ in rng.integers(0, s - dd, 2))
             if pattern is not None and body[t : t + dd, lft : lft + dd].any():
                 continue
             if all(abs(t - a_) > spec.part_size[1] or abs(lft - b_) > spec.part_size[1] for a_, b_ in taken):
-                rgb, alpha = _mark(rng, dd, pattern)
+                rgb, alpha = _mark(rng, dd, pattern, spec.pattern_period)
                 _paste_disc(img, t, lft, rgb, alpha)
                 taken.append((t, lft))
                 break
-    rgb, alpha = _mark(rng, d, PATTERNS[label])
+    rgb, alpha = _mark(rng, d, patterns[label], spec.pattern_period)
     _paste_disc(img, top, left, rgb, alpha)
     _draw_clutter(rng, img, spec.num_clutter - spec.num_clutter // 2)
     # clutter may cross the mark; redraw the mark on top so the pattern stays readable
@@ -232,7 +263,8 @@ def render(spec: SyntheticSpec, split: str, index: int, label: int) -> tuple[Ima
 
 
 def class_names(spec: SyntheticSpec) -> list[str]:
-    return [f"{i:02d}_{PATTERNS[i]}" for i in range(spec.num_classes)]
+    patterns = CLASS_SETS[spec.class_set]
+    return [f"{i:02d}_{patterns[i]}" for i in range(spec.num_classes)]
 
 
 def generate(root: str | Path, spec: SyntheticSpec) -> Path:
@@ -276,6 +308,7 @@ def is_current(root: Path, spec: SyntheticSpec) -> bool:
     spec_file = Path(root) / SPEC_FILE
     if not spec_file.exists():
         return False
-    saved = json.loads(spec_file.read_text())
+    # fields added later default to the behaviour of files written before them
+    saved = {**asdict(SyntheticSpec()), **json.loads(spec_file.read_text())}
     saved["part_size"] = tuple(saved.get("part_size", ()))
     return saved == asdict(spec)

@@ -26,12 +26,12 @@ DEFAULT_LOSS = {"raw": 1.0, "zoom": 1.0, "attention": 1.0, "drop": 0.0, "center"
 SPLITS = ("train", "val", "test")
 
 
-def build_network(backbone: dict, zoom: dict | None, num_classes: int) -> nn.Module:
-    """``model.backbone`` + ``model.zoom`` (None = the plain baseline) -> network."""
+def build_network(backbone: dict, zoom: dict | None, num_classes: int, input_size: int | None = None) -> nn.Module:
+    """``model.backbone`` + ``model.zoom`` (None = the plain baseline) + ``model.input_size`` -> network."""
     backbone_cfg = BackboneConfig(**backbone)
     if zoom is None:
-        return PlainNet(backbone_cfg, num_classes)
-    return ZoomNet(backbone_cfg, ZoomConfig.from_dict(zoom), num_classes)
+        return PlainNet(backbone_cfg, num_classes, input_size)
+    return ZoomNet(backbone_cfg, ZoomConfig.from_dict(zoom), num_classes, input_size)
 
 
 class FGVCModule(L.LightningModule):
@@ -53,6 +53,8 @@ class FGVCModule(L.LightningModule):
         label_smoothing: cross-entropy label smoothing.
         channels_last: run the network in channels_last memory format.
         center_momentum: EMA rate of the class centers of the center loss.
+        input_size: run the backbone on the batch resized to this side (``InputView``); with zoom level=image
+            the zoomed view is still cropped from the batch as loaded. None = the batch as loaded.
         compile: ``torch.compile`` the backbone when the Trainer sets the model up (``configure_model``);
             for zoom, both sides of the split (the crop between them stays eager). No module is wrapped,
             so ``state_dict`` keys stay the same: a checkpoint saved with ``compile=true`` loads with
@@ -72,6 +74,7 @@ class FGVCModule(L.LightningModule):
         channels_last: bool = False,
         center_momentum: float = 0.05,
         compile: bool = False,
+        input_size: int | None = None,
     ) -> None:
         super().__init__()
         loss = {**DEFAULT_LOSS, **(loss or {})}
@@ -87,7 +90,7 @@ class FGVCModule(L.LightningModule):
         self.scheduler_factory = scheduler
         self.loss_weights = loss
         self.is_zoom = zoom is not None
-        self.net = build_network(backbone, zoom, num_classes)
+        self.net = build_network(backbone, zoom, num_classes, input_size)
         if channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
         uses_center = self.is_zoom and loss["center"] > 0 and self.net.config.attention == "head"

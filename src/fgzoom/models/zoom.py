@@ -9,6 +9,11 @@ level=feature::
 level=image: boxes are taken on the image grid (attention resized to H x W), the image is cropped and
 resized to H x W, and the whole backbone runs again on the zoomed image.
 
+With ``input_size`` (``model.input_size``) the backbone's x is the batch resized to input_size x input_size;
+level=image then crops from the batch as loaded (full resolution) and resizes the crop to the view's size,
+so the zoomed branch sees detail the downsampled view lost. Boxes in ``boxes_image`` are always on the
+loaded batch's grid.
+
 The prediction fuses both branches (mean of probabilities by default).
 """
 
@@ -22,6 +27,7 @@ from torch import Tensor, nn
 from fgzoom.errors import ConfigError
 from fgzoom.models.attention import ATTENTION_KINDS, AttentionHead
 from fgzoom.models.backbone import BackboneConfig, BackboneSplit, create_backbone
+from fgzoom.models.input_view import InputView
 from fgzoom.ops import crop_resize
 from fgzoom.ops.boxes import (
     glimpse_boxes,
@@ -165,15 +171,17 @@ class ZoomNet(nn.Module):
         logits_attention: Tensor[B, K] (BAP auxiliary, learned head only);
         part_features: Tensor[B, M*C] (learned head only);
         attention: Tensor[B, h, w] mean map in [0, 1], detached;
-        boxes: Tensor[B, 4] int64 on the grid that was cropped; boxes_image: the same on the image grid;
+        boxes: Tensor[B, 4] int64 on the grid that was cropped; boxes_image: the same on the grid of x;
         degenerate: Tensor[B] bool, maps that fell back to the whole frame;
         logits_drop: Tensor[B, K] (training with ``drop=True`` only);
         zoomed: the zoomed tensor (only with ``return_zoomed=True``).
     """
 
-    def __init__(self, backbone: BackboneConfig, zoom: ZoomConfig, num_classes: int) -> None:
+    def __init__(self, backbone: BackboneConfig, zoom: ZoomConfig, num_classes: int,
+                 input_size: int | None = None) -> None:
         super().__init__()
         self.config = zoom
+        self.view = InputView(input_size)
         model = create_backbone(backbone, num_classes)
         self.split = BackboneSplit(model, zoom.stage, need_after=zoom.level == "feature")
         self.attention = AttentionHead(zoom.attention, self.split.channels, zoom.num_maps, num_classes)
@@ -208,15 +216,16 @@ class ZoomNet(nn.Module):
         return threshold_boxes(attention, self._thresholds(attention.shape[0], attention.device),
                                cfg.padding, cfg.min_size)
 
-    def zoom(self, x: Tensor, boxes: Tensor) -> Tensor:
-        """Crop ``boxes`` (from ``self.boxes``, valid by construction) out of ``x`` and resize them.
+    def zoom(self, x: Tensor, boxes: Tensor, grid: tuple[int, int]) -> Tensor:
+        """Crop ``boxes`` (from ``self.boxes``, valid by construction) out of ``x`` and resize them to ``grid``
+        (or ``model.zoom.size`` / ``scale_factor``).
 
         The boxes are not checked again, so with ``size`` nothing is read back to the host (no CUDA sync);
         with ``scale_factor`` crop_resize reads the common box size once (the output size depends on it).
         """
         cfg = self.config
         return crop_resize(
-            x, boxes, size=self._size(tuple(x.shape[-2:])), scale_factor=cfg.scale_factor, mode=cfg.mode,
+            x, boxes, size=self._size(grid), scale_factor=cfg.scale_factor, mode=cfg.mode,
             align_corners=cfg.align_corners, antialias=cfg.antialias,
             recompute_scale_factor=cfg.recompute_scale_factor, check_boxes=False,
         )
@@ -231,7 +240,8 @@ class ZoomNet(nn.Module):
 
     def forward(self, x: Tensor, drop: bool = False, return_zoomed: bool = False) -> dict[str, Tensor]:
         cfg = self.config
-        image_grid = tuple(x.shape[-2:])
+        source, x = x, self.view(x)  # the batch as loaded, the backbone's view of it
+        source_grid, image_grid = tuple(source.shape[-2:]), tuple(x.shape[-2:])
         f = self.split.forward_to(x)  # [B, C, h, w]
         feature_grid = tuple(f.shape[-2:])
         logits_raw = self.split.forward_head(self.split.forward_from(f))
@@ -240,12 +250,12 @@ class ZoomNet(nn.Module):
         out: dict[str, Tensor] = {"logits_raw": logits_raw}
         if cfg.level == "feature":
             boxes, degenerate = self.boxes(mean_map, feature_grid)
-            zoomed = self.zoom(f, boxes)
+            zoomed = self.zoom(f, boxes, feature_grid)
             logits_zoom = self.split.forward_head(self.split.forward_from(zoomed))
-            boxes_image = scale_boxes(boxes, feature_grid, image_grid)
+            boxes_image = scale_boxes(boxes, feature_grid, source_grid)
         else:
-            boxes, degenerate = self.boxes(mean_map, image_grid)
-            zoomed = self.zoom(x, boxes)
+            boxes, degenerate = self.boxes(mean_map, source_grid)
+            zoomed = self.zoom(source, boxes, image_grid)
             logits_zoom = self.split(zoomed)
             boxes_image = boxes
         if drop:

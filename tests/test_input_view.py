@@ -1,0 +1,74 @@
+"""model.input_size: the backbone runs on a downsampled view; level=image zooms from the loaded batch."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from fgzoom.errors import ConfigError
+from fgzoom.models.backbone import BackboneConfig
+from fgzoom.models.input_view import InputView
+from fgzoom.models.module import FGVCModule
+from fgzoom.models.plain import PlainNet
+from fgzoom.models.zoom import ZoomConfig, ZoomNet
+from fgzoom.ops import crop_resize
+
+
+def test_view_is_an_antialiased_resize_and_identity_when_unset():
+    x = torch.randn(2, 3, 64, 64)
+    assert InputView(None)(x) is x
+    assert InputView(64)(x) is x
+    expected = F.interpolate(x, size=(32, 32), mode="bilinear", align_corners=False, antialias=True)
+    torch.testing.assert_close(InputView(32)(x), expected, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("bad", [0, 4, -1, 12.5, "96", True])
+def test_bad_input_size_names_the_key(bad):
+    with pytest.raises(ConfigError, match=r"^model\.input_size="):
+        InputView(bad)
+
+
+def test_plain_runs_the_backbone_on_the_view():
+    torch.manual_seed(0)
+    net = PlainNet(BackboneConfig("resnet18"), num_classes=3, input_size=32).eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        expected = net.model(F.interpolate(x, size=(32, 32), mode="bilinear", antialias=True))
+        torch.testing.assert_close(net(x)["logits"], expected)
+
+
+def test_image_level_zooms_from_the_loaded_batch():
+    """Boxes are on the loaded 64x64 grid; the zoomed view is their crop of the loaded batch at 32x32."""
+    torch.manual_seed(0)
+    zoom = ZoomConfig(level="image", stage=-2, threshold_range=None)
+    net = ZoomNet(BackboneConfig("resnet18"), zoom, num_classes=3, input_size=32).eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        out = net(x, return_zoomed=True)
+        boxes = out["boxes_image"]
+        assert torch.equal(boxes, out["boxes"])
+        assert int(boxes[:, 2:].max()) <= 64 and int((boxes[:, 2:] - boxes[:, :2]).min()) >= 1
+        expected = crop_resize(x, boxes, size=(32, 32), mode="bilinear")
+        torch.testing.assert_close(out["zoomed"], expected, rtol=0, atol=0)
+        torch.testing.assert_close(out["logits_zoom"], net.split(expected))
+        torch.testing.assert_close(out["logits_raw"], net.split(InputView(32)(x)))
+
+
+def test_feature_level_reports_boxes_on_the_loaded_grid():
+    net = ZoomNet(BackboneConfig("resnet18"), ZoomConfig(level="feature"), num_classes=3, input_size=32).eval()
+    with torch.no_grad():
+        out = net(torch.randn(2, 3, 64, 64))
+    # resnet18 stage -2 on a 32x32 view is a 2x2 grid; its cells are 32x32 pixels of the loaded batch
+    assert set((out["boxes_image"] % 32).flatten().tolist()) == {0}
+    assert int(out["boxes_image"].max()) <= 64
+
+
+def test_module_trains_a_step_with_a_view_and_keeps_state_dict_keys():
+    with_view = FGVCModule(backbone={"name": "resnet18"}, num_classes=3, zoom={"level": "image"}, input_size=32)
+    without = FGVCModule(backbone={"name": "resnet18"}, num_classes=3, zoom={"level": "image"})
+    assert with_view.state_dict().keys() == without.state_dict().keys()
+    batch = {"image": torch.randn(2, 3, 64, 64), "label": torch.tensor([0, 2])}
+    loss = with_view._step(batch, "train")
+    loss.backward()
+    assert torch.isfinite(loss)
