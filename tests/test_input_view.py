@@ -72,3 +72,20 @@ def test_module_trains_a_step_with_a_view_and_keeps_state_dict_keys():
     loss = with_view._step(batch, "train")
     loss.backward()
     assert torch.isfinite(loss)
+
+
+@pytest.mark.parametrize("model", ["plain", "zoom"])
+def test_train_path_with_a_smaller_input_view(model, tmp_path, synthetic_root):
+    """data.image_size=48 loaded, model.input_size=32 for the backbone; image-level boxes on the 48 grid."""
+    from fgzoom.train import train
+    from tests.conftest import compose_config, tiny_overrides
+
+    overrides = [o for o in tiny_overrides(synthetic_root) if not o.startswith("callbacks.")]
+    extra = ["model.zoom.level=image"] if model == "zoom" else []
+    cfg = compose_config(
+        "train.yaml", [*overrides, f"model={model}", *extra, "model.input_size=32", "debug=fast"], tmp_path
+    )
+    metrics = train(cfg)
+    assert "test/acc" in metrics
+    if model == "zoom":
+        assert "test/iou_mean" in metrics
