@@ -13,6 +13,8 @@ from fgzoom.models.module import FGVCModule
 from fgzoom.models.plain import PlainNet
 from fgzoom.models.zoom import ZoomConfig, ZoomNet
 from fgzoom.ops import crop_resize
+from fgzoom.train import train
+from tests.conftest import compose_config, tiny_overrides
 
 
 def test_view_is_an_antialiased_resize_and_identity_when_unset():
@@ -77,9 +79,6 @@ def test_module_trains_a_step_with_a_view_and_keeps_state_dict_keys():
 @pytest.mark.parametrize("model", ["plain", "zoom"])
 def test_train_path_with_a_smaller_input_view(model, tmp_path, synthetic_root):
     """data.image_size=48 loaded, model.input_size=32 for the backbone; image-level boxes on the 48 grid."""
-    from fgzoom.train import train
-    from tests.conftest import compose_config, tiny_overrides
-
     overrides = [o for o in tiny_overrides(synthetic_root) if not o.startswith("callbacks.")]
     extra = ["model.zoom.level=image"] if model == "zoom" else []
     cfg = compose_config(

@@ -118,8 +118,8 @@ def _pattern_mask(pattern: str, n: int, period: float = 0.5) -> np.ndarray:
             "cross": (np.abs(u - v) < thick * 1.4) | (np.abs(u + v) < thick * 1.4),
             "dot": r < 0.6,
         }
-        stripes = np.mod((v if direction == "h" else u) + 1.0, period) < period / 2
-        return shapes[shape] & stripes & (r < 0.82)
+        stripes = _pattern_mask("hstripes" if direction == "h" else "vstripes", n, period)
+        return shapes[shape] & stripes
     if pattern == "hstripes":
         ink = (np.mod(v + 1.0, period) < period / 2)
     elif pattern == "vstripes":
