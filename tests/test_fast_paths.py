@@ -11,6 +11,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from fgzoom.models.module import FGVCModule
+from fgzoom.models.optim import LR_SCRATCH
 from fgzoom.train import build
 from tests.conftest import compose_config, tiny_overrides
 
@@ -154,7 +155,7 @@ def test_gradient_accumulation_steps_the_schedule_once_per_optimizer_step(tmp_pa
     assert seen.batches == 8 and trainer.global_step == 4 == trainer.estimated_stepping_batches
     # The schedule runs over the 4 optimizer steps (2 per epoch, so warmup_epochs=1 is 2 steps), one
     # scheduler step after each optimizer step; not over the 8 batches.
-    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=cfg.model.optimizer.lr)
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=LR_SCRATCH)  # model.optimizer.lr=null
     scheduler = hydra.utils.instantiate(cfg.model.scheduler)(optimizer, total_steps=4, steps_per_epoch=2)
     expected = []
     for step in range(4):

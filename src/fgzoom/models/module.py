@@ -14,6 +14,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from fgzoom.errors import ConfigError, NonFiniteLossError
 from fgzoom.models.backbone import BackboneConfig
+from fgzoom.models.optim import apply_lr_scale
 from fgzoom.models.plain import PlainNet
 from fgzoom.models.zoom import ZoomConfig, ZoomNet
 from fgzoom.ops.boxes import box_iou
@@ -48,7 +49,8 @@ class FGVCModule(L.LightningModule):
         zoom: ``model.zoom`` keys (see ZoomConfig), or None for the plain model.
         loss: weights of the loss terms raw, zoom, attention (BAP auxiliary), drop (attention-drop
             branch), center (center loss on part features).
-        optimizer: partial of an optimizer factory taking the module (timm ``create_optimizer_v2``).
+        optimizer: partial of an optimizer factory taking the module (``fgzoom.models.optim.create_optimizer``,
+            timm's ``create_optimizer_v2`` with ``lr_mult_new`` for the layers not loaded from weights).
         scheduler: partial taking (optimizer, total_steps, steps_per_epoch).
         label_smoothing: cross-entropy label smoothing.
         channels_last: run the network in channels_last memory format.
@@ -234,6 +236,7 @@ class FGVCModule(L.LightningModule):
             raise ConfigError("model.optimizer is not set; see configs/model/zoom.yaml")
         optimizer = self.optimizer_factory(self)
         if self.scheduler_factory is None:
+            apply_lr_scale(optimizer)  # the new layers' lr_mult_new; a timm scheduler applies it at each update
             return optimizer
         total = int(self.trainer.estimated_stepping_batches)
         per_epoch = max(1, total // max(1, self.trainer.max_epochs or 1))

@@ -1,0 +1,197 @@
+"""Optimizer factory: timm's ``create_optimizer_v2`` with a learning-rate multiplier for the new layers.
+
+When fine-tuning, the pretrained backbone trains at the base ``lr`` and the layers that did not come from
+the weights file train at ``lr * lr_mult_new`` (``model.optimizer.lr_mult_new``; 1.0 = no difference, 10 is
+common FGVC practice). "New" is decided from the network's structure (``new_parameter_names``):
+
+- every parameter outside the timm model(s) the network holds (the zoom model's attention head and BAP
+  classifier, anything added later), and
+- the timm model's classifier (``get_classifier()``), unless its class count equals the one of the model's
+  pretrained weights (``pretrained_cfg["num_classes"]``): timm loads the classifier only then, and drops
+  and re-initialises it otherwise (the usual FGVC case).
+
+The rule is structural, so it applies with and without pretrained weights; from scratch a multiplier
+just gives the head a larger learning rate (harmless, pointless): the key is meant for fine-tuning.
+
+Parameter groups: timm's ``param_groups_weight_decay`` (no weight decay on biases, norm weights and every
+1-d parameter, plus the timm models' ``no_weight_decay()`` names), each group split into a pretrained part
+and a new part, in this order: ``backbone_no_decay``, ``backbone``, ``new_no_decay``, ``new`` (timm's order;
+empty groups are dropped; the names show in Lightning's LearningRateMonitor). Every group starts at ``lr``; the
+new ones carry ``lr_scale = lr_mult_new``, which timm's schedulers multiply into every lr they set (the
+mechanism timm's layer decay uses), so the new layers run at exactly ``lr_mult_new`` times the backbone's
+lr at every step, warmup included. Without a scheduler, ``apply_lr_scale`` applies it once.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from timm.optim import create_optimizer_v2, param_groups_weight_decay
+from torch import nn
+from torch.optim import Optimizer
+
+from fgzoom.errors import ConfigError
+
+UNSUPPORTED = ("layer_decay", "param_group_fn")
+# the recipe's defaults for ``lr: null`` and ``lr_mult_new: null``, measured in the README's recipe section
+LR_SCRATCH, LR_PRETRAINED = 2e-3, 1e-3
+LR_MULT_NEW_PRETRAINED = 10.0
+
+
+def loads_pretrained_weights(model: nn.Module) -> bool:
+    """Whether ``model`` (an FGVCModule) starts from pretrained weights: ``model.backbone.pretrained`` or
+    ``pretrained_path`` in its hyperparameters. A bare network counts as trained from scratch."""
+    backbone = (getattr(model, "hparams", None) or {}).get("backbone") or {}
+    return bool(backbone.get("pretrained") or backbone.get("pretrained_path"))
+
+
+def recipe_defaults(model: nn.Module, lr: float | None, lr_mult_new: float | None) -> tuple[float, float]:
+    """``(lr, lr_mult_new)`` with each null filled in: from scratch ``2e-3`` and ``1``; with pretrained
+    weights ``1e-3`` for the backbone and ``10`` for the new layers (FGVC fine-tuning practice)."""
+    pretrained = loads_pretrained_weights(model)
+    if lr is None:
+        lr = LR_PRETRAINED if pretrained else LR_SCRATCH
+    if lr_mult_new is None:
+        lr_mult_new = LR_MULT_NEW_PRETRAINED if pretrained else 1.0
+    return float(lr), float(lr_mult_new)
+
+
+def timm_models(net: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The outermost timm models inside ``net`` (modules with ``pretrained_cfg`` and ``get_classifier``),
+    as (qualified name, module); ``net`` itself counts."""
+    def inside(name: str, prefix: str) -> bool:
+        return prefix == "" or name == prefix or name.startswith(prefix + ".")
+
+    found: list[tuple[str, nn.Module]] = []
+    for name, module in net.named_modules():
+        if any(inside(name, prefix) for prefix, _ in found):
+            continue
+        if hasattr(module, "pretrained_cfg") and hasattr(module, "get_classifier"):
+            found.append((name, module))
+    return found
+
+
+def _classifier_is_loaded(model: nn.Module) -> bool:
+    """timm's rule in ``load_pretrained``: the classifier is kept only when the class counts agree."""
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    return cfg.get("num_classes") is not None and cfg.get("num_classes") == getattr(model, "num_classes", None)
+
+
+def new_parameter_names(net: nn.Module) -> set[str]:
+    """Names (as in ``net.named_parameters()``) of the parameters that do not come from pretrained weights:
+    everything outside the timm model(s) in ``net``, and their classifiers unless timm loads them (see the
+    module docstring).
+
+    Raises:
+        ConfigError: ``net`` holds no timm model, so new layers cannot be told from pretrained ones.
+    """
+    models = timm_models(net)
+    if not models:
+        raise ConfigError(
+            f"model.optimizer.lr_mult_new: found no timm model in {type(net).__name__}, so the new layers "
+            "cannot be told from the pretrained ones; set model.optimizer.lr_mult_new=1.0"
+        )
+    pretrained: set[int] = set()
+    for _, model in models:
+        classifier = model.get_classifier()
+        head = set() if _classifier_is_loaded(model) or not isinstance(classifier, nn.Module) else {
+            id(p) for p in classifier.parameters()
+        }
+        pretrained |= {id(p) for p in model.parameters() if id(p) not in head}
+    return {name for name, p in net.named_parameters() if id(p) not in pretrained}
+
+
+def _no_weight_decay(net: nn.Module) -> set[str]:
+    """``no_weight_decay()`` names of ``net`` and of the timm models inside it, qualified from ``net``."""
+    names: set[str] = set(getattr(net, "no_weight_decay", lambda: set())())
+    for prefix, model in timm_models(net):
+        if prefix and hasattr(model, "no_weight_decay"):
+            names |= {f"{prefix}.{n}" for n in model.no_weight_decay()}
+    return names
+
+
+def param_groups(
+    net: nn.Module,
+    weight_decay: float,
+    lr_mult_new: float = 1.0,
+    filter_bias_and_bn: bool = True,
+    fallback_list: tuple[str, ...] = (),
+    fallback_no_weight_decay: bool = False,
+) -> list[dict[str, Any]]:
+    """timm's weight-decay groups of ``net``, each split into its pretrained and new parameters.
+
+    Returns:
+        Groups ``{"params", "weight_decay", "name"[, "lr_scale"][, "use_fallback"]}`` in the order
+        backbone_no_decay, backbone, new_no_decay, new (empty ones dropped); the new ones have
+        ``lr_scale = lr_mult_new``. With ``lr_mult_new == 1`` no timm model is needed and every parameter
+        counts as backbone.
+    """
+    if not lr_mult_new > 0:
+        raise ConfigError(f"model.optimizer.lr_mult_new={lr_mult_new}: must be > 0 (1.0 = same lr as the backbone)")
+    new_names = new_parameter_names(net) if lr_mult_new != 1.0 else set()
+    new_ids = {id(p) for name, p in net.named_parameters() if name in new_names}
+    timm_groups = param_groups_weight_decay(
+        net,
+        weight_decay=weight_decay,
+        weight_decay_exclude_1d=filter_bias_and_bn,
+        no_weight_decay_list=_no_weight_decay(net),
+        fallback_list=fallback_list,
+        fallback_no_weight_decay=fallback_no_weight_decay,
+    )
+    out: dict[tuple[bool, bool, bool], dict[str, Any]] = {}
+    for group in timm_groups:
+        decays = group["weight_decay"] > 0
+        fallback = group.get("use_fallback", False)
+        for is_new in (False, True):
+            params = [p for p in group["params"] if (id(p) in new_ids) == is_new]
+            if not params:
+                continue
+            name = ("new" if is_new else "backbone") + ("" if decays else "_no_decay") + ("_fallback" if fallback else "")
+            entry = {**{k: v for k, v in group.items() if k != "params"}, "params": params, "name": name}
+            if is_new:
+                entry["lr_scale"] = float(lr_mult_new)
+            out[(is_new, fallback, decays)] = entry
+    # timm's order within each part (no_decay, decay, then the fallback ones): with lr_mult_new=1 the groups
+    # are the ones create_optimizer_v2 builds for the module, so older checkpoints resume
+    return [out[k] for k in sorted(out)]
+
+
+def create_optimizer(
+    model: nn.Module,
+    opt: str = "adamw",
+    lr: float | None = None,
+    weight_decay: float = 0.0,
+    lr_mult_new: float | None = None,
+    filter_bias_and_bn: bool = True,
+    fallback_list: tuple[str, ...] = (),
+    fallback_no_weight_decay: bool = False,
+    **kwargs: Any,
+) -> Optimizer:
+    """``timm.optim.create_optimizer_v2`` on ``param_groups(model, ...)``: the same optimizer and
+    weight-decay exclusions timm builds for a module, with the new layers' groups at ``lr_scale =
+    lr_mult_new`` (see the module docstring).
+
+    Args:
+        model: the network or the LightningModule holding it (``model.optimizer`` is a partial called with
+            the LightningModule).
+        opt, lr, weight_decay, filter_bias_and_bn, fallback_list, fallback_no_weight_decay, kwargs: as in
+            ``create_optimizer_v2`` (``momentum``, ``betas``, ``eps``, ``foreach``, ...).
+        lr_mult_new: learning-rate multiplier of the new layers; 1.0 = none.
+        lr, lr_mult_new: None takes the recipe's default for how the backbone starts (:func:`recipe_defaults`).
+    """
+    lr, lr_mult_new = recipe_defaults(model, lr, lr_mult_new)
+    for key in UNSUPPORTED:
+        if kwargs.get(key) is not None:
+            raise ConfigError(f"model.optimizer.{key}={kwargs[key]!r}: not supported by "
+                              "fgzoom.models.optim.create_optimizer yet; remove the key (or set it to null)")
+        kwargs.pop(key, None)
+    groups = param_groups(model, weight_decay, lr_mult_new, filter_bias_and_bn, tuple(fallback_list),
+                          fallback_no_weight_decay)
+    return create_optimizer_v2(groups, opt=opt, lr=lr, weight_decay=0.0, **kwargs)
+
+
+def apply_lr_scale(optimizer: Optimizer) -> None:
+    """Multiply each group's ``lr`` by its ``lr_scale`` once (and drop the key), for training without a timm
+    scheduler, which would otherwise apply it at every update."""
+    for group in optimizer.param_groups:
+        group["lr"] = group["lr"] * group.pop("lr_scale", 1.0)
