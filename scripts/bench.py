@@ -2,6 +2,8 @@
 
     python scripts/bench.py crop_resize            # crop_resize vs the per-sample F.interpolate loop
     python scripts/bench.py step                   # train step: plain vs zoom (feature, image)
+    python scripts/bench.py baseline --seeds 1,2,3 data=mnist_clutter trainer.max_epochs=10
+                                                   # test/acc: the reference loop vs model=plain vs model=zoom
 
     # the 2-core CPU of the README (add --repeats 7 or more when other work shares the cores)
     python scripts/bench.py step --backbone resnet50 --image-size 160 --batch-size 8 --repeats 7 --stages=-2
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 from pathlib import Path
@@ -51,7 +54,7 @@ def machine(device: str) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["crop_resize", "step", "all"], nargs="?", default="all")
+    parser.add_argument("what", choices=["crop_resize", "step", "baseline", "all"], nargs="?", default="all")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--backbone", default="resnet50")
@@ -62,7 +65,16 @@ def main() -> None:
     parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--compile", action="store_true", help="torch.compile the backbones (model.compile=true)")
     parser.add_argument("--out", default="bench.json")
-    args = parser.parse_args()
+    parser.add_argument("--seeds", default="1,2,3", help="baseline: seeds, comma-separated")
+    parser.add_argument("--models", default="loop,plain,zoom", help="baseline: which of loop, plain, zoom")
+    parser.add_argument("--runs-dir", default="logs/baseline", help="baseline: where the train.py runs go")
+    parser.add_argument("--loop-lr", type=float, default=2e-3)
+    parser.add_argument("--loop-batch-size", type=int, default=64)
+    parser.add_argument("--loop-train-on-val", action="store_true",
+                        help="baseline: the loop also trains on the validation split (the cost of holding it out)")
+    args, overrides = parser.parse_known_args()
+    if args.what != "baseline" and overrides:
+        parser.error(f"unrecognized arguments: {' '.join(overrides)} (config overrides go with 'baseline')")
 
     from fgzoom.bench.crop_resize_bench import bench_crop_resize, format_table
     from fgzoom.bench.step_bench import bench_train_step, default_variants, format_step_table
@@ -84,6 +96,22 @@ def main() -> None:
         extras = "".join(f", {k}" for k in ("channels_last", "compile") if getattr(args, k))
         print(f"\ntrain step, {args.backbone} at {args.image_size}px, batch {args.batch_size}, precision "
               f"{args.precision}{extras}\n" + format_step_table(rows))
+    if args.what == "baseline":
+        import time
+
+        from fgzoom.bench.baseline import compare, compose_train_config, format_results
+
+        os.environ.setdefault("PROJECT_ROOT", str(ROOT))
+        seeds = [int(s) for s in args.seeds.split(",") if s]
+        runs = Path(args.runs_dir) / time.strftime("%Y-%m-%d_%H-%M-%S")
+        results = compare(
+            lambda seed: compose_train_config(ROOT, overrides, seed), ROOT, overrides, seeds, runs,
+            models=tuple(args.models.split(",")),
+            loop_options=dict(lr=args.loop_lr, batch_size=args.loop_batch_size, device=args.device,
+                              train_on_val=args.loop_train_on_val),
+        )
+        report["baseline"] = {"overrides": overrides, "seeds": seeds, "test_acc": results, "runs": str(runs)}
+        print(f"\ntest/acc, {' '.join(overrides) or 'defaults'}\n" + format_results(results, seeds))
     Path(args.out).write_text(json.dumps(report, indent=2, default=str))
     print(f"\nwrote {args.out}")
 

@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from omegaconf.errors import MissingMandatoryValue
 
 from fgzoom.checkpoint_io import atomic_write
+from fgzoom.data.readers import GENERATED
 from fgzoom.errors import ConfigError, FGZoomError
 from fgzoom.models.backbone import BackboneConfig, check_pretrained_available
 from fgzoom.models.zoom import ZoomConfig
@@ -43,7 +44,7 @@ def validate_config(cfg: DictConfig) -> None:
             from fgzoom.models.backbone import resolve_stage
 
             resolve_stage(zoom.stage, len(info), model["backbone"]["name"], zoom.level == "feature")
-    if data and data.get("dataset") != "synthetic":
+    if data and data.get("dataset") not in GENERATED:
         root = data.get("root")
         if root is None:
             raise ConfigError(f"data.root is not set for data={data.get('dataset')}: pass data.root=/path/to/dataset")
@@ -83,15 +84,31 @@ def pin_run_dir(output_dir: str) -> None:
 
 
 def fill_normalization(cfg: DictConfig) -> None:
-    """Take ``data.mean``/``data.std`` from the backbone's timm pretrained config when they are null."""
+    """Fill ``data.mean``/``data.std`` when null: the backbone's timm pretrained values when weights are
+    loaded (``model.backbone.pretrained`` or ``pretrained_path``), else ``auto`` (the data's own statistics,
+    computed by the datamodule; see :func:`record_normalization`)."""
     if cfg.data.get("mean") is not None and cfg.data.get("std") is not None:
         return
-    pretrained = timm.get_pretrained_cfg(cfg.model.backbone.name)
-    mean = getattr(pretrained, "mean", None) or (0.485, 0.456, 0.406)
-    std = getattr(pretrained, "std", None) or (0.229, 0.224, 0.225)
+    backbone = cfg.model.backbone
+    if backbone.get("pretrained") or backbone.get("pretrained_path"):
+        pretrained = timm.get_pretrained_cfg(backbone.name)
+        mean = list(getattr(pretrained, "mean", None) or (0.485, 0.456, 0.406))
+        std = list(getattr(pretrained, "std", None) or (0.229, 0.224, 0.225))
+    else:
+        mean = std = "auto"
     with open_dict(cfg):
-        cfg.data.mean = list(cfg.data.get("mean") or mean)
-        cfg.data.std = list(cfg.data.get("std") or std)
+        if cfg.data.get("mean") is None:
+            cfg.data.mean = mean
+        if cfg.data.get("std") is None:
+            cfg.data.std = std
+
+
+def record_normalization(cfg: DictConfig, datamodule) -> None:
+    """Resolve ``auto`` normalization on the datamodule and write the numbers into ``cfg.data``, so the
+    saved config (and with it eval and predict) uses exactly what training used."""
+    mean, std = datamodule.resolve_normalization()
+    with open_dict(cfg):
+        cfg.data.mean, cfg.data.std = list(mean), list(std)
 
 
 def instantiate_callbacks(cfg: DictConfig | None, has_logger: bool) -> list[Callback]:

@@ -15,6 +15,7 @@ from fgzoom.runtime import (
     instantiate_callbacks,
     instantiate_loggers,
     pin_run_dir,
+    record_normalization,
     resolve_ckpt_path,
     resolved_container,
     to_float_dict,
@@ -32,6 +33,7 @@ def build(cfg: DictConfig):
     datamodule = hydra.utils.instantiate(cfg.data, seed=cfg.get("seed"))
     datamodule.prepare_data()
     datamodule.read_index()  # a broken dataset layout fails here, before any model is built
+    record_normalization(cfg, datamodule)
     model = hydra.utils.instantiate(
         cfg.model, num_classes=datamodule.num_classes, class_names=datamodule.class_names
     )

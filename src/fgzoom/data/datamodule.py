@@ -16,6 +16,7 @@ from fgzoom.data.dataset import FGVCDataset, decode_errors
 from fgzoom.data.index import DatasetIndex, Sample
 from fgzoom.data.readers import PREPARERS, get_reader
 from fgzoom.data.splits import stratified_split
+from fgzoom.data.stats import channel_stats
 from fgzoom.data.transforms import build_transforms
 from fgzoom.errors import ConfigError
 from fgzoom.seeding import EpochSeededSampler
@@ -23,6 +24,23 @@ from fgzoom.seeding import EpochSeededSampler
 log = logging.getLogger(__name__)
 
 ON_BAD_IMAGE = ("error", "skip")
+AUTO = "auto"
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+IMAGENET = {"mean": IMAGENET_MEAN, "std": IMAGENET_STD}
+
+
+def _normalization(key: str, value, default: tuple[float, ...]) -> tuple[float, ...] | str:
+    """``data.mean``/``data.std`` as a 3-tuple, or ``"auto"``; anything else is a one-line ConfigError."""
+    if value is None:
+        return default
+    if isinstance(value, str):
+        if value != AUTO:
+            raise ConfigError(f"data.{key}={value!r}: must be {AUTO!r}, null or three numbers")
+        return AUTO
+    values = tuple(float(v) for v in value)
+    if len(values) != 3 or (key == "std" and min(values) <= 0):
+        raise ConfigError(f"data.{key}={list(value)}: must be three numbers{' > 0' if key == 'std' else ''}")
+    return values
 
 
 class FGVCDataModule(L.LightningDataModule):
@@ -41,8 +59,10 @@ class FGVCDataModule(L.LightningDataModule):
         val_fraction: share of each class held out from train when there is no official val split.
         on_bad_image: ``error`` stops on the first unreadable image naming it; ``skip`` drops unreadable
             images at setup (each file is decoded once) and reports how many.
-        crop_pct, resize_mode, hflip, color_jitter, randaugment: see :func:`build_transforms`.
-        mean, std: normalization; ``None`` takes the backbone's from timm (filled in by the entry point).
+        crop_pct, resize_mode, hflip, translate, color_jitter, randaugment: see :func:`build_transforms`.
+        mean, std: normalization: three floats each, ``"auto"`` for the training split's own statistics
+            (:meth:`resolve_normalization`, computed once at setup), or ``None`` for ImageNet's. The entry
+            point fills ``None`` in: the backbone's timm values with pretrained weights, ``auto`` without.
         download: let torchvision download the dataset when it supports it (opt-in).
         annotation_level: FGVC-Aircraft label granularity (variant | family | manufacturer).
         reader_options: other dataset-specific options passed to the reader.
@@ -64,6 +84,7 @@ class FGVCDataModule(L.LightningDataModule):
         crop_pct: float = 0.875,
         resize_mode: str = "square",
         hflip: float = 0.5,
+        translate: float = 0.0,
         color_jitter: float = 0.0,
         randaugment: str | None = None,
         mean: Sequence[float] | None = None,
@@ -97,12 +118,11 @@ class FGVCDataModule(L.LightningDataModule):
         self.split_seed = split_seed
         self.val_on_test = val_on_test
         self.transform_args = dict(
-            image_size=image_size, crop_pct=crop_pct, resize_mode=resize_mode, hflip=hflip,
+            image_size=image_size, crop_pct=crop_pct, resize_mode=resize_mode, hflip=hflip, translate=translate,
             color_jitter=color_jitter, randaugment=randaugment,
-            mean=tuple(mean) if mean is not None else (0.485, 0.456, 0.406),
-            std=tuple(std) if std is not None else (0.229, 0.224, 0.225),
+            mean=_normalization("mean", mean, IMAGENET_MEAN), std=_normalization("std", std, IMAGENET_STD),
         )
-        build_transforms(train=True, **self.transform_args)  # validate the options now, not in a worker
+        build_transforms(train=True, **{**self.transform_args, **IMAGENET})  # validate now, not in a worker
         self.pin_memory = pin_memory
         self.persistent_workers = persistent_workers
         self.download = download
@@ -175,10 +195,27 @@ class FGVCDataModule(L.LightningDataModule):
                         self.skipped[split], split, bad[0])
         return kept
 
+    def resolve_normalization(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """Replace ``"auto"`` mean/std by the training split's own statistics; return ``(mean, std)``."""
+        args = self.transform_args
+        if AUTO in (args["mean"], args["std"]):
+            self.setup()
+            mean, std = channel_stats(
+                self.splits["train"], self.image_size, args["crop_pct"], args["resize_mode"],
+                workers=max(1, self.num_workers),
+            )
+            log.info("data.mean=auto: the training split's mean %s, std %s", mean, std)
+            if args["mean"] == AUTO:
+                args["mean"] = tuple(mean)
+            if args["std"] == AUTO:
+                args["std"] = tuple(std)
+        return args["mean"], args["std"]
+
     # ------------------------------------------------------------------ loaders
     def dataset(self, split: str, train_transform: bool | None = None) -> FGVCDataset:
         self.setup()
         train_transform = split == "train" if train_transform is None else train_transform
+        self.resolve_normalization()
         return FGVCDataset(self.splits[split], build_transforms(train=train_transform, **self.transform_args))
 
     def _loader(self, split: str) -> DataLoader:

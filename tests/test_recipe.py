@@ -1,0 +1,168 @@
+"""The training recipe's data side: translation without crop_pct, the data's own normalization, the
+per-dataset flip choice, and the reference loop the recipe is held against."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+from PIL import Image
+from torchvision import tv_tensors
+
+from fgzoom.data.datamodule import FGVCDataModule
+from fgzoom.data.index import Sample
+from fgzoom.data.stats import channel_stats
+from fgzoom.data.transforms import build_transforms
+from fgzoom.errors import ConfigError
+from fgzoom.runtime import fill_normalization, record_normalization
+from tests.conftest import CONFIGS, ROOT, compose_config, tiny_overrides
+
+FLIP_SENSITIVE = {"mnist_clutter"}  # orientation carries the class: no flips
+
+
+def _image_with_box(tmp_path: Path, size: int = 32) -> tuple[Image.Image, tv_tensors.BoundingBoxes]:
+    array = np.zeros((size, size, 3), np.uint8)
+    array[10:14, 12:18] = 255  # a white part, box (y0, x0, y1, x1) = (10, 12, 14, 18)
+    boxes = tv_tensors.BoundingBoxes(torch.tensor([[12.0, 10.0, 18.0, 14.0]]), format="XYXY", canvas_size=(size, size))
+    return Image.fromarray(array), boxes
+
+
+def test_translate_shifts_image_and_box_together_and_eval_keeps_the_frame(tmp_path: Path) -> None:
+    image, boxes = _image_with_box(tmp_path)
+    train = build_transforms(True, 32, crop_pct=1.0, hflip=0.0, translate=0.125, mean=(0, 0, 0), std=(1, 1, 1))
+    shifts = set()
+    for seed in range(20):
+        torch.manual_seed(seed)
+        tensor, moved = train(image, boxes)
+        x0, y0, x1, y1 = (int(v) for v in moved[0].tolist())
+        assert (x1 - x0, y1 - y0) == (6, 4)  # the box moves with the image, unclipped here
+        assert tensor[0, y0:y1, x0:x1].min() == 1.0 and tensor[0].sum() == 24  # the whole part, nothing else
+        shifts.add((y0 - 10, x0 - 12))
+    assert len(shifts) > 5 and all(abs(dy) <= 4 and abs(dx) <= 4 for dy, dx in shifts)  # 0.125 * 32 = 4 px
+
+    evaluation = build_transforms(False, 32, crop_pct=1.0, translate=0.125, mean=(0, 0, 0), std=(1, 1, 1))
+    tensor, same = evaluation(image, boxes)
+    assert same[0].tolist() == [12.0, 10.0, 18.0, 14.0] and tensor[0].sum() == 24  # whole frame, no shift
+
+
+@pytest.mark.parametrize(
+    "key, value, match",
+    [("translate", 0.5, "data.translate"), ("translate", -0.1, "data.translate"), ("hflip", 1.5, "data.hflip")],
+)
+def test_bad_augmentation_values_name_the_key(key: str, value: float, match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        build_transforms(True, 32, **{key: value})
+
+
+def _solid_samples(tmp_path: Path) -> list[Sample]:
+    samples = []
+    for i, colour in enumerate([(0, 0, 255), (255, 0, 255), (0, 0, 255), (255, 0, 255)]):
+        path = tmp_path / f"{i}.png"
+        Image.fromarray(np.full((8, 12, 3), colour, np.uint8)).save(path)
+        samples.append(Sample(path, 0))
+    return samples
+
+
+def test_channel_stats_are_the_pixel_mean_and_std(tmp_path: Path) -> None:
+    mean, std = channel_stats(_solid_samples(tmp_path), image_size=8)
+    assert mean == pytest.approx([0.5, 0.0, 1.0], abs=1e-4)
+    assert std == pytest.approx([0.5, 1e-3, 1e-3], abs=1e-4)  # a constant channel is floored, not zero
+    half, _ = channel_stats(_solid_samples(tmp_path), image_size=8, max_images=2)  # every other image
+    assert half == pytest.approx([0.0, 0.0, 1.0], abs=1e-4)
+
+
+def test_datamodule_auto_normalization(tmp_path: Path, synthetic_root: Path) -> None:
+    cfg = compose_config("train.yaml", tiny_overrides(synthetic_root), tmp_path)
+    fill_normalization(cfg)
+    assert cfg.data.mean == "auto" and cfg.data.std == "auto"  # from scratch: the data's own statistics
+    import hydra
+
+    dm = hydra.utils.instantiate(cfg.data, seed=0)
+    dm.prepare_data()
+    record_normalization(cfg, dm)
+    dm.setup()
+    expected = channel_stats(dm.splits["train"], cfg.data.image_size)
+    assert list(cfg.data.mean) == expected[0] and list(cfg.data.std) == expected[1]
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["image"].mean().abs() < 0.5  # roughly centred
+    with pytest.raises(ConfigError, match="data.mean"):
+        FGVCDataModule(dataset="synthetic", root=str(synthetic_root), mean="mean")
+
+
+def test_pretrained_weights_take_the_backbone_normalization(tmp_path: Path, synthetic_root: Path) -> None:
+    cfg = compose_config("train.yaml", [*tiny_overrides(synthetic_root), "model.backbone.name=tf_efficientnet_lite0",
+                                        "model.backbone.pretrained=true"], tmp_path)
+    fill_normalization(cfg)
+    assert list(cfg.data.mean) == [0.5, 0.5, 0.5] and list(cfg.data.std) == [0.5, 0.5, 0.5]
+
+
+def test_saved_config_holds_the_numbers_training_used(tmp_path: Path, synthetic_root: Path) -> None:
+    from fgzoom.train import train
+
+    cfg = compose_config("train.yaml", [*tiny_overrides(synthetic_root), "model=plain", "logger=none"], tmp_path)
+    train(cfg)
+    saved = OmegaConf.load(tmp_path / "config.yaml").data
+    assert len(saved.mean) == 3 and all(isinstance(v, float) for v in [*saved.mean, *saved.std])
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in (CONFIGS / "data").glob("*.yaml")))
+def test_every_dataset_config_states_its_flip_and_translation(name: str) -> None:
+    cfg = OmegaConf.load(CONFIGS / "data" / f"{name}.yaml")
+    base = OmegaConf.load(CONFIGS / "data" / "imagefolder.yaml")
+    hflip = cfg.get("hflip", base.hflip)
+    assert hflip == (0.0 if name in FLIP_SENSITIVE else 0.5)
+    crop_pct, translate = cfg.get("crop_pct", base.crop_pct), cfg.get("translate", base.translate)
+    assert (crop_pct < 1.0) != (translate > 0.0), "exactly one source of translation"
+
+
+@pytest.mark.slow
+def test_reference_loop_prints_beside_plain_and_zoom(tmp_path: Path, synthetic_root: Path) -> None:
+    import subprocess
+    import sys
+
+    overrides = [o for o in tiny_overrides(synthetic_root) if not o.startswith("callbacks.")]
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "bench.py"), "baseline", "--seeds", "1", "--runs-dir",
+         str(tmp_path / "runs"), "--out", str(tmp_path / "bench.json"), "--loop-batch-size", "8", *overrides],
+        capture_output=True, text=True, timeout=900,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    table = result.stdout.split("test/acc,")[-1]
+    for model in ("loop", "plain", "zoom"):
+        row = next(line for line in table.splitlines() if line.startswith(f"| {model} |"))
+        assert 0.0 <= float(row.split("|")[2]) <= 1.0
+
+
+def test_best_checkpoint_prefers_the_later_epoch_on_a_tie(tmp_path: Path) -> None:
+    import lightning as L
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from fgzoom.best_checkpoint import LatestBestCheckpoint
+
+    val_acc = [0.5, 0.9, 0.9, 0.8]  # epochs 1 and 2 tie: epoch 2 must be kept
+
+    class Constant(L.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+
+        def training_step(self, batch, batch_idx):
+            return (self.w - 1).pow(2).sum()
+
+        def validation_step(self, batch, batch_idx):
+            self.log("val/acc", val_acc[self.current_epoch])
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    loader = DataLoader(TensorDataset(torch.zeros(2, 1)), batch_size=1)
+    best = LatestBestCheckpoint(dirpath=tmp_path, filename="best-epoch{epoch:03d}", monitor="val/acc", mode="max",
+                                save_top_k=1, auto_insert_metric_name=False)
+    trainer = L.Trainer(max_epochs=4, callbacks=[best], logger=False, enable_progress_bar=False,
+                        enable_model_summary=False, num_sanity_val_steps=0)
+    trainer.fit(Constant(), loader, loader)
+    assert Path(best.best_model_path).name == "best-epoch002.ckpt"
+    assert sorted(p.name for p in tmp_path.glob("best-*.ckpt")) == ["best-epoch002.ckpt"]
