@@ -88,8 +88,11 @@ def test_datamodule_auto_normalization(tmp_path: Path, synthetic_root: Path) -> 
     assert list(cfg.data.mean) == expected[0] and list(cfg.data.std) == expected[1]
     batch = next(iter(dm.train_dataloader()))
     assert batch["image"].mean().abs() < 0.5  # roughly centred
-    with pytest.raises(ConfigError, match="data.mean"):
-        FGVCDataModule(dataset="synthetic", root=str(synthetic_root), mean="mean")
+    for bad in ("mean", 0.5, [0.5, 0.5]):
+        with pytest.raises(ConfigError, match="data.mean"):
+            FGVCDataModule(dataset="synthetic", root=str(synthetic_root), mean=bad)
+    with pytest.raises(ConfigError, match="data.std"):
+        FGVCDataModule(dataset="synthetic", root=str(synthetic_root), std=[0.2, 0.0, 0.2])
 
 
 def test_pretrained_weights_take_the_backbone_normalization(tmp_path: Path, synthetic_root: Path) -> None:

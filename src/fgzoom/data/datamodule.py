@@ -37,9 +37,13 @@ def _normalization(key: str, value, default: tuple[float, ...]) -> tuple[float, 
         if value != AUTO:
             raise ConfigError(f"data.{key}={value!r}: must be {AUTO!r}, null or three numbers")
         return AUTO
-    values = tuple(float(v) for v in value)
+    try:
+        values = tuple(float(v) for v in value)
+    except (TypeError, ValueError):
+        values = ()
     if len(values) != 3 or (key == "std" and min(values) <= 0):
-        raise ConfigError(f"data.{key}={list(value)}: must be three numbers{' > 0' if key == 'std' else ''}")
+        raise ConfigError(f"data.{key}={value!r}: must be {AUTO!r}, null or three numbers"
+                          f"{' > 0' if key == 'std' else ''}, e.g. [0.5,0.5,0.5]")
     return values
 
 
