@@ -6,9 +6,9 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
-from torchvision.transforms import v2
 
 from fgzoom.data.dataset import load_rgb
+from fgzoom.data.transforms import build_transforms
 
 
 def channel_stats(
@@ -32,14 +32,11 @@ def channel_stats(
         raise ValueError("channel_stats: no samples")
     step = max(1, -(-len(samples) // max_images))  # ceil: at most max_images picked
     picked = list(samples)[::step]
-    resize_side = int(round(image_size / crop_pct))
-    size = (resize_side, resize_side) if resize_mode == "square" else resize_side
-    geometry = v2.Compose([
-        v2.Resize(size, antialias=True), v2.CenterCrop(image_size), v2.ToImage(), v2.ToDtype(torch.float64, scale=True)
-    ])
+    # the evaluation pipeline itself, with an identity normalization: pixel values in [0, 1]
+    geometry = build_transforms(False, image_size, crop_pct, resize_mode, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
 
     def sums(sample) -> torch.Tensor:  # [3, 3]: count, sum, sum of squares per channel
-        pixels = geometry(load_rgb(sample.path)).flatten(1)  # [3, S*S]
+        pixels = geometry(load_rgb(sample.path)).double().flatten(1)  # [3, S*S]
         return torch.stack([torch.full((3,), float(pixels.shape[1]), dtype=torch.float64),
                             pixels.sum(1), pixels.square().sum(1)])
 
