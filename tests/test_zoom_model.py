@@ -70,8 +70,9 @@ def test_explicit_zoom_size_runs_the_tail_on_a_larger_grid():
 
 def test_degenerate_attention_falls_back_to_the_whole_frame():
     net = ZoomNet(BackboneConfig("resnet18"), ZoomConfig(attention="channel_sum"), num_classes=3).eval()
-    boxes, degenerate = net.boxes(torch.zeros(2, 4, 4), (4, 4))
-    assert degenerate.all() and boxes.tolist() == [[0, 0, 4, 4]] * 2
+    boxes, boxes_image, degenerate = net.boxes(torch.zeros(2, 4, 4), (32, 32), (4, 4))
+    assert degenerate.all() and boxes.tolist() == [[[0, 0, 4, 4]]] * 2
+    assert boxes_image.tolist() == [[[0, 0, 32, 32]]] * 2
 
 
 def test_threshold_is_random_in_training_and_fixed_in_eval():

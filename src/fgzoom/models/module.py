@@ -14,6 +14,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from fgzoom.errors import ConfigError, NonFiniteLossError
 from fgzoom.models.backbone import BackboneConfig
+from fgzoom.models.learned_box import ranking_loss
 from fgzoom.models.optim import apply_lr_scale
 from fgzoom.models.plain import PlainNet
 from fgzoom.models.zoom import ZoomConfig, ZoomNet
@@ -22,8 +23,8 @@ from fgzoom.seeding import run_seed, seed_step
 
 log = logging.getLogger(__name__)
 
-LOSS_KEYS = ("raw", "zoom", "attention", "drop", "center")
-DEFAULT_LOSS = {"raw": 1.0, "zoom": 1.0, "attention": 1.0, "drop": 0.0, "center": 0.0}
+LOSS_KEYS = ("raw", "zoom", "attention", "drop", "center", "rank")
+DEFAULT_LOSS = {"raw": 1.0, "zoom": 1.0, "attention": 1.0, "drop": 0.0, "center": 0.0, "rank": 1.0}
 SPLITS = ("train", "val", "test")
 
 
@@ -47,8 +48,9 @@ class FGVCModule(L.LightningModule):
         num_classes: from the datamodule.
         class_names: from the datamodule; stored in the checkpoint so predict needs no dataset.
         zoom: ``model.zoom`` keys (see ZoomConfig), or None for the plain model.
-        loss: weights of the loss terms raw, zoom, attention (BAP auxiliary), drop (attention-drop
-            branch), center (center loss on part features).
+        loss: weights of the loss terms raw, zoom (for k > 1 regions: cross-entropy of every view), attention
+            (BAP auxiliary), drop (attention-drop branch), center (center loss on part features), rank
+            (ranking loss of learned boxes, ``model.zoom.box=learned`` only).
         optimizer: partial of an optimizer factory taking the module (``fgzoom.models.optim.create_optimizer``,
             timm's ``create_optimizer_v2`` with ``lr_mult_new`` for the layers not loaded from weights).
         scheduler: partial taking (optimizer, total_steps, steps_per_epoch).
@@ -142,7 +144,15 @@ class FGVCModule(L.LightningModule):
         if not self.is_zoom:
             return F.cross_entropy(out["logits"], labels, label_smoothing=ls)
         loss = w["raw"] * F.cross_entropy(out["logits_raw"], labels, label_smoothing=ls)
-        loss = loss + w["zoom"] * F.cross_entropy(out["logits_zoom"], labels, label_smoothing=ls)
+        views = out.get("logits_views")  # [B, k, K] with k > 1 regions
+        if views is None:
+            loss = loss + w["zoom"] * F.cross_entropy(out["logits_zoom"], labels, label_smoothing=ls)
+        else:
+            view_labels = labels.repeat_interleave(views.shape[1])
+            loss = loss + w["zoom"] * F.cross_entropy(views.flatten(0, 1), view_labels, label_smoothing=ls)
+        if self.net.config.box == "learned" and w["rank"] > 0:
+            zoom = out["logits_zoom"] if views is None else views
+            loss = loss + w["rank"] * ranking_loss(out["logits_raw"], zoom, labels, self.net.config.rank_margin)
         if "logits_attention" in out and w["attention"] > 0:
             loss = loss + w["attention"] * F.cross_entropy(out["logits_attention"], labels, label_smoothing=ls)
         if "logits_drop" in out:
@@ -176,6 +186,8 @@ class FGVCModule(L.LightningModule):
 
     @staticmethod
     def _update_localization(m: nn.ModuleDict, boxes: Tensor, gt: Tensor, has_box: Tensor) -> None:
+        if boxes.ndim == 3:  # k regions: the most salient one is scored against the single GT box
+            boxes = boxes[:, 0]
         iou = box_iou(boxes.float(), gt.float()).float()
         weight = has_box.float()
         m["iou_mean"].update(iou, weight)

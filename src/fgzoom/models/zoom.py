@@ -6,8 +6,14 @@ level=feature::
       f -> stage k+1..end -> head -> logits_raw
       crop_resize(f, boxes, size=(h, w)) -> stage k+1..end -> head -> logits_zoom
 
-level=image: boxes are taken on the image grid (attention resized to H x W), the image is cropped and
-resized to H x W, and the whole backbone runs again on the zoomed image.
+level=image: the image is cropped and resized to H x W, and the whole backbone runs again on the zoomed image.
+
+Boxes are always computed on the image grid (the mean map resized to H x W, ``rule_boxes``), so they are
+continuous and may be narrower than one feature cell; at level=feature they are mapped to the feature grid.
+The ``slice`` sampler crops them rounded outward to whole cells (``crop_resize``, exact ``F.interpolate``);
+the ``affine`` sampler samples the continuous box (``crop_affine``). ``box=learned`` predicts the box
+(``LearnedBox``) and trains it through the affine sampler. ``num_regions`` = k > 1 crops k regions per
+sample as one batch of B*k views.
 
 With ``input_size`` (``model.input_size``) the backbone's x is the batch resized to input_size x input_size;
 level=image then crops from the batch as loaded (full resolution) and resizes the crop to the view's size,
@@ -28,20 +34,25 @@ from fgzoom.errors import ConfigError
 from fgzoom.models.attention import ATTENTION_KINDS, AttentionHead
 from fgzoom.models.backbone import BackboneConfig, BackboneSplit, create_backbone
 from fgzoom.models.input_view import InputView
+from fgzoom.models.learned_box import LearnedBox
 from fgzoom.ops import crop_resize
 from fgzoom.ops.boxes import (
     glimpse_boxes,
     normalize_attention,
+    region_boxes,
     resize_attention,
+    round_boxes,
     scale_boxes,
-    threshold_boxes,
+    scale_float_boxes,
 )
+from fgzoom.ops.crop_affine import AFFINE_MODES, crop_affine
 
 MODES = ("nearest", "nearest-exact", "bilinear", "bicubic", "area", "lanczos")
 ALIGN_CORNERS_MODES = ("bilinear", "bicubic")
 ANTIALIAS_MODES = ("bilinear", "bicubic", "lanczos")
 LEVELS = ("feature", "image")
-BOX_RULES = ("threshold", "glimpse")
+BOX_RULES = ("threshold", "mass", "moments", "glimpse", "learned")
+SAMPLERS = ("slice", "affine")
 FUSIONS = ("mean_prob", "mean_logit", "raw", "zoom")
 
 
@@ -56,13 +67,23 @@ class ZoomConfig:
         size: output size of the zoomed view (int or [h, w]); None = the size of the cropped tensor.
         scale_factor: zoom by a fixed factor instead of to a size (glimpse boxes only).
         recompute_scale_factor: passed to ``F.interpolate`` with ``scale_factor``.
-        box: ``threshold`` (bounding box of attention >= theta * max) or ``glimpse`` (fixed-size box at
-            the attention peak).
-        threshold: theta at evaluation; threshold_range: [lo, hi] theta drawn per sample in training
-            (null = always ``threshold``).
-        padding: grow threshold boxes by this fraction of their side on each side.
-        min_size: smallest box side, as a fraction of the frame.
+        sampler: ``slice`` (the box rounded outward to whole cells, exact ``F.interpolate`` via ``crop_resize``)
+            or ``affine`` (the continuous box, ``F.affine_grid`` + ``F.grid_sample``; modes nearest, bilinear,
+            bicubic).
+        box: ``threshold`` (extent of attention >= theta of its range), ``mass`` (per axis the shortest run
+            holding ``mass`` of the attention), ``moments`` (centre +- ``sigmas`` std of the attention above
+            theta), ``glimpse`` (fixed-size box at the peak, on the cropped grid) or ``learned``
+            (``LearnedBox``, needs sampler=affine).
+        threshold: theta at evaluation (threshold, moments); threshold_range: [lo, hi] theta drawn per sample
+            in training (null = always ``threshold``).
+        mass: fraction of the attention the ``mass`` box holds per axis.
+        sigmas: half side of a ``moments`` box in weighted standard deviations.
+        padding: grow rule boxes by this fraction of their side on each side.
+        min_size: smallest rule box side, as a fraction of the frame.
         glimpse_size: glimpse box side as a fraction of the frame.
+        min_scale, max_scale: range of a learned box's side, fractions of the frame.
+        rank_margin: margin of the ranking loss of learned boxes (``model.loss.rank`` weighs it).
+        num_regions: k regions per sample (greedy suppression for rules, k map groups for learned).
         attention: ``head`` (learned, WS-DAN/BAP) or ``channel_sum`` (MMAL).
         num_maps: M, attention maps of the learned head.
         drop_threshold: attention-drop augmentation masks the region above this (used when
@@ -78,12 +99,19 @@ class ZoomConfig:
     size: int | tuple[int, int] | None = None
     scale_factor: float | None = None
     recompute_scale_factor: bool | None = None
+    sampler: str = "slice"
     box: str = "threshold"
     threshold: float = 0.5
     threshold_range: tuple[float, float] | None = (0.4, 0.6)
+    mass: float = 0.5
+    sigmas: float = 1.0
     padding: float = 0.1
     min_size: float = 0.2
     glimpse_size: float = 0.5
+    min_scale: float = 0.1
+    max_scale: float = 0.9
+    rank_margin: float = 0.05
+    num_regions: int = 1
     attention: str = "head"
     num_maps: int = 8
     drop_threshold: float = 0.5
@@ -107,6 +135,34 @@ class ZoomConfig:
             raise bad("antialias", self.antialias, "mode=lanczos needs model.zoom.antialias=true")
         if self.box not in BOX_RULES:
             raise bad("box", self.box, f"must be one of {BOX_RULES}")
+        if self.sampler not in SAMPLERS:
+            raise bad("sampler", self.sampler, f"must be one of {SAMPLERS}")
+        if self.sampler == "affine":
+            if self.mode not in AFFINE_MODES:
+                raise bad("mode", self.mode, f"sampler=affine (grid_sample) takes one of {AFFINE_MODES}; "
+                          "the other modes need model.zoom.sampler=slice")
+            if self.antialias:
+                raise bad("antialias", self.antialias, "sampler=affine does not antialias; set it to false")
+        if self.box == "learned":
+            if self.sampler != "affine" or self.mode == "nearest":
+                raise bad("box", self.box, "learned boxes train through the sampler: set model.zoom.sampler=affine "
+                          "and model.zoom.mode=bilinear or bicubic")
+            if not 0.0 < self.min_scale <= self.max_scale <= 1.0:
+                raise bad("min_scale", [self.min_scale, self.max_scale], "need 0 < min_scale <= max_scale <= 1")
+            if self.num_regions > (self.num_maps if self.attention == "head" else 1):
+                raise bad("num_regions", self.num_regions, "learned boxes take one group of attention maps per "
+                          "region: need num_regions <= model.zoom.num_maps (attention=head)")
+        if self.num_regions < 1:
+            raise bad("num_regions", self.num_regions, "must be >= 1")
+        if self.num_regions > 1 and self.box == "glimpse":
+            raise bad("num_regions", self.num_regions, "box=glimpse takes one region; use box=threshold, mass, "
+                      "moments or learned for several")
+        if not 0.0 < self.mass <= 1.0:
+            raise bad("mass", self.mass, "must be in (0, 1]")
+        if self.sigmas <= 0:
+            raise bad("sigmas", self.sigmas, "must be > 0")
+        if self.rank_margin < 0:
+            raise bad("rank_margin", self.rank_margin, "must be >= 0")
         if not 0.0 <= self.threshold < 1.0:
             raise bad("threshold", self.threshold, "must be in [0, 1)")
         if self.threshold_range is not None:
@@ -122,6 +178,8 @@ class ZoomConfig:
         if self.size is not None and self.scale_factor is not None:
             raise bad("scale_factor", self.scale_factor, "set either model.zoom.size or model.zoom.scale_factor, not both")
         if self.scale_factor is not None:
+            if self.sampler != "slice":
+                raise bad("scale_factor", self.scale_factor, "needs model.zoom.sampler=slice; use model.zoom.size")
             if self.box != "glimpse":
                 raise bad("scale_factor", self.scale_factor,
                           "needs model.zoom.box=glimpse (threshold boxes differ in size, so the output size would "
@@ -167,14 +225,16 @@ class ZoomNet(nn.Module):
     """Backbone + attention head + zoom branch.
 
     forward(x Tensor[B, 3, H, W]) returns a dict:
-        logits (fused log-probs), logits_raw, logits_zoom: Tensor[B, K];
+        logits (fused log-probs), logits_raw, logits_zoom: Tensor[B, K] (for k > 1 regions logits_zoom is the
+            log of the mean of the k views' probabilities, and logits_views Tensor[B, k, K] holds each view);
         logits_attention: Tensor[B, K] (BAP auxiliary, learned head only);
         part_features: Tensor[B, M*C] (learned head only);
         attention: Tensor[B, h, w] mean map in [0, 1], detached;
-        boxes: Tensor[B, 4] int64 on the grid that was cropped; boxes_image: the same on the grid of x;
-        degenerate: Tensor[B] bool, maps that fell back to the whole frame;
+        boxes: on the grid that was cropped, Tensor[B, 4] (k = 1) or Tensor[B, k, 4]; int64 for the slice
+            sampler, float for affine; boxes_image: the same regions on the grid of x;
+        degenerate: Tensor[B] (or [B, k]) bool, maps that fell back to the whole frame;
         logits_drop: Tensor[B, K] (training with ``drop=True`` only);
-        zoomed: the zoomed tensor (only with ``return_zoomed=True``).
+        zoomed: the zoomed tensor, Tensor[B*k, ...] (only with ``return_zoomed=True``).
     """
 
     def __init__(self, backbone: BackboneConfig, zoom: ZoomConfig, num_classes: int,
@@ -185,6 +245,10 @@ class ZoomNet(nn.Module):
         model = create_backbone(backbone, num_classes)
         self.split = BackboneSplit(model, zoom.stage, need_after=zoom.level == "feature")
         self.attention = AttentionHead(zoom.attention, self.split.channels, zoom.num_maps, num_classes)
+        self.learned_box = (
+            LearnedBox(self.split.channels, zoom.num_regions, zoom.min_scale, zoom.max_scale)
+            if zoom.box == "learned" else None
+        )
 
     def compile_backbone(self, **options) -> None:
         """``torch.compile`` the backbone on both sides of the split (``BackboneSplit.compile_stages``); the
@@ -206,24 +270,59 @@ class ZoomNet(nn.Module):
             return torch.empty(batch, device=device).uniform_(lo, hi)
         return cfg.threshold
 
-    def boxes(self, attention: Tensor, grid: tuple[int, int]) -> tuple[Tensor, Tensor]:
-        """Mean attention Tensor[B, h, w] -> (boxes Tensor[B, 4] on ``grid``, degenerate Tensor[B])."""
+    def boxes(self, attention: Tensor, grid: tuple[int, int], crop_grid: tuple[int, int] | None = None,
+              features: Tensor | None = None, maps: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """Boxes for the mean attention Tensor[B, h, w].
+
+        Rule boxes are computed on ``grid`` (the image grid: the map resized to it) and mapped to
+        ``crop_grid`` (the grid of the tensor cropped; default ``grid``); learned boxes come from
+        ``features`` and ``maps``; glimpses are taken on ``crop_grid``.
+
+        Returns:
+            (boxes on crop_grid, boxes on grid, degenerate), boxes Tensor[B, k, 4] (int64 for the slice sampler,
+            float for affine) and degenerate Tensor[B, k] bool.
+        """
         cfg = self.config
-        attention = resize_attention(attention, grid)
+        crop_grid = crop_grid or grid
+        b = attention.shape[0]
         if cfg.box == "glimpse":
-            side = (max(1, round(cfg.glimpse_size * grid[0])), max(1, round(cfg.glimpse_size * grid[1])))
-            return glimpse_boxes(attention, side)
-        return threshold_boxes(attention, self._thresholds(attention.shape[0], attention.device),
-                               cfg.padding, cfg.min_size)
+            side = (max(1, round(cfg.glimpse_size * crop_grid[0])), max(1, round(cfg.glimpse_size * crop_grid[1])))
+            boxes, degenerate = glimpse_boxes(resize_attention(attention, crop_grid), side)
+            boxes, degenerate = boxes[:, None], degenerate[:, None]
+            if cfg.sampler == "affine":
+                boxes = boxes.float()
+                return boxes, scale_float_boxes(boxes, crop_grid, grid), degenerate
+            return boxes, scale_boxes(boxes.flatten(0, 1), crop_grid, grid).view_as(boxes), degenerate
+        if cfg.box == "learned":
+            boxes = self.learned_box(features, maps, grid)  # [B, k, 4] on grid
+            degenerate = torch.zeros(boxes.shape[:2], dtype=torch.bool, device=boxes.device)
+        else:
+            boxes, degenerate = region_boxes(
+                resize_attention(attention, grid), cfg.num_regions, rule=cfg.box,
+                threshold=self._thresholds(b, attention.device), mass=cfg.mass, sigmas=cfg.sigmas,
+                padding=cfg.padding, min_size=cfg.min_size,
+            )
+        on_crop = scale_float_boxes(boxes, grid, crop_grid) if crop_grid != grid else boxes
+        if cfg.sampler == "affine":
+            return on_crop, boxes, degenerate
+        cells = round_boxes(on_crop.flatten(0, 1), crop_grid)  # what slice crops, whole cells
+        return cells.view(b, -1, 4), scale_boxes(cells, crop_grid, grid).view(b, -1, 4), degenerate
 
     def zoom(self, x: Tensor, boxes: Tensor, grid: tuple[int, int]) -> Tensor:
-        """Crop ``boxes`` (from ``self.boxes``, valid by construction) out of ``x`` and resize them to ``grid``
-        (or ``model.zoom.size`` / ``scale_factor``).
+        """Crop ``boxes`` Tensor[B, k, 4] (from ``self.boxes``, valid by construction) out of ``x`` Tensor[B, ...]
+        and resize them to ``grid`` (or ``model.zoom.size`` / ``scale_factor``). Returns Tensor[B*k, ...],
+        sample-major (the k views of sample 0 first).
 
         The boxes are not checked again, so with ``size`` nothing is read back to the host (no CUDA sync);
         with ``scale_factor`` crop_resize reads the common box size once (the output size depends on it).
         """
         cfg = self.config
+        k = boxes.shape[1]
+        if k > 1:
+            x = x.repeat_interleave(k, dim=0)
+        boxes = boxes.flatten(0, 1)
+        if cfg.sampler == "affine":
+            return crop_affine(x, boxes, self._size(grid), mode=cfg.mode, align_corners=cfg.align_corners)
         return crop_resize(
             x, boxes, size=self._size(grid), scale_factor=cfg.scale_factor, mode=cfg.mode,
             align_corners=cfg.align_corners, antialias=cfg.antialias,
@@ -249,15 +348,21 @@ class ZoomNet(nn.Module):
         mean_map = maps.detach().float().mean(dim=1)  # [B, h, w]
         out: dict[str, Tensor] = {"logits_raw": logits_raw}
         if cfg.level == "feature":
-            boxes, degenerate = self.boxes(mean_map, feature_grid)
+            boxes, boxes_image, degenerate = self.boxes(mean_map, source_grid, feature_grid, f, maps)
             zoomed = self.zoom(f, boxes, feature_grid)
-            logits_zoom = self.split.forward_head(self.split.forward_from(zoomed))
-            boxes_image = scale_boxes(boxes, feature_grid, source_grid)
+            logits_views = self.split.forward_head(self.split.forward_from(zoomed))
         else:
-            boxes, degenerate = self.boxes(mean_map, source_grid)
+            boxes, boxes_image, degenerate = self.boxes(mean_map, source_grid, source_grid, f, maps)
             zoomed = self.zoom(source, boxes, image_grid)
-            logits_zoom = self.split(zoomed)
-            boxes_image = boxes
+            logits_views = self.split(zoomed)
+        k = boxes.shape[1]
+        if k == 1:
+            logits_zoom = logits_views
+            boxes, boxes_image, degenerate = boxes[:, 0], boxes_image[:, 0], degenerate[:, 0]
+        else:
+            logits_views = logits_views.view(-1, k, logits_views.shape[-1])  # [B, k, K]
+            out["logits_views"] = logits_views
+            logits_zoom = logits_views.float().softmax(-1).mean(dim=1).clamp_min(1e-12).log()
         if drop:
             if cfg.level == "feature":
                 keep = self._drop(maps, feature_grid)
@@ -279,4 +384,3 @@ class ZoomNet(nn.Module):
         if return_zoomed:
             out["zoomed"] = zoomed
         return out
-
