@@ -1,7 +1,8 @@
 """Benchmarks, each measured against its baseline in the same process.
 
     python scripts/bench.py crop_resize            # crop_resize vs the per-sample F.interpolate loop
-    python scripts/bench.py step                   # train step: plain vs zoom (feature, image)
+    python scripts/bench.py step                   # train step: plain vs zoom (feature: per stage, affine
+                                                   # sampler, learned boxes, 2 regions; image)
     python scripts/bench.py baseline --seeds 1,2,3 data=mnist_clutter trainer.max_epochs=10
                                                    # test/acc: the reference loop vs model=plain vs model=zoom
 
@@ -61,6 +62,8 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--stages", default="-2,-3", help="feature stages to benchmark, comma-separated")
+    parser.add_argument("--no-box-variants", action="store_true",
+                        help="step: leave out the zoom feature affine / learned / regions=2 rows")
     parser.add_argument("--precision", choices=["32", "bf16", "16"], default="32")
     parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--compile", action="store_true", help="torch.compile the backbones (model.compile=true)")
@@ -87,9 +90,10 @@ def main() -> None:
         print("\ncrop_resize vs per-sample loop (forward, fp32, median ms)\n" + format_table(rows))
     if args.what in ("step", "all"):
         stages = [int(s) for s in args.stages.split(",") if s]
+        variants = default_variants(stages, box_variants=not args.no_box_variants)
         rows = bench_train_step(
             backbone=args.backbone, image_size=args.image_size, batch_size=args.batch_size,
-            variants=default_variants(stages), repeats=args.repeats, device=args.device,
+            variants=variants, repeats=args.repeats, device=args.device,
             precision=args.precision, channels_last=args.channels_last, compile=args.compile,
         )
         report["step"] = rows

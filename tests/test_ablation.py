@@ -12,7 +12,8 @@ import pytest
 from omegaconf import OmegaConf
 
 from fgzoom.errors import ConfigError
-from fgzoom.models.zoom import LEVELS, MODES, ZoomConfig
+from fgzoom.models.zoom import BOX_RULES, LEVELS, MODES, ZoomConfig
+from fgzoom.ops.crop_affine import AFFINE_MODES
 from fgzoom.runtime import resolved_container
 from fgzoom.summarize import (
     MODE_ORDER,
@@ -33,8 +34,10 @@ def _sweep_params(experiment: str, tmp_path: Path) -> dict[str, str]:
 
 
 def _valid_settings() -> set[tuple]:
-    """Every (level, mode, align_corners, antialias) the ablation should cover, by the model's own
-    validation: each valid (level, mode, align_corners), antialias off unless the mode requires it."""
+    """Every (level, sampler, mode, align_corners, antialias) the ablation should cover, by the model's own
+    validation. The slice sampler: each valid (level, mode, align_corners), antialias off unless the mode
+    requires it. The affine sampler: each of its modes (no antialias) with align_corners null, and bilinear
+    also with align_corners=true (null = false there)."""
     settings = set()
     for level, mode, align_corners in product(LEVELS, MODES, (None, True, False)):
         for antialias in (False, True):
@@ -42,8 +45,12 @@ def _valid_settings() -> set[tuple]:
                 ZoomConfig(level=level, mode=mode, align_corners=align_corners, antialias=antialias)
             except ConfigError:
                 continue
-            settings.add((level, mode, align_corners, antialias))
+            settings.add((level, "slice", mode, align_corners, antialias))
             break
+    for level in LEVELS:
+        for mode, align_corners in [*((m, None) for m in AFFINE_MODES), ("bilinear", True)]:
+            ZoomConfig(level=level, sampler="affine", mode=mode, align_corners=align_corners)  # valid
+            settings.add((level, "affine", mode, align_corners, False))
     return settings
 
 
@@ -63,9 +70,36 @@ def test_sweep_launches_exactly_the_valid_settings_with_every_seed(tmp_path):
             settings.append("plain")
             continue
         ZoomConfig.from_dict(zoom)  # raises on an invalid combination (e.g. align_corners with nearest)
-        settings.append((zoom["level"], zoom["mode"], zoom["align_corners"], zoom["antialias"]))
+        settings.append((zoom["level"], zoom["sampler"], zoom["mode"], zoom["align_corners"], zoom["antialias"]))
     assert len(settings) == len(set(settings)), "two model options give the same setting"
     assert set(settings) == _valid_settings() | {"plain"}
+
+
+def test_interp_sweep_comment_counts_its_jobs(tmp_path):
+    jobs = expand_sweep(_sweep_params("ablate_interp", tmp_path), ["experiment=ablate_interp"])
+    text = (Path(__file__).resolve().parents[1] / "configs" / "experiment" / "ablate_interp.yaml").read_text()
+    assert f"= {len(jobs)} runs" in text
+
+
+def test_box_sweep_runs_each_rule_with_each_sampler_plus_learned_boxes(tmp_path):
+    """experiment=ablate_boxes: threshold, mass, moments x slice, affine, plus learned (affine only), every
+    setting with every seed, the rest of the zoom config the same in all of them."""
+    params = _sweep_params("ablate_boxes", tmp_path)
+    jobs = expand_sweep(params, ["experiment=ablate_boxes"])
+    models = sorted({o.split("=", 1)[1] for job in jobs for o in job if o.startswith("model=")})
+    seeds = sorted({o.split("=", 1)[1] for job in jobs for o in job if o.startswith("seed=")})
+    assert seeds == ["1", "2", "3"] and len(jobs) == len(models) * len(seeds) == 7 * 3
+    settings, others = [], []
+    for model in models:
+        cfg = compose_config("train.yaml", ["experiment=ablate_boxes", f"model={model}"], tmp_path)
+        zoom = OmegaConf.to_container(cfg.model.zoom, resolve=True)
+        ZoomConfig.from_dict(zoom)
+        settings.append((zoom.pop("box"), zoom.pop("sampler")))
+        others.append(zoom)
+    rules = [r for r in BOX_RULES if r not in ("glimpse", "learned")]
+    assert sorted(settings) == sorted([*product(rules, ("slice", "affine")), ("learned", "affine")])
+    assert all(other == others[0] for other in others)  # only box and sampler differ
+    assert cfg.task_name == "ablate_boxes" and cfg.hydra.launcher._target_.endswith("joblib_launcher.JoblibLauncher")
 
 
 def test_command_line_sweep_replaces_the_experiment_sweep(tmp_path):

@@ -8,6 +8,7 @@ import hydra
 import pytest
 from omegaconf import OmegaConf
 
+from fgzoom.models.zoom import ZoomConfig
 from tests.conftest import CONFIGS, compose_config, tiny_overrides
 
 GROUP_OPTIONS = {
@@ -41,6 +42,33 @@ def test_eval_config_composes(tmp_path):
     cfg = compose_config("eval.yaml", ["ckpt_path=/x.ckpt"], tmp_path)
     assert cfg.ckpt_path == "/x.ckpt"
     assert cfg.get("data") is None  # falls back to the checkpoint's data
+
+
+# model options in sub-folders (model=interp/feature/bilinear, model=boxes/learned, ...)
+NESTED_MODELS = sorted(
+    str(p.relative_to(CONFIGS / "model").with_suffix("")) for p in (CONFIGS / "model").glob("*/**/*.yaml")
+)
+
+
+def test_nested_model_folders_are_listed():
+    assert {m.split("/")[0] for m in NESTED_MODELS} >= {"interp", "boxes"}
+    assert "boxes/learned" in NESTED_MODELS and "interp/image/affine_bicubic" in NESTED_MODELS
+
+
+@pytest.mark.parametrize("model", NESTED_MODELS)
+def test_nested_model_configs_compose_into_a_valid_zoom_config(model, tmp_path):
+    """Every configs/model/<folder>/.../<option>.yaml composes and its model.zoom passes ZoomConfig's
+    validation (an invalid combination, e.g. sampler=affine with mode=area, raises ConfigError)."""
+    cfg = compose_config("train.yaml", [f"model={model}"], tmp_path)
+    zoom = OmegaConf.to_container(cfg.model.zoom, resolve=True)
+    config = ZoomConfig.from_dict(zoom)
+    name = model.rsplit("/", 1)[-1]
+    if model.startswith("interp/"):
+        assert config.level == model.split("/")[1]
+        assert config.sampler == ("affine" if name.startswith("affine_") else "slice")
+    if model.startswith("boxes/"):
+        rule, _, sampler = name.partition("_")
+        assert config.box == rule and config.sampler == (sampler or "affine")
 
 
 @pytest.mark.parametrize("model", GROUP_OPTIONS["model"])

@@ -26,10 +26,12 @@ from fgzoom.eval.confusion import (
 from fgzoom.eval.figure_callback import log_to_tensorboard
 from fgzoom.eval.figures import dataset_batch, grid_data, grid_figure, save_figure, select_indices
 from fgzoom.eval.localization import localization_metrics
-from fgzoom.eval.predictions import tta_views, zoom_threshold
+from fgzoom.eval.predictions import box_cells, box_header, collect_predictions, tta_views, zoom_threshold
 from fgzoom.evaluate import evaluate
 from fgzoom.models.module import FGVCModule
 from fgzoom.ops import crop_resize
+from fgzoom.ops.boxes import box_iou
+from fgzoom.ops.crop_affine import crop_affine
 from fgzoom.predict import predict
 from fgzoom.runtime import one_line_errors
 from fgzoom.train import train
@@ -117,6 +119,60 @@ def test_eval_without_tta_has_no_tta_key_and_training_wrote_epoch_figures(traine
     assert not (tmp_path / "figures").exists() and not (tmp_path / "confusion_matrix.csv").exists()
 
 
+@pytest.fixture(scope="module")
+def trained_two_affine(tmp_path_factory, synthetic_root) -> Path:
+    """A zoom model with two regions and the affine sampler (float boxes [B, 2, 4]), one tiny epoch."""
+    run = tmp_path_factory.mktemp("trained_two_affine") / "run"
+    overrides = [*tiny_overrides(synthetic_root), "test=false", "logger=none", "callbacks.zoom_figures.num_images=4",
+                 "model.zoom.num_regions=2", "model.zoom.sampler=affine"]
+    train(compose_config("train.yaml", overrides, run))
+    return run
+
+
+def _float_cell(cell: str) -> float:
+    assert "." in cell and len(cell.split(".")[1]) == 2, cell  # float boxes with 2 decimals
+    return float(cell)
+
+
+def test_eval_and_predict_with_two_affine_regions(trained_two_affine, datamodule, synthetic_root, tmp_path):
+    """k=2 float boxes through evaluate (TTA hflip x thresholds, localization of region 1, CSV with both
+    boxes, grid) and predict (CSV, figures); the training run pictured them too."""
+    assert _is_png(trained_two_affine / "figures" / "epoch000.png")[0] > 300
+    ckpt = trained_two_affine / "checkpoints" / "last.ckpt"
+    out = tmp_path / "eval"
+    metrics = evaluate(compose_config(
+        "eval.yaml", [f"ckpt_path={ckpt}", "trainer=cpu", "logger=none", "eval.tta=true", "eval.num_images=4"], out))
+    for key in ("acc", "acc_zoom", "acc_tta", "iou_mean", "loc_acc@0.5"):
+        assert metrics[f"test/{key}"] is not None and 0.0 <= metrics[f"test/{key}"] <= 1.0, key
+    assert _is_png(out / "figures" / "eval_grid.png")[0] > 300
+
+    rows = _rows(out / "test_predictions.csv")
+    boxes = [f"box{r}_{c}" for r in (1, 2) for c in ("y0", "x0", "y1", "x1")]
+    assert rows[0] == ["index", "path", "true", "pred", "prob", "pred_tta", "prob_tta", *boxes]
+    dataset = datamodule.dataset("test")
+    gt, region1 = [], []
+    for r in rows[1:]:
+        values = [_float_cell(v) for v in r[-8:]]
+        for y0, x0, y1, x1 in (values[:4], values[4:]):
+            assert 0 <= y0 < y1 <= 48 and 0 <= x0 < x1 <= 48
+        gt.append(dataset[int(r[0])]["box"])
+        region1.append(values[:4])
+    # the logged localization scores region 1 (the most salient), to the CSV's 2-decimal rounding
+    iou = box_iou(torch.tensor(region1), torch.stack(gt).float())
+    assert float(iou.mean()) == pytest.approx(metrics["test/iou_mean"], abs=0.02)
+
+    cfg = compose_config("predict.yaml", [f"ckpt_path={ckpt}", f"input={synthetic_root / 'test'}", "num_workers=0",
+                                          "top_k=2", "figures=true"], tmp_path / "predict")
+    predicted = _rows(predict(cfg))
+    assert predicted[0] == ["path", "class_1", "prob_1", "class_2", "prob_2", *boxes]
+    by_path = {r[1]: r for r in rows[1:]}
+    assert len(predicted) == len(rows)
+    for r in predicted[1:]:
+        assert r[-8:] == by_path[r[0]][-8:], r[0]  # the same boxes as evaluate
+    pictures = sorted((tmp_path / "predict" / "figures").glob("*.png"))
+    assert len(pictures) == len(rows) - 1 and _is_png(pictures[0])
+
+
 # ---------------------------------------------------------------------------------------------- predict
 def test_predict_folder_agrees_with_eval(trained, evaluated, synthetic_root, tmp_path):
     _, eval_out = evaluated
@@ -127,16 +183,22 @@ def test_predict_folder_agrees_with_eval(trained, evaluated, synthetic_root, tmp
     )
     rows = _rows(predict(cfg))
     k = min(5, CLASSES)
-    assert rows[0] == ["path", *[c for j in range(1, k + 1) for c in (f"class_{j}", f"prob_{j}")]]
+    boxes = ["box1_y0", "box1_x0", "box1_y1", "box1_x1"]  # one region, slice sampler: integer pixels
+    assert rows[0] == ["path", *[c for j in range(1, k + 1) for c in (f"class_{j}", f"prob_{j}")], *boxes]
     images = sorted((synthetic_root / "test").rglob("*.png"))
     assert [r[0] for r in rows[1:]] == [str(p) for p in images]
     for r in rows[1:]:
-        probs = [float(p) for p in r[2::2]]
+        probs = [float(p) for p in r[2:2 * k + 1:2]]
         assert probs == sorted(probs, reverse=True) and sum(probs) == pytest.approx(1.0, abs=1e-4)
-    by_path = {r[1]: r for r in _rows(eval_out / "test_predictions.csv")[1:]}
+        y0, x0, y1, x1 = (int(v) for v in r[-4:])  # integers, as before sampler=affine existed
+        assert 0 <= y0 < y1 <= 48 and 0 <= x0 < x1 <= 48
+    eval_rows = _rows(eval_out / "test_predictions.csv")
+    assert eval_rows[0][-4:] == boxes
+    by_path = {r[1]: r for r in eval_rows[1:]}
     for r in rows[1:]:
         assert r[1] == by_path[r[0]][3], r[0]  # same top-1 class
         assert float(r[2]) == pytest.approx(float(by_path[r[0]][4]), abs=1e-5)
+        assert r[-4:] == by_path[r[0]][-4:]  # same boxes
 
 
 def test_predict_unreadable_image_names_the_file(trained, tmp_path):
@@ -149,7 +211,7 @@ def test_predict_unreadable_image_names_the_file(trained, tmp_path):
         predict(compose_config("predict.yaml", args, tmp_path / "a"))
     cfg = compose_config("predict.yaml", [*args, "on_bad_image=skip", "top_k=2", "figures=true"], tmp_path / "b")
     rows = _rows(predict(cfg))
-    assert [Path(r[0]).name for r in rows[1:]] == ["ok.png"] and len(rows[0]) == 5
+    assert [Path(r[0]).name for r in rows[1:]] == ["ok.png"] and len(rows[0]) == 5 + 4  # top-2, one box
     assert _is_png(tmp_path / "b" / "figures" / "00000_ok.png")
 
 
@@ -217,6 +279,30 @@ def test_localization_known_answers():
     assert localization_metrics(boxes, gt, torch.zeros(3, dtype=torch.bool)) == {}
     with pytest.raises(ValueError, match="has_box"):
         localization_metrics(boxes, gt, torch.ones(2, dtype=torch.bool))
+
+
+def test_localization_scores_region_one_of_k_and_float_boxes():
+    gt = torch.tensor([[10.0, 10.0, 20.0, 20.0], [0.0, 0.0, 5.0, 5.0]])
+    # region 1 (the most salient) is scored; region 2 would be a perfect match and must not count
+    boxes = torch.stack([torch.tensor([[10, 10, 20, 15], [10, 10, 20, 20]]),
+                         torch.tensor([[0, 0, 5, 5], [9, 9, 9, 9]])])  # [N=2, k=2, 4] int
+    both = torch.tensor([True, True])
+    assert localization_metrics(boxes, gt, both) == {"iou_mean": pytest.approx(0.75), "loc_acc@0.5": 1.0}
+    assert localization_metrics(boxes, gt, both) == localization_metrics(boxes[:, 0], gt, both)
+    fractional = torch.tensor([[[10.0, 10.0, 20.0, 12.5]], [[0.0, 0.0, 5.0, 5.0]]])  # [N, 1, 4] float
+    assert localization_metrics(fractional, gt, both) == {"iou_mean": pytest.approx(0.625), "loc_acc@0.5": 0.5}
+    with pytest.raises(ValueError, match=r"\[N, k, 4\]"):
+        localization_metrics(boxes[:1], gt, both[:1])
+
+
+def test_box_columns_for_k_regions_int_and_float():
+    one = torch.tensor([[1, 2, 30, 40]])
+    assert box_header(one) == ["box1_y0", "box1_x0", "box1_y1", "box1_x1"]
+    assert box_cells(one, 0) == ["1", "2", "30", "40"]
+    two = torch.tensor([[[1.0, 2.5, 30.125, 40.0], [0.0, 0.0, 48.0, 47.994]]])
+    assert box_header(two)[4:] == ["box2_y0", "box2_x0", "box2_y1", "box2_x1"]
+    assert box_cells(two, 0) == ["1.00", "2.50", "30.12", "40.00", "0.00", "0.00", "48.00", "47.99"]
+    assert box_header(None) == [] and box_cells(None, 0) == []
 
 
 def test_confusion_png_stays_readable_at_200_classes(tmp_path):
@@ -291,3 +377,79 @@ def test_figures_go_to_tensorboard_when_attached():
     assert image.shape == (50, 100, 3) and image.dtype.name == "uint8"
     assert kwargs == {"global_step": 7, "dataformats": "HWC"}
     assert log_to_tensorboard([], fig, step=7) == 0
+
+
+ZOOM_OPTIONS = {
+    "feature-affine-k2": {"level": "feature", "sampler": "affine", "num_regions": 2},
+    "feature-affine-nearest": {"level": "feature", "sampler": "affine", "mode": "nearest", "box": "moments"},
+    "feature-slice-k3-mass": {"level": "feature", "sampler": "slice", "num_regions": 3, "box": "mass"},
+    "image-affine-k2-size": {"level": "image", "sampler": "affine", "mode": "bicubic", "num_regions": 2, "size": 40},
+    "image-slice-k2": {"level": "image", "sampler": "slice", "num_regions": 2, "box": "moments"},
+    "feature-learned-k2": {"level": "feature", "box": "learned", "sampler": "affine", "num_regions": 2},
+}
+
+
+@pytest.mark.parametrize("zoom", list(ZOOM_OPTIONS.values()), ids=list(ZOOM_OPTIONS))
+def test_grid_draws_every_region_and_float_boxes(zoom, datamodule, tmp_path):
+    """k regions and float boxes: every box drawn (region 1 in the zoom colour), the zoomed panel the
+    model's own k views (level=image, rows of the [B*k] batch) or the image crops with the model's sampler."""
+    torch.manual_seed(0)
+    model = FGVCModule(BACKBONE, CLASSES, datamodule.class_names, zoom=zoom)
+    config = model.net.config
+    dataset = datamodule.dataset("test")
+    batch = dataset_batch(dataset, select_indices(3, len(dataset)))
+    data = grid_data(model, batch)
+    out = model.net.eval()(batch["image"], return_zoomed=True)
+    k = config.num_regions
+    assert torch.equal(data.boxes, out["boxes_image"])
+    assert data.boxes.dtype == (torch.float32 if config.sampler == "affine" else torch.int64)
+    assert data.boxes.shape == ((3, k, 4) if k > 1 else (3, 4))
+    side = 40 if config.size else 48
+    assert data.zoomed.shape == ((3, k, 3, side, side) if k > 1 else (3, 3, side, side))
+    if config.level == "image":
+        assert torch.allclose(data.zoomed.flatten(0, 1) if k > 1 else data.zoomed, out["zoomed"])
+    else:
+        images = batch["image"].repeat_interleave(k, dim=0)
+        boxes = out["boxes_image"].reshape(-1, 4)
+        if config.sampler == "affine":
+            expected = crop_affine(images, boxes, (48, 48), mode=config.mode, align_corners=config.align_corners)
+        else:
+            expected = crop_resize(images, boxes, size=(48, 48), mode=config.mode)
+        assert torch.allclose(data.zoomed.reshape(expected.shape), expected, atol=1e-6)
+    fig = grid_figure(data, datamodule.class_names, datamodule.transform_args["mean"],
+                      datamodule.transform_args["std"], title="t")
+    image_axes = [ax for ax in fig.axes if ax.images]
+    assert len(image_axes) == 3 * 2  # the image and one (mosaic) zoom panel per cell
+    for cell in image_axes[::2]:
+        zoom_frames = [p for p in cell.patches if p.get_edgecolor()[:3] != (0.0, 1.0, 0.0)]  # not the GT (lime)
+        assert len(zoom_frames) == k
+    first = image_axes[0].patches
+    drawn = sorted(v for p in first if p.get_edgecolor()[:3] != (0.0, 1.0, 0.0)
+                   for v in (p.get_x() + 0.5, p.get_y() + 0.5, p.get_width(), p.get_height()))
+    regions = out["boxes_image"][0].reshape(-1, 4).double()
+    expected_corners = sorted(torch.cat([regions[:, [1, 0]], regions[:, 3:4] - regions[:, 1:2],
+                                         regions[:, 2:3] - regions[:, 0:1]], dim=1).flatten().tolist())
+    assert drawn == pytest.approx(expected_corners, abs=1e-5)  # where the boxes are, fractions included
+    if k > 1:
+        assert len(image_axes[1].patches) == k  # each view framed in its box's colour
+    assert _is_png(save_figure(fig, tmp_path / "grid.png"))[0] > 300
+
+
+@pytest.mark.parametrize("zoom", [ZOOM_OPTIONS["feature-affine-k2"], ZOOM_OPTIONS["image-slice-k2"],
+                                  ZOOM_OPTIONS["feature-learned-k2"]], ids=["affine-k2", "slice-k2", "learned-k2"])
+def test_collect_predictions_with_tta_for_k_regions(zoom, datamodule):
+    torch.manual_seed(0)
+    model = FGVCModule(BACKBONE, CLASSES, datamodule.class_names, zoom=zoom)
+    views = tta_views(model, hflip=True, thresholds=[0.3, 0.7])
+    assert len(views) == (4 if model.net.config.box == "threshold" else 2)
+    loader = [next(iter(datamodule.test_dataloader()))]  # one batch of 4 is enough
+    preds = collect_predictions(model, loader, device="cpu", tta=views)
+    n, k = preds.num_samples, model.net.config.num_regions
+    assert preds.probs["tta"].shape == (n, CLASSES)
+    assert torch.allclose(preds.probs["tta"].sum(1), torch.ones(n), atol=1e-5)
+    assert preds.boxes.shape == (n, k, 4) and preds.degenerate.shape == (n, k)
+    assert preds.boxes.dtype == (torch.float32 if model.net.config.sampler == "affine" else torch.int64)
+    metrics = localization_metrics(preds.boxes, preds.gt_boxes, preds.has_box)
+    keep = preds.has_box
+    expected = box_iou(preds.boxes[keep, 0].float(), preds.gt_boxes[keep].float()).mean()
+    assert metrics["iou_mean"] == pytest.approx(float(expected))

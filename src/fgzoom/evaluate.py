@@ -5,8 +5,13 @@ Writes into the run folder:
                                  ``iou_mean`` and ``loc_acc@0.5`` (zoom model, GT boxes), ``acc_tta`` (eval.tta)
     confusion_matrix.csv/.png    counts (CSV, class names as header and index); row-normalized picture
     per_class_accuracy.csv       class, n, acc
-    <split>_predictions.csv      one row per image: path, true and predicted class, probability
-    figures/eval_grid.png        attention, zoom box, GT box and zoomed view for ``eval.num_images`` images
+    <split>_predictions.csv      one row per image: index, path, true and predicted class, probability
+                                 (pred_tta, prob_tta with eval.tta), and for the zoom model its boxes
+                                 box1_y0..box1_x1 (.. box<k>_* with k regions, most salient first) in input
+                                 pixels: integers for sampler=slice, 2 decimals for sampler=affine
+    figures/eval_grid.png        attention, zoom boxes, GT box and zoomed view for ``eval.num_images`` images
+
+Localization (``iou_mean``, ``loc_acc@0.5``) scores region 1 (the most salient) against the GT box.
 """
 
 from __future__ import annotations
@@ -27,9 +32,16 @@ from fgzoom.eval.confusion import (
     write_confusion_png,
     write_per_class_csv,
 )
-from fgzoom.eval.figures import save_figure, select_indices, zoom_grid
+from fgzoom.eval.figures import save_figure, select_indices, zoom_grid, zoom_title
 from fgzoom.eval.localization import localization_metrics
-from fgzoom.eval.predictions import Predictions, accuracy, collect_predictions, tta_views
+from fgzoom.eval.predictions import (
+    Predictions,
+    accuracy,
+    box_cells,
+    box_header,
+    collect_predictions,
+    tta_views,
+)
 from fgzoom.models.module import FGVCModule
 from fgzoom.runtime import instantiate_loggers, pin_run_dir, resolve_ckpt_path, to_float_dict, write_json
 
@@ -208,19 +220,21 @@ def evaluate_extras(
         mean, std = datamodule.transform_args["mean"], datamodule.transform_args["std"]
         title = f"{split} images, {ckpt_name}"
         if model.is_zoom:
-            title += f" (zoom level={model.net.config.level})"
+            title += f" ({zoom_title(model.net.config)})"
         fig = zoom_grid(model, dataset, indices, names, mean, std, title)
         log.info("wrote %s", save_figure(fig, output_dir / "figures" / "eval_grid.png"))
     return extra
 
 
 def write_split_predictions(path: Path, preds: Predictions, dataset, names: list[str]) -> None:
-    """``<split>_predictions.csv``: index, path, true, pred, prob (and pred_tta, prob_tta with TTA)."""
+    """``<split>_predictions.csv``: index, path, true, pred, prob (and pred_tta, prob_tta with TTA), then the
+    zoom model's boxes (:func:`fgzoom.eval.predictions.box_header`: box1_y0 .. box<k>_x1, input pixels)."""
     conf, pred = preds.probs["fused"].max(dim=1)
     tta = preds.probs["tta"].max(dim=1) if "tta" in preds.probs else None
     with path.open("w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["index", "path", "true", "pred", "prob", *(["pred_tta", "prob_tta"] if tta else [])])
+        writer.writerow(["index", "path", "true", "pred", "prob", *(["pred_tta", "prob_tta"] if tta else []),
+                         *box_header(preds.boxes)])
         for row, (i, label) in enumerate(zip(preds.index.tolist(), preds.labels.tolist(), strict=True)):
             cells = [
                 i,
@@ -231,4 +245,4 @@ def write_split_predictions(path: Path, preds: Predictions, dataset, names: list
             ]
             if tta:
                 cells += [names[int(tta.indices[row])], f"{float(tta.values[row]):.6f}"]
-            writer.writerow(cells)
+            writer.writerow([*cells, *box_cells(preds.boxes, row)])

@@ -1,5 +1,10 @@
 """Prediction entry: classify image files with a checkpoint alone (no dataset) -> predictions.csv.
 
+``predictions.csv``: ``path``, ``class_1, prob_1`` .. ``class_<top_k>, prob_<top_k>`` and, for the zoom model,
+its boxes ``box1_y0, box1_x0, box1_y1, box1_x1`` (.. ``box<k>_*`` with ``model.zoom.num_regions`` = k, the
+most salient region first) in pixels of the network input (the image after the eval transform, not the
+file): integers for ``sampler=slice``, 2 decimals for ``sampler=affine``.
+
 The model, its class names and the eval transform (``image_size``, ``crop_pct``, ``resize_mode``, ``mean``,
 ``std`` of the run's ``data`` config) all come from the checkpoint, so an image gets exactly the
 preprocessing ``scripts/eval.py`` gives it.
@@ -23,7 +28,7 @@ from fgzoom.data.readers.imagefolder import IMAGE_EXTENSIONS
 from fgzoom.data.transforms import build_transforms
 from fgzoom.errors import ConfigError
 from fgzoom.eval.figures import grid_data, grid_figure, save_figure
-from fgzoom.eval.predictions import collect_predictions
+from fgzoom.eval.predictions import box_cells, box_header, collect_predictions
 from fgzoom.evaluate import check_class_names, load_model, read_checkpoint_meta
 from fgzoom.runtime import resolve_ckpt_path
 
@@ -91,8 +96,8 @@ def _device(name: str | None) -> torch.device:
 
 
 def predict(cfg: DictConfig) -> Path:
-    """Classify ``cfg.input`` with ``cfg.ckpt_path``; write ``<run>/predictions.csv`` (and figures). Returns
-    the CSV path."""
+    """Classify ``cfg.input`` with ``cfg.ckpt_path``; write ``<run>/predictions.csv`` (module docstring; and
+    ``figures/`` with ``figures=true``). Returns the CSV path."""
     output_dir = Path(cfg.paths.output_dir)
     top_k = int(cfg.get("top_k", 5))
     if top_k < 1:
@@ -133,10 +138,12 @@ def predict(cfg: DictConfig) -> Path:
     csv_path = output_dir / "predictions.csv"
     with csv_path.open("w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["path", *[c for j in range(1, k + 1) for c in (f"class_{j}", f"prob_{j}")]])
+        writer.writerow(["path", *[c for j in range(1, k + 1) for c in (f"class_{j}", f"prob_{j}")],
+                         *box_header(preds.boxes)])
         for row, i in enumerate(preds.index.tolist()):
             pairs = zip(top.indices[row].tolist(), top.values[row].tolist(), strict=True)
-            writer.writerow([str(files[i]), *[c for c_idx, p in pairs for c in (names[c_idx], f"{p:.6f}")]])
+            writer.writerow([str(files[i]), *[c for c_idx, p in pairs for c in (names[c_idx], f"{p:.6f}")],
+                             *box_cells(preds.boxes, row)])
     log.info("wrote %s (%d images, top-%d)", csv_path, len(files), k)
     if cfg.get("figures", False):
         write_figures(model, dataset, files, names, transform_args, output_dir / "figures", batch_size)
@@ -152,7 +159,7 @@ def write_figures(
     folder: Path,
     batch_size: int,
 ) -> None:
-    """One picture per image (attention, zoom box and zoomed view; the class only for the plain model)."""
+    """One picture per image (attention, the zoom boxes and zoomed view; the class only for the plain model)."""
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
     for batch in loader:
         data = grid_data(model, {"image": batch["image"]})

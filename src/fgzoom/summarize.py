@@ -37,7 +37,7 @@ from fgzoom.errors import FGZoomError
 
 log = logging.getLogger("fgzoom.summarize")
 
-SETTING_KEYS = ("model", "level", "mode", "align_corners", "antialias")
+SETTING_KEYS = ("model", "level", "mode", "align_corners", "antialias", "sampler", "box", "num_regions")
 TABLE_METRICS = ("acc", "acc_raw", "acc_zoom", "acc_macro")  # shown as val/<m> and test/<m>
 SPLITS = ("val", "test")
 # table order of the modes of fgzoom.models.zoom.MODES / LEVELS (not imported: that imports torch)
@@ -101,24 +101,32 @@ def setting_of(config: dict) -> dict[str, object]:
     model = config.get("model") or {}
     zoom = model.get("zoom")
     if zoom is None:
-        return {"model": "plain", "level": None, "mode": None, "align_corners": None, "antialias": None}
+        return {"model": "plain", **dict.fromkeys(SETTING_KEYS[1:])}
     return {
         "model": "zoom",
         "level": zoom.get("level"),
         "mode": zoom.get("mode"),
         "align_corners": zoom.get("align_corners"),
         "antialias": bool(zoom.get("antialias", False)),
+        "sampler": zoom.get("sampler", "slice"),
+        "box": zoom.get("box", "threshold"),
+        "num_regions": int(zoom.get("num_regions", 1)),
     }
 
 
 def setting_label(setting: dict[str, object], other: str = "") -> str:
-    """``plain`` or ``<level> / <mode>[ ac=<align_corners>][ aa]`` (+ ``[<other overrides>]``)."""
+    """``plain`` or ``<level> / <mode>[ ac=<align_corners>][ aa][ / <box> <sampler>][ k=<n>]`` (+ ``[<other>]``)."""
     if setting.get("model") is None:
         label = "?"
     elif setting["model"] == "plain":
         label = "plain"
     else:
         label = f"{setting['level']} / {interp_label(setting)}"
+        box, sampler = setting.get("box") or "threshold", setting.get("sampler") or "slice"
+        if (box, sampler) != ("threshold", "slice"):  # the label of the original crop stays as it was
+            label += f" / {box} {sampler}"
+        if (setting.get("num_regions") or 1) > 1:
+            label += f" k={setting['num_regions']}"
     return f"{label} [{other}]" if other else label
 
 
@@ -356,6 +364,9 @@ def _setting_sort_key(summary: SettingSummary) -> tuple:
         str(s["mode"]),
         order.get(s["align_corners"], 3),
         bool(s["antialias"]),
+        str(s.get("box")),
+        str(s.get("sampler")),
+        s.get("num_regions") or 1,
         summary.other,
     )
 

@@ -45,11 +45,21 @@ def _status_mib(key: str) -> float | None:
     return None
 
 
-def default_variants(stages: Sequence[int] = (-2,)) -> list[dict[str, Any]]:
-    """plain, zoom at level=feature for each stage, zoom at level=image."""
+BOX_VARIANTS: list[dict[str, Any]] = [
+    {"name": "zoom feature affine", "zoom": {"level": "feature", "sampler": "affine"}},
+    {"name": "zoom feature learned", "zoom": {"level": "feature", "sampler": "affine", "box": "learned"}},
+    {"name": "zoom feature regions=2", "zoom": {"level": "feature", "num_regions": 2}},
+]
+
+
+def default_variants(stages: Sequence[int] = (-2,), box_variants: bool = True) -> list[dict[str, Any]]:
+    """plain, zoom at level=feature for each stage, then (``box_variants``) level=feature at the default
+    stage with the affine sampler, with learned boxes (affine) and with 2 regions, then level=image."""
     variants: list[dict[str, Any]] = [{"name": "plain", "zoom": None}]
     for stage in stages:
         variants.append({"name": f"zoom feature stage={stage}", "zoom": {"level": "feature", "stage": stage}})
+    if box_variants:
+        variants += [{"name": v["name"], "zoom": dict(v["zoom"])} for v in BOX_VARIANTS]
     variants.append({"name": "zoom image", "zoom": {"level": "image"}})
     return variants
 

@@ -10,7 +10,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.trainer.states import TrainerFn
 
 from fgzoom.errors import ConfigError
-from fgzoom.eval.figures import figure_to_array, save_figure, select_indices, zoom_grid
+from fgzoom.eval.figures import figure_to_array, save_figure, select_indices, zoom_grid, zoom_title
 
 log = logging.getLogger(__name__)
 
@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 class ZoomFigures(L.Callback):
     """Every ``every_n_epochs`` training epochs and after the last one, after validation, write ``<dirpath>/epoch{NNN}.png``: the
     grid of :func:`fgzoom.eval.figures.grid_figure` on ``num_images`` fixed images of ``split`` (eval
-    transform), and add it to TensorBoard when a TensorBoardLogger is attached. Runs on global rank 0
+    transform; every zoom option: all k boxes, integer or fractional, and the zoomed views), and add it to TensorBoard when a TensorBoardLogger is attached. Runs on global rank 0
     only, during ``fit`` only.
 
     Args:
@@ -72,7 +72,7 @@ class ZoomFigures(L.Callback):
         epoch = trainer.current_epoch
         title = f"epoch {epoch}: {self.split} images"
         if getattr(pl_module, "is_zoom", False):
-            title += f" (zoom level={pl_module.net.config.level})"
+            title += f" ({zoom_title(pl_module.net.config)})"
         fig = zoom_grid(pl_module, dataset, indices, names, mean, std, title)
         path = save_figure(fig, self.dirpath / f"epoch{epoch:03d}.png")
         log.info("zoom_figures: wrote %s", path)

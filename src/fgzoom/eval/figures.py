@@ -1,12 +1,15 @@
 """The picture grid: what the zoom model looked at and what it saw.
 
 Each cell shows the input image (de-normalized) with the mean attention map overlaid as a heatmap, the
-zoom box (red) and the ground-truth box when known (lime); next to it the zoomed view as the model saw
-it; above, the predicted and the true class. For ``level=image`` the zoomed view is the network's own
-zoomed input. For ``level=feature`` the network zooms a feature map, which is not a picture: the panel
-shows the same box cut from the image and resized with the same ``mode``/``align_corners``/``antialias``
-(via :func:`fgzoom.ops.crop_resize`), and its title says so. The plain model (no attention) gets the
-images with predicted and true classes only.
+zoom box (red; with ``model.zoom.num_regions`` = k > 1 the other regions dashed in :data:`REGION_COLORS`,
+numbered by salience) and the ground-truth box when known (lime); next to it the zoomed view as the model
+saw it (with k > 1 a mosaic of the k views, framed in their boxes' colours); above, the predicted and the
+true class. Boxes are drawn where they are, integer (``sampler=slice``) or fractional (``sampler=affine``).
+For ``level=image`` the zoomed view is the network's own zoomed input. For ``level=feature`` the network
+zooms a feature map, which is not a picture: the panel shows the same boxes cut from the image and resized
+with the same sampler and ``mode``/``align_corners``/``antialias`` (:func:`fgzoom.ops.crop_resize` for
+``slice``, :func:`fgzoom.ops.crop_affine.crop_affine` for ``affine``), and its title says so. The plain
+model (no attention) gets the images with predicted and true classes only.
 """
 
 from __future__ import annotations
@@ -25,9 +28,12 @@ from torch import Tensor, nn
 
 from fgzoom.ops import crop_resize
 from fgzoom.ops.boxes import resize_attention
+from fgzoom.ops.crop_affine import crop_affine
 
 ZOOM_COLOR = "red"
 GT_COLOR = "lime"
+# regions 2, 3, ... of k > 1 (dashed; cycled); region 1, the most salient, is ZOOM_COLOR
+REGION_COLORS = ("orange", "magenta", "cyan", "yellow", "deepskyblue", "white")
 
 
 @dataclass
@@ -40,9 +46,11 @@ class GridData:
         labels: Tensor[N] int64 true classes, or None (predict).
         gt_boxes: Tensor[N, 4] ``(y0, x0, y1, x1)`` input pixels, or None; has_box: Tensor[N] bool or None.
         attention: Tensor[N, H, W] in [0, 1] resized to the input, or None (plain model).
-        boxes: Tensor[N, 4] int64 zoom boxes in input pixels, or None.
-        zoomed: Tensor[N, 3, h, w] normalized zoomed view in image space, or None.
-        degenerate: Tensor[N] bool, or None.
+        boxes: zoom boxes in input pixels as the model returns them, or None: Tensor[N, 4] (one region) or
+            Tensor[N, k, 4] (most salient first); int64 (``sampler=slice``) or float (``sampler=affine``).
+        zoomed: normalized zoomed views in image space, or None: Tensor[N, 3, h, w] (one region) or
+            Tensor[N, k, 3, h, w].
+        degenerate: Tensor[N] (or Tensor[N, k]) bool, or None.
         zoom_note: how the zoomed view was made (panel title).
     """
 
@@ -80,12 +88,40 @@ def dataset_batch(dataset, indices: Sequence[int]) -> dict[str, Tensor]:
 
 
 def _interp_note(config) -> str:
-    knobs = [config.mode]
+    knobs = [config.mode if getattr(config, "sampler", "slice") == "slice" else f"affine {config.mode}"]
     if config.align_corners is not None:
         knobs.append(f"align_corners={config.align_corners}")
     if config.antialias:
         knobs.append("antialias")
     return ", ".join(knobs)
+
+
+def zoom_title(config) -> str:
+    """``zoom level=<level>, box=<rule>, sampler=<sampler>[, k=<k>]`` for figure titles (a ``ZoomConfig``)."""
+    text = f"zoom level={config.level}, box={config.box}, sampler={config.sampler}"
+    return text + (f", k={config.num_regions}" if config.num_regions > 1 else "")
+
+
+def _regions(boxes: Tensor) -> Tensor:
+    """Boxes Tensor[N, 4] or Tensor[N, k, 4] -> Tensor[N, k, 4]."""
+    return boxes[:, None] if boxes.ndim == 2 else boxes
+
+
+def image_crops(images: Tensor, boxes: Tensor, config, size: tuple[int, int]) -> Tensor:
+    """Cut ``boxes`` (Tensor[N, 4] or Tensor[N, k, 4], input pixels, as the model returns them) out of
+    ``images`` Tensor[N, 3, H, W] and resize them to ``size`` the way the model's sampler resizes its crops
+    (``crop_resize`` of the integer boxes for ``sampler=slice``, ``crop_affine`` of the continuous boxes for
+    ``affine``). Returns Tensor[N, 3, *size] (one region) or Tensor[N, k, 3, *size]."""
+    regions = _regions(boxes)
+    n, k = regions.shape[:2]
+    x = images.float().repeat_interleave(k, dim=0) if k > 1 else images.float()
+    flat = regions.reshape(-1, 4).to(x.device)
+    if getattr(config, "sampler", "slice") == "affine":
+        crops = crop_affine(x, flat.float(), size, mode=config.mode, align_corners=config.align_corners)
+    else:
+        crops = crop_resize(x, flat.long(), size=size, mode=config.mode, align_corners=config.align_corners,
+                            antialias=config.antialias)
+    return crops if boxes.ndim == 2 else crops.view(n, k, *crops.shape[1:])
 
 
 @torch.inference_mode()
@@ -112,22 +148,19 @@ def grid_data(model: nn.Module, batch: dict[str, Tensor]) -> GridData:
     if config is None:
         return data
     grid = tuple(images.shape[-2:])
+    boxes = out["boxes_image"]
     data.attention = resize_attention(out["attention"].float(), grid).clamp(0, 1).cpu()
-    data.boxes = out["boxes_image"].cpu()
+    data.boxes = boxes.cpu()
     data.degenerate = out["degenerate"].cpu()
+    k = 1 if boxes.ndim == 2 else boxes.shape[1]
+    views = f"{k} views, " if k > 1 else ""
     if config.level == "image":
-        data.zoomed = out["zoomed"].float().cpu()
-        data.zoom_note = f"zoomed input ({_interp_note(config)})"
+        zoomed = out["zoomed"].float()  # [N*k, 3, h, w], sample-major
+        data.zoomed = (zoomed if boxes.ndim == 2 else zoomed.view(-1, k, *zoomed.shape[1:])).cpu()
+        data.zoom_note = f"zoomed input ({views}{_interp_note(config)})"
     else:
-        data.zoomed = crop_resize(
-            images.float(),
-            out["boxes_image"],
-            size=grid,
-            mode=config.mode,
-            align_corners=config.align_corners,
-            antialias=config.antialias,
-        ).cpu()
-        data.zoom_note = f"image crop, {_interp_note(config)} (net zooms features)"
+        data.zoomed = image_crops(images, boxes, config, grid).cpu()
+        data.zoom_note = f"image crop, {views}{_interp_note(config)} (net zooms features)"
     return data
 
 
@@ -138,16 +171,65 @@ def _to_rgb(image: Tensor, mean: Sequence[float], std: Sequence[float]) -> np.nd
     return (image.float() * s + m).clamp(0, 1).permute(1, 2, 0).numpy()
 
 
-def _rect(box: Sequence[float], color: str, style: str = "-") -> Rectangle:
-    """An end-exclusive pixel box ``(y0, x0, y1, x1)`` as a patch on imshow's grid (pixel centres at ints)."""
+def _rect(box: Sequence[float], color: str, style: str = "-", linewidth: float = 1.8) -> Rectangle:
+    """A box ``(y0, x0, y1, x1)`` on cell edges (0 = the top/left edge of the first pixel; integer end-exclusive
+    or fractional) as a patch on imshow's grid (pixel centres at ints)."""
     y0, x0, y1, x1 = (float(v) for v in box)
     return Rectangle(
-        (x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, edgecolor=color, linewidth=1.8, linestyle=style
+        (x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, edgecolor=color, linewidth=linewidth, linestyle=style
     )
+
+
+def region_style(r: int) -> tuple[str, str, float]:
+    """(colour, line style, width) of region ``r`` (0 = the most salient) of the zoom boxes."""
+    if r == 0:
+        return ZOOM_COLOR, "-", 1.8
+    return REGION_COLORS[(r - 1) % len(REGION_COLORS)], "--", 1.3
+
+
+def _mosaic(views: Tensor, mean: Sequence[float], std: Sequence[float]) -> tuple[np.ndarray, list[tuple]]:
+    """k views Tensor[k, 3, h, w] -> one HxWx3 picture (ceil(sqrt(k)) columns, 1-pixel white gaps) and each
+    view's ``(y0, x0, y1, x1)`` in it."""
+    k, _, h, w = views.shape
+    cols = math.ceil(math.sqrt(k))
+    rows = math.ceil(k / cols)
+    gap = max(1, round(0.04 * max(h, w)))
+    canvas = np.ones((rows * h + (rows - 1) * gap, cols * w + (cols - 1) * gap, 3), dtype=np.float32)
+    places = []
+    for r in range(k):
+        y, x = divmod(r, cols)
+        y0, x0 = y * (h + gap), x * (w + gap)
+        canvas[y0:y0 + h, x0:x0 + w] = _to_rgb(views[r], mean, std)
+        places.append((y0, x0, y0 + h, x0 + w))
+    return canvas, places
 
 
 def _short(name: str, limit: int = 24) -> str:
     return name if len(name) <= limit else name[: limit - 1] + "\u2026"
+
+
+def _legend_handles(data: GridData) -> list:
+    """Legend entries of :func:`grid_figure`: zoom box(es), ground-truth box, attention."""
+    zoom = data.attention is not None
+    handles = []
+    if zoom:
+        k = _regions(data.boxes).shape[1]
+        handles.append(
+            Rectangle((0, 0), 1, 1, fill=False, edgecolor=ZOOM_COLOR, linewidth=1.8,
+                      label="zoom box" if k == 1 else "zoom box 1 (most salient)")
+        )
+        if k > 1:
+            handles.append(Line2D([], [], color=REGION_COLORS[0], linestyle="--", linewidth=1.3,
+                                  label=f"zoom boxes 2-{k}" if k > 2 else "zoom box 2"))
+    if data.has_box is not None and bool(data.has_box.any()):
+        handles.append(
+            Line2D([], [], color=GT_COLOR, linestyle="--", linewidth=1.8, label="ground-truth box")
+        )
+    if zoom:
+        handles.append(
+            Rectangle((0, 0), 1, 1, facecolor="orangered", alpha=0.5, label="attention (jet heatmap)")
+        )
+    return handles
 
 
 def grid_figure(
@@ -174,8 +256,10 @@ def grid_figure(
     cols = cells_per_row * per_cell
     # a fixed layout (inches) instead of a layout engine: cheap enough to draw every epoch
     panel, gap, title_h, top_h = 2.2, 0.12, 0.55 if names is None else 0.7, 0.25
-    bottom_h = 0.35 if zoom or data.has_box is not None else 0.1
     width = cols * panel + (cols - 1) * gap + 0.2
+    handles = _legend_handles(data)
+    legend_cols = max(1, min(len(handles), int(width // 2.0)))  # about 2 inches per entry at fontsize 8
+    bottom_h = 0.1 + 0.25 * math.ceil(len(handles) / legend_cols)
     height = rows * (panel + title_h) + top_h + bottom_h
     fig = Figure(figsize=(width, height), dpi=100)
     axes = fig.subplots(rows, cols, squeeze=False, gridspec_kw={
@@ -193,9 +277,17 @@ def grid_figure(
             ax.imshow(
                 data.attention[i].numpy(), cmap="jet", alpha=0.4, vmin=0.0, vmax=1.0, interpolation="bilinear"
             )
-            ax.add_patch(_rect(data.boxes[i].tolist(), ZOOM_COLOR))
         if data.gt_boxes is not None and data.has_box is not None and bool(data.has_box[i]):
             ax.add_patch(_rect(data.gt_boxes[i].tolist(), GT_COLOR, "--"))
+        if zoom:
+            regions = _regions(data.boxes[i:i + 1])[0]  # [k, 4]
+            for j in reversed(range(regions.shape[0])):  # region 1 drawn last, on top
+                color, style, lw = region_style(j)
+                ax.add_patch(_rect(regions[j].tolist(), color, style, lw))
+                if regions.shape[0] > 1:
+                    y0, x0 = (float(v) for v in regions[j, :2])
+                    ax.text(x0 + 0.5, y0 + 0.5, str(j + 1), color=color, fontsize=6, fontweight="bold",
+                            ha="left", va="top", clip_on=True)
         p = int(pred[i])
         text = f"pred: {_short(class_names[p])} ({float(conf[i]):.2f})"
         color = "black"
@@ -205,28 +297,26 @@ def grid_figure(
             color = "green" if t == p else "red"
         if names is not None:
             text = f"{_short(names[i], 32)}\n{text}"
-        if data.degenerate is not None and bool(data.degenerate[i]):
-            text += " [flat attention]"
+        if data.degenerate is not None:
+            flat = data.degenerate[i].reshape(-1)
+            if bool(flat[0]):
+                text += " [flat attention]"
+            elif bool(flat.any()):
+                text += f" [flat: region {', '.join(str(j + 1) for j in flat.nonzero()[:, 0].tolist())}]"
         ax.set_title(text, fontsize=7, color=color, loc="left")
         if zoom:
             zax = axes[r, c * per_cell + 1]
-            zax.imshow(_to_rgb(data.zoomed[i], mean, std), interpolation="nearest")
+            if data.zoomed.ndim == 5:  # k views: a mosaic framed in the boxes' colours
+                picture, places = _mosaic(data.zoomed[i], mean, std)
+                zax.imshow(picture, interpolation="nearest")
+                for j, place in enumerate(places):
+                    color, style, lw = region_style(j)
+                    zax.add_patch(_rect(place, color, style, lw))
+            else:
+                zax.imshow(_to_rgb(data.zoomed[i], mean, std), interpolation="nearest")
             zax.set_title(data.zoom_note, fontsize=6, loc="left", wrap=True)
-    handles = []
-    if zoom:
-        handles.append(
-            Rectangle((0, 0), 1, 1, fill=False, edgecolor=ZOOM_COLOR, linewidth=1.8, label="zoom box")
-        )
-    if data.has_box is not None and bool(data.has_box.any()):
-        handles.append(
-            Line2D([], [], color=GT_COLOR, linestyle="--", linewidth=1.8, label="ground-truth box")
-        )
-    if zoom:
-        handles.append(
-            Rectangle((0, 0), 1, 1, facecolor="orangered", alpha=0.5, label="attention (jet heatmap)")
-        )
     if handles:
-        fig.legend(handles=handles, loc="lower center", ncols=len(handles), fontsize=8, frameon=False,
+        fig.legend(handles=handles, loc="lower center", ncols=legend_cols, fontsize=8, frameon=False,
                    bbox_to_anchor=(0.5, 0.0))
     fig.suptitle(title or "predictions", fontsize=10, y=1 - 0.08 / height, va="top")
     return fig

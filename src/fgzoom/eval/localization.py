@@ -12,8 +12,13 @@ def localization_metrics(
 ) -> dict[str, float]:
     """Mean IoU and the share of boxes with IoU >= ``iou_threshold``, over samples with a GT box.
 
+    With k regions per sample (``model.zoom.num_regions`` > 1) only region 0, the most salient one, is
+    scored against the single ground-truth box, as ``FGVCModule`` does.
+
     Args:
-        boxes: Tensor[N, 4] predicted boxes ``(y0, x0, y1, x1)``, end-exclusive, input pixels (int or float).
+        boxes: Tensor[N, 4] or Tensor[N, k, 4] predicted boxes ``(y0, x0, y1, x1)`` in input pixels: int64
+            end-exclusive cells (``sampler=slice``) or continuous float edges (``sampler=affine``, may be
+            fractional); both mean the same region for the same numbers.
         gt_boxes: Tensor[N, 4] ground-truth boxes, same convention and grid.
         has_box: Tensor[N] bool, True where the ground-truth box is a real annotation.
         iou_threshold: IoU at which a box counts as a correct localization.
@@ -22,9 +27,12 @@ def localization_metrics(
         ``{"iou_mean": float, "loc_acc@<t>": float}`` (``<t>`` formatted with ``:g``, e.g. ``loc_acc@0.5``),
         or ``{}`` when no sample has a ground-truth box.
     """
+    if boxes.ndim == 3 and boxes.shape[1] >= 1:
+        boxes = boxes[:, 0]  # k regions: the most salient one
     if boxes.shape != gt_boxes.shape or boxes.ndim != 2 or boxes.shape[-1] != 4:
         raise ValueError(
-            f"boxes {tuple(boxes.shape)} and gt_boxes {tuple(gt_boxes.shape)}: need matching [N, 4]"
+            f"boxes {tuple(boxes.shape)} and gt_boxes {tuple(gt_boxes.shape)}: need [N, 4] or [N, k, 4] "
+            "boxes and [N, 4] ground truth"
         )
     if has_box.shape != boxes.shape[:1]:
         raise ValueError(f"has_box {tuple(has_box.shape)}: need [{boxes.shape[0]}]")

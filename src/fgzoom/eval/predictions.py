@@ -1,6 +1,10 @@
 """Run a model over a DataLoader once and keep what evaluation needs: probabilities per branch, labels,
 predicted and ground-truth boxes, and (optionally) test-time-augmented probabilities.
 
+Zoom boxes come in the model's own form: Tensor[N, 4] for one region, Tensor[N, k, 4] for
+``model.zoom.num_regions`` = k > 1 (most salient first); int64 cells for ``sampler=slice``, continuous
+float32 for ``sampler=affine``. :func:`box_header` / :func:`box_cells` write them to CSV.
+
 Everything is batched (one forward per batch and view, under ``torch.inference_mode``); the only Python
 loop is over batches and TTA views.
 """
@@ -27,10 +31,14 @@ class Predictions:
         probs: ``{"fused": Tensor[N, K], "raw": ..., "zoom": ...}`` float32 probabilities (only ``fused``
             for the plain model) and ``"tta"`` when test-time augmentation ran.
         labels: Tensor[N] int64, or None when the loader has no labels (predict).
-        boxes: Tensor[N, 4] int64 ``(y0, x0, y1, x1)`` zoom boxes in input pixels (zoom model only).
+        boxes: zoom boxes ``(y0, x0, y1, x1)`` in input pixels (zoom model only): Tensor[N, 4] (k = 1) or
+            Tensor[N, k, 4] (k regions, most salient first); int64 end-exclusive cells for
+            ``sampler=slice``, float32 continuous edges (may be fractional) for ``sampler=affine``.
         gt_boxes: Tensor[N, 4] float ground-truth boxes in input pixels, or None.
         has_box: Tensor[N] bool, True where ``gt_boxes`` is a real annotation, or None.
-        degenerate: Tensor[N] bool, attention maps that fell back to the whole frame (zoom model only).
+        degenerate: Tensor[N] (or Tensor[N, k]) bool, attention maps that fell back to the whole frame (zoom
+            model only).
+        tta_views: names of the TTA views averaged into ``probs["tta"]`` (e.g. ``hflip+thr0.3``).
     """
 
     index: Tensor
@@ -72,7 +80,10 @@ def tta_views(
 ) -> list[tuple[bool, float | None]]:
     """The (flip, threshold) views of test-time augmentation for ``model``.
 
-    Thresholds apply only to a zoom model with ``box=threshold``; each must be in [0, 1).
+    Thresholds apply only to a zoom model with ``box=threshold`` (the other rules and learned boxes do
+    not read ``model.zoom.threshold`` at evaluation, so they get hflip views only); each must be in [0, 1).
+    Every view works with every zoom option (sampler, number of regions): TTA averages the fused
+    probabilities only, never boxes.
     """
     config = getattr(_network(model), "config", None)
     levels: list[float | None] = [None]
@@ -171,3 +182,26 @@ def accuracy(probs: Tensor, labels: Tensor, top_k: int = 1) -> float:
     k = min(top_k, probs.shape[1])
     hits = (probs.topk(k, dim=1).indices == labels[:, None]).any(dim=1)
     return float(hits.float().mean()) if labels.numel() else float("nan")
+
+
+COORDS = ("y0", "x0", "y1", "x1")
+
+
+def box_header(boxes: Tensor | None) -> list[str]:
+    """CSV column names for zoom boxes Tensor[N, 4] or Tensor[N, k, 4]: ``box1_y0, box1_x0, box1_y1, box1_x1``
+    then ``box2_*`` ... ``box<k>_*`` (region 1 = the most salient, the one localization scores). [] for None."""
+    if boxes is None:
+        return []
+    k = 1 if boxes.ndim == 2 else int(boxes.shape[1])
+    return [f"box{r}_{c}" for r in range(1, k + 1) for c in COORDS]
+
+
+def box_cells(boxes: Tensor | None, row: int, decimals: int = 2) -> list[str]:
+    """The cells of :func:`box_header` for sample ``row``: integers as they are (``sampler=slice``), float
+    boxes (``sampler=affine``) with ``decimals`` decimals. [] for None."""
+    if boxes is None:
+        return []
+    values = boxes[row].reshape(-1)
+    if values.is_floating_point():
+        return [f"{v:.{decimals}f}" for v in values.tolist()]
+    return [str(int(v)) for v in values.tolist()]

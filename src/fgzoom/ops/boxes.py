@@ -120,9 +120,9 @@ def grow_boxes(boxes: Tensor, grid: tuple[int, int], padding: float, min_size: f
     h, w = grid
     y0, x0, y1, x1 = boxes.float().unbind(1)
     bh, bw = y1 - y0, x1 - x0
-    y0, y1 = y0 - padding * bh, y1 + padding * bh
-    x0, x1 = x0 - padding * bw, x1 + padding * bw
-    if min_size > 0:
+    y0, y1 = (y0 - padding * bh).clamp(0, h), (y1 + padding * bh).clamp(0, h)
+    x0, x1 = (x0 - padding * bw).clamp(0, w), (x1 + padding * bw).clamp(0, w)
+    if min_size > 0:  # boxes already larger than min_size stay as they are
         mh, mw = min_size * h, min_size * w
         cy, cx = (y0 + y1) / 2, (x0 + x1) / 2
         half_h = torch.maximum((y1 - y0) / 2, torch.full_like(cy, mh / 2))
@@ -217,7 +217,10 @@ def _shortest_interval(weights: Tensor, mass: float) -> tuple[Tensor, Tensor]:
     last = torch.searchsorted(cdf.contiguous(), target.contiguous()).clamp(max=n - 1)  # [B, n]
     length = last - torch.arange(n, device=weights.device) + 1
     length = torch.where(before + mass - 1e-6 <= 1.0, length, torch.full_like(length, n + 1))  # runs too late
-    start = length.argmin(dim=1)
+    held = cdf.gather(1, last) - before  # mass each run holds
+    # shortest run first, and among equally short runs the one holding the most mass (the peak's)
+    score = length.double() - held.double().clamp(0, 1) * 0.5
+    start = score.argmin(dim=1)
     end = last.gather(1, start[:, None])[:, 0] + 1
     return start.float(), end.float()
 
@@ -230,16 +233,27 @@ def mass_extent(norm: Tensor, mass: float) -> Tensor:
     return torch.stack([y0, x0, y1, x1], dim=1)
 
 
-def moments_extent(norm: Tensor, sigmas: float) -> Tensor:
-    """Attention-weighted centre +- ``sigmas`` weighted standard deviations per axis (a uniform map over a
-    box of side L has std L / sqrt(12), so sigmas = sqrt(3) returns that box). Tensor[B, h, w] -> Tensor[B, 4]."""
+def moments_extent(norm: Tensor, sigmas: float, threshold: Tensor | float = 0.0) -> Tensor:
+    """Centre +- ``sigmas`` standard deviations per axis of the attention above ``threshold`` (weights
+    ``max(norm - threshold, 0)``; each cell counted as a unit square, so a uniform map over a box of side L
+    has std L / sqrt(12) and sigmas = sqrt(3) with threshold 0 returns that box).
+
+    Args:
+        norm: Tensor[B, h, w] in [0, 1] (the peak is 1). threshold: scalar or Tensor[B] in [0, 1).
+
+    Returns:
+        Tensor[B, 4] float.
+    """
     b, h, w = norm.shape
-    weights = norm / norm.flatten(1).sum(dim=1).clamp_min(1e-12)[:, None, None]
+    if isinstance(threshold, Tensor):
+        threshold = threshold.to(device=norm.device, dtype=norm.dtype).reshape(-1, 1, 1)
+    weights = (norm - threshold).clamp_min(0)
+    weights = weights / weights.flatten(1).sum(dim=1).clamp_min(1e-12)[:, None, None]
     py, px = weights.sum(dim=2), weights.sum(dim=1)  # [B, h], [B, w]
     ys, xs = _pixel_centres(h, norm.device), _pixel_centres(w, norm.device)
     cy, cx = (py * ys).sum(dim=1), (px * xs).sum(dim=1)
-    sy = ((py * (ys - cy[:, None]).pow(2)).sum(dim=1)).clamp_min(0).sqrt()
-    sx = ((px * (xs - cx[:, None]).pow(2)).sum(dim=1)).clamp_min(0).sqrt()
+    sy = ((py * (ys - cy[:, None]).pow(2)).sum(dim=1) + 1 / 12).sqrt()  # + the variance within a cell
+    sx = ((px * (xs - cx[:, None]).pow(2)).sum(dim=1) + 1 / 12).sqrt()
     return torch.stack([cy - sigmas * sy, cx - sigmas * sx, cy + sigmas * sy, cx + sigmas * sx], dim=1)
 
 
@@ -258,9 +272,9 @@ def rule_boxes(
     Args:
         attention: Tensor[B, h, w] float (e.g. the mean of the M maps, resized to the image grid).
         rule: ``threshold`` (extent of ``attention >= threshold`` of the map's range), ``mass`` (per axis the
-            shortest run holding ``mass`` of the attention) or ``moments`` (weighted centre +- ``sigmas``
-            weighted standard deviations).
-        threshold: scalar or Tensor[B] in [0, 1] (``threshold`` rule).
+            shortest run holding ``mass`` of the attention) or ``moments`` (centre +- ``sigmas`` standard
+            deviations of the attention above ``threshold``).
+        threshold: scalar or Tensor[B] in [0, 1] (``threshold`` and ``moments`` rules).
         mass: fraction in (0, 1] (``mass`` rule). sigmas: > 0 (``moments`` rule).
         padding, min_size: as in ``grow_boxes``.
 
@@ -274,7 +288,7 @@ def rule_boxes(
     elif rule == "mass":
         boxes = mass_extent(norm, mass)
     elif rule == "moments":
-        boxes = moments_extent(norm, sigmas)
+        boxes = moments_extent(norm, sigmas, threshold)
     else:
         raise ValueError(f"box rule {rule!r}: must be one of {BOX_RULES}")
     boxes = grow_boxes(boxes, (h, w), padding, min_size)

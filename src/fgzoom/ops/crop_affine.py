@@ -102,7 +102,8 @@ def crop_affine(
         align_corners: None = False.
 
     Returns:
-        Tensor[N, C, oh, ow] in x's dtype; differentiable in x and, for bilinear/bicubic, in boxes.
+        Tensor[N, C, oh, ow] in x's dtype (bf16/fp16 are sampled in fp32); differentiable in x and, for
+        bilinear/bicubic, in boxes.
     """
     if mode not in AFFINE_MODES:
         raise ValueError(f"crop_affine: mode={mode!r}: must be one of {AFFINE_MODES}")
@@ -113,4 +114,8 @@ def crop_affine(
     with warnings.catch_warnings():  # affine_grid warns about its one-sample convention, handled in _axis
         warnings.filterwarnings("ignore", message=".*unit-size grids.*")
         grid = F.affine_grid(theta, [x.shape[0], 1, oh, ow], align_corners=bool(align_corners))  # [N, oh, ow, 2]
-    return F.grid_sample(x, grid.to(x.dtype), mode=mode, padding_mode="border", align_corners=False)
+    # fp32 sampling for half types: a bf16 grid moves samples by up to half a cell on large frames, and the CPU
+    # kernel returns NaN in bf16/fp16 on frames wider than 256 cells (PyTorch 2.14)
+    source = x if x.dtype in (torch.float32, torch.float64) else x.float()
+    out = F.grid_sample(source, grid.to(source.dtype), mode=mode, padding_mode="border", align_corners=False)
+    return out.to(x.dtype)
