@@ -441,7 +441,7 @@ def test_collect_predictions_with_tta_for_k_regions(zoom, datamodule):
     torch.manual_seed(0)
     model = FGVCModule(BACKBONE, CLASSES, datamodule.class_names, zoom=zoom)
     views = tta_views(model, hflip=True, thresholds=[0.3, 0.7])
-    assert len(views) == (4 if model.net.config.box == "threshold" else 2)
+    assert len(views) == (4 if model.net.config.box in ("threshold", "moments") else 2)
     loader = [next(iter(datamodule.test_dataloader()))]  # one batch of 4 is enough
     preds = collect_predictions(model, loader, device="cpu", tta=views)
     n, k = preds.num_samples, model.net.config.num_regions

@@ -59,13 +59,16 @@ def _network(model: nn.Module) -> nn.Module:
     return getattr(model, "net", model)
 
 
+THRESHOLD_RULES = ("threshold", "moments")  # the box rules that read model.zoom.threshold
+
+
 @contextlib.contextmanager
 def zoom_threshold(model: nn.Module, threshold: float | None) -> Iterator[None]:
     """Temporarily evaluate a zoom model with box threshold ``threshold`` (``ZoomConfig`` is frozen, so the
     network's config is replaced and restored). ``None`` or a model without a threshold rule: no change."""
     net = _network(model)
     config = getattr(net, "config", None)
-    if threshold is None or config is None or getattr(config, "box", None) != "threshold":
+    if threshold is None or config is None or getattr(config, "box", None) not in THRESHOLD_RULES:
         yield
         return
     net.config = dataclasses.replace(config, threshold=float(threshold))
@@ -80,14 +83,14 @@ def tta_views(
 ) -> list[tuple[bool, float | None]]:
     """The (flip, threshold) views of test-time augmentation for ``model``.
 
-    Thresholds apply only to a zoom model with ``box=threshold`` (the other rules and learned boxes do
-    not read ``model.zoom.threshold`` at evaluation, so they get hflip views only); each must be in [0, 1).
+    Thresholds apply only to a zoom model with ``box=threshold`` or ``moments`` (the other rules and learned
+    boxes do not read ``model.zoom.threshold``, so they get hflip views only); each must be in [0, 1).
     Every view works with every zoom option (sampler, number of regions): TTA averages the fused
     probabilities only, never boxes.
     """
     config = getattr(_network(model), "config", None)
     levels: list[float | None] = [None]
-    if thresholds and config is not None and getattr(config, "box", None) == "threshold":
+    if thresholds and config is not None and getattr(config, "box", None) in THRESHOLD_RULES:
         for t in thresholds:
             if not 0.0 <= float(t) < 1.0:
                 raise ConfigError(f"eval.tta_thresholds={list(thresholds)}: each threshold must be in [0, 1)")
