@@ -396,3 +396,30 @@ def test_step_bench_rows_include_the_new_box_variants():
     for v in default_variants():
         if v["zoom"] is not None:
             ZoomConfig.from_dict(v["zoom"])  # every row is a valid config
+
+
+# ------------------------------------------------------------------------------ box warm-up
+def test_box_warmup_shrinks_min_size_from_the_whole_frame_to_min_size():
+    net = ZoomNet(BackboneConfig("resnet10t"), ZoomConfig(min_size=0.2, box_warmup=0.5), num_classes=3)
+    sizes = []
+    for progress in (0.0, 0.25, 0.5, 0.9):
+        net.progress = progress
+        sizes.append(net.min_size())
+    assert sizes == pytest.approx([1.0, 0.6, 0.2, 0.2])
+    net.progress = 0.0
+    with torch.no_grad():
+        out = net.eval()(torch.randn(2, 3, 64, 64))
+    whole = torch.tensor([[0.0, 0.0, 64.0, 64.0]] * 2)
+    torch.testing.assert_close(out["boxes_image"], whole, atol=1e-4, rtol=0)  # the whole frame at the start
+    assert ZoomNet(BackboneConfig("resnet10t"), ZoomConfig(min_size=0.2), num_classes=3).min_size() == 0.2
+
+
+def test_box_warmup_progress_follows_training_and_travels_with_the_checkpoint():
+    module = FGVCModule(backbone={"name": "resnet10t"}, num_classes=3, zoom={"box_warmup": 0.5})
+    module.net.progress = 0.3
+    checkpoint = {}
+    module.on_save_checkpoint(checkpoint)
+    restored = FGVCModule(backbone={"name": "resnet10t"}, num_classes=3, zoom={"box_warmup": 0.5})
+    assert restored.net.progress == 1.0  # a fresh network counts as trained
+    restored.on_load_checkpoint(checkpoint)
+    assert restored.net.progress == pytest.approx(0.3)

@@ -183,14 +183,14 @@ def test_predict_folder_agrees_with_eval(trained, evaluated, synthetic_root, tmp
     )
     rows = _rows(predict(cfg))
     k = min(5, CLASSES)
-    boxes = ["box1_y0", "box1_x0", "box1_y1", "box1_x1"]  # one region, slice sampler: integer pixels
+    boxes = ["box1_y0", "box1_x0", "box1_y1", "box1_x1"]  # one region; the default affine sampler: float pixels
     assert rows[0] == ["path", *[c for j in range(1, k + 1) for c in (f"class_{j}", f"prob_{j}")], *boxes]
     images = sorted((synthetic_root / "test").rglob("*.png"))
     assert [r[0] for r in rows[1:]] == [str(p) for p in images]
     for r in rows[1:]:
         probs = [float(p) for p in r[2:2 * k + 1:2]]
         assert probs == sorted(probs, reverse=True) and sum(probs) == pytest.approx(1.0, abs=1e-4)
-        y0, x0, y1, x1 = (int(v) for v in r[-4:])  # integers, as before sampler=affine existed
+        y0, x0, y1, x1 = (float(v) for v in r[-4:])
         assert 0 <= y0 < y1 <= 48 and 0 <= x0 < x1 <= 48
     eval_rows = _rows(eval_out / "test_predictions.csv")
     assert eval_rows[0][-4:] == boxes
@@ -325,8 +325,10 @@ def test_confusion_png_stays_readable_at_200_classes(tmp_path):
     assert small.axes[0].texts  # small matrices carry their values
 
 
-@pytest.mark.parametrize("zoom", [{"level": "image", "mode": "bicubic", "align_corners": True, "size": 40},
-                                  {"level": "feature", "mode": "area"}, None], ids=["image", "feature", "plain"])
+@pytest.mark.parametrize("zoom", [{"level": "image", "mode": "bicubic", "align_corners": True, "size": 40,
+                                   "sampler": "slice"},
+                                  {"level": "feature", "mode": "area", "sampler": "slice"}, None],
+                         ids=["image", "feature", "plain"])
 def test_grid_shows_the_zoomed_view_the_model_saw(zoom, datamodule, tmp_path):
     torch.manual_seed(0)
     model = FGVCModule(BACKBONE, CLASSES, datamodule.class_names, zoom=zoom)

@@ -43,7 +43,7 @@ def test_plain_runs_the_backbone_on_the_view():
 def test_image_level_zooms_from_the_loaded_batch():
     """Boxes are on the loaded 64x64 grid; the zoomed view is their crop of the loaded batch at 32x32."""
     torch.manual_seed(0)
-    zoom = ZoomConfig(level="image", stage=-2, threshold_range=None)
+    zoom = ZoomConfig(level="image", stage=-2, threshold_range=None, sampler="slice")
     net = ZoomNet(BackboneConfig("resnet18"), zoom, num_classes=3, input_size=32).eval()
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
@@ -58,7 +58,8 @@ def test_image_level_zooms_from_the_loaded_batch():
 
 
 def test_feature_level_reports_boxes_on_the_loaded_grid():
-    net = ZoomNet(BackboneConfig("resnet18"), ZoomConfig(level="feature"), num_classes=3, input_size=32).eval()
+    zoom = ZoomConfig(level="feature", sampler="slice")  # whole feature cells
+    net = ZoomNet(BackboneConfig("resnet18"), zoom, num_classes=3, input_size=32).eval()
     with torch.no_grad():
         out = net(torch.randn(2, 3, 64, 64))
     # resnet18 stage -2 on a 32x32 view is a 2x2 grid; its cells are 32x32 pixels of the loaded batch

@@ -30,7 +30,8 @@ MODE_KNOBS = [
 @pytest.mark.parametrize(("mode", "align_corners", "antialias"), MODE_KNOBS)
 def test_forward_backward_every_mode_and_level(level, mode, align_corners, antialias):
     torch.manual_seed(0)
-    zoom = ZoomConfig(level=level, mode=mode, align_corners=align_corners, antialias=antialias)
+    # the exact slice sampler (crop_resize) takes every F.interpolate mode
+    zoom = ZoomConfig(level=level, mode=mode, align_corners=align_corners, antialias=antialias, sampler="slice")
     net = ZoomNet(BackboneConfig("resnet18"), zoom, num_classes=5)
     x = torch.randn(3, 3, 64, 64)
     out = net(x, drop=True, return_zoomed=True)
@@ -55,7 +56,7 @@ def test_feature_level_zoom_on_each_backbone_family(name):
 
 
 def test_glimpse_boxes_with_scale_factor_and_channel_sum_attention():
-    zoom = ZoomConfig(box="glimpse", glimpse_size=0.5, scale_factor=2.0, attention="channel_sum")
+    zoom = ZoomConfig(box="glimpse", glimpse_size=0.5, scale_factor=2.0, attention="channel_sum", sampler="slice")
     net = ZoomNet(BackboneConfig("resnet18"), zoom, num_classes=3).eval()
     out = net(torch.randn(2, 3, 64, 64), return_zoomed=True)
     assert out["zoomed"].shape[-2:] == (4, 4)  # a 2x2 glimpse on the 4x4 grid, zoomed x2

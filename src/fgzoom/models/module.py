@@ -212,6 +212,9 @@ class FGVCModule(L.LightningModule):
             metric.reset()
 
     def on_train_batch_start(self, batch: dict, batch_idx: int) -> None:
+        if self.is_zoom:  # training progress drives the box warm-up (model.zoom.box_warmup)
+            total = max(1, int(self.trainer.estimated_stepping_batches))
+            self.net.progress = min(1.0, self.global_step / total)
         seed = run_seed()
         if seed is not None:  # model-side randomness replays exactly after a resume
             seed_step(seed, self.global_rank, self.current_epoch, batch_idx)
@@ -261,3 +264,9 @@ class FGVCModule(L.LightningModule):
     # ------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["fgzoom"] = {"class_names": self.hparams.class_names, "config": self.run_config}
+        if self.is_zoom:  # the box warm-up state the checkpoint's boxes were made with
+            checkpoint["fgzoom"]["progress"] = float(self.net.progress)
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if self.is_zoom:
+            self.net.progress = float(checkpoint.get("fgzoom", {}).get("progress", 1.0))

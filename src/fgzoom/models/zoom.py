@@ -80,6 +80,9 @@ class ZoomConfig:
         sigmas: half side of a ``moments`` box in weighted standard deviations.
         padding: grow rule boxes by this fraction of their side on each side.
         min_size: smallest rule box side, as a fraction of the frame.
+        box_warmup: fraction of training over which the rule boxes' smallest side shrinks linearly from the
+            whole frame to ``min_size`` (the zoom starts as a second view of the whole frame while the attention
+            learns where the parts are); 0 = tight boxes from the first step.
         glimpse_size: glimpse box side as a fraction of the frame.
         min_scale, max_scale: range of a learned box's side, fractions of the frame.
         rank_margin: margin of the ranking loss of learned boxes (``model.loss.rank`` weighs it).
@@ -99,14 +102,15 @@ class ZoomConfig:
     size: int | tuple[int, int] | None = None
     scale_factor: float | None = None
     recompute_scale_factor: bool | None = None
-    sampler: str = "slice"
-    box: str = "threshold"
+    sampler: str = "affine"
+    box: str = "moments"
     threshold: float = 0.5
     threshold_range: tuple[float, float] | None = (0.4, 0.6)
     mass: float = 0.5
     sigmas: float = 1.0
-    padding: float = 0.1
-    min_size: float = 0.2
+    padding: float = 0.0
+    min_size: float = 0.15
+    box_warmup: float = 0.0
     glimpse_size: float = 0.5
     min_scale: float = 0.1
     max_scale: float = 0.9
@@ -171,6 +175,8 @@ class ZoomConfig:
                 raise bad("threshold_range", list(self.threshold_range), "need 0 <= lo <= hi < 1, or null")
         if not 0.0 <= self.padding <= 1.0:
             raise bad("padding", self.padding, "must be in [0, 1] (fraction of the box side)")
+        if not 0.0 <= self.box_warmup <= 1.0:
+            raise bad("box_warmup", self.box_warmup, "must be in [0, 1] (fraction of training)")
         if not 0.0 <= self.min_size <= 1.0:
             raise bad("min_size", self.min_size, "must be in [0, 1] (fraction of the frame side)")
         if not 0.0 < self.glimpse_size <= 1.0:
@@ -178,12 +184,10 @@ class ZoomConfig:
         if self.size is not None and self.scale_factor is not None:
             raise bad("scale_factor", self.scale_factor, "set either model.zoom.size or model.zoom.scale_factor, not both")
         if self.scale_factor is not None:
-            if self.sampler != "slice":
-                raise bad("scale_factor", self.scale_factor, "needs model.zoom.sampler=slice; use model.zoom.size")
-            if self.box != "glimpse":
+            if self.box != "glimpse" or self.sampler != "slice":
                 raise bad("scale_factor", self.scale_factor,
-                          "needs model.zoom.box=glimpse (threshold boxes differ in size, so the output size would "
-                          "differ per sample); use model.zoom.size instead")
+                          "needs model.zoom.box=glimpse and model.zoom.sampler=slice (other boxes differ in size, so "
+                          "the output size would differ per sample); use model.zoom.size instead")
             if self.scale_factor <= 0:
                 raise bad("scale_factor", self.scale_factor, "must be > 0")
         if self.size is not None:
@@ -245,6 +249,7 @@ class ZoomNet(nn.Module):
         model = create_backbone(backbone, num_classes)
         self.split = BackboneSplit(model, zoom.stage, need_after=zoom.level == "feature")
         self.attention = AttentionHead(zoom.attention, self.split.channels, zoom.num_maps, num_classes)
+        self.progress = 1.0  # fraction of training done; FGVCModule sets it each step (box_warmup)
         self.learned_box = (
             LearnedBox(self.split.channels, zoom.num_regions, zoom.min_scale, zoom.max_scale)
             if zoom.box == "learned" else None
@@ -269,6 +274,13 @@ class ZoomNet(nn.Module):
             lo, hi = cfg.threshold_range
             return torch.empty(batch, device=device).uniform_(lo, hi)
         return cfg.threshold
+
+    def min_size(self) -> float:
+        """The rule boxes' smallest side now: ``min_size``, or more during ``box_warmup`` (``self.progress``)."""
+        cfg = self.config
+        if cfg.box_warmup <= 0 or self.progress >= cfg.box_warmup:
+            return cfg.min_size
+        return cfg.min_size + (1.0 - cfg.min_size) * (1.0 - self.progress / cfg.box_warmup)
 
     def boxes(self, attention: Tensor, grid: tuple[int, int], crop_grid: tuple[int, int] | None = None,
               features: Tensor | None = None, maps: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
@@ -300,7 +312,7 @@ class ZoomNet(nn.Module):
             boxes, degenerate = region_boxes(
                 resize_attention(attention, grid), cfg.num_regions, rule=cfg.box,
                 threshold=self._thresholds(b, attention.device), mass=cfg.mass, sigmas=cfg.sigmas,
-                padding=cfg.padding, min_size=cfg.min_size,
+                padding=cfg.padding, min_size=self.min_size(),
             )
         on_crop = scale_float_boxes(boxes, grid, crop_grid) if crop_grid != grid else boxes
         if cfg.sampler == "affine":

@@ -118,4 +118,7 @@ def crop_affine(
     # kernel returns NaN in bf16/fp16 on frames wider than 256 cells (PyTorch 2.14)
     source = x if x.dtype in (torch.float32, torch.float64) else x.float()
     out = F.grid_sample(source, grid.to(source.dtype), mode=mode, padding_mode="border", align_corners=False)
-    return out.to(x.dtype)
+    out = out.to(x.dtype)
+    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        out = out.contiguous(memory_format=torch.channels_last)  # keep the network's memory format
+    return out
