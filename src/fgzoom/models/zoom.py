@@ -110,7 +110,7 @@ class ZoomConfig:
     sigmas: float = 1.0
     padding: float = 0.0
     min_size: float = 0.15
-    box_warmup: float = 0.0
+    box_warmup: float = 0.25
     glimpse_size: float = 0.5
     min_scale: float = 0.1
     max_scale: float = 0.9
