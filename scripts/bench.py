@@ -1,8 +1,8 @@
 """Benchmarks, each measured against its baseline in the same process.
 
     python scripts/bench.py crop_resize            # crop_resize vs the per-sample F.interpolate loop
-    python scripts/bench.py step                   # train step: plain vs zoom (feature: per stage, affine
-                                                   # sampler, learned boxes, 2 regions; image)
+    python scripts/bench.py step                   # train step: plain vs zoom (feature: per stage at the
+                                                   # defaults, slice sampler, learned boxes, 2 regions; image)
     python scripts/bench.py baseline --seeds 1,2,3 data=mnist_clutter trainer.max_epochs=10
                                                    # test/acc: the reference loop vs model=plain vs model=zoom
 
@@ -63,7 +63,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--stages", default="-2,-3", help="feature stages to benchmark, comma-separated")
     parser.add_argument("--no-box-variants", action="store_true",
-                        help="step: leave out the zoom feature affine / learned / regions=2 rows")
+                        help="step: leave out the zoom feature slice / learned / regions=2 rows")
     parser.add_argument("--precision", choices=["32", "bf16", "16"], default="32")
     parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--compile", action="store_true", help="torch.compile the backbones (model.compile=true)")

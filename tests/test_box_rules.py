@@ -389,7 +389,7 @@ def test_step_bench_rows_include_the_new_box_variants():
     from fgzoom.bench.step_bench import default_variants
 
     names = [v["name"] for v in default_variants((-2, -3))]
-    assert names == ["plain", "zoom feature stage=-2", "zoom feature stage=-3", "zoom feature affine",
+    assert names == ["plain", "zoom feature stage=-2", "zoom feature stage=-3", "zoom feature slice",
                      "zoom feature learned", "zoom feature regions=2", "zoom image"]
     assert [v["name"] for v in default_variants((-2,), box_variants=False)] == [
         "plain", "zoom feature stage=-2", "zoom image"]

@@ -46,15 +46,17 @@ def _status_mib(key: str) -> float | None:
 
 
 BOX_VARIANTS: list[dict[str, Any]] = [
-    {"name": "zoom feature affine", "zoom": {"level": "feature", "sampler": "affine"}},
+    # the stage rows run the defaults (affine sampler, moments boxes); this is the exact whole-cell crop
+    {"name": "zoom feature slice", "zoom": {"level": "feature", "sampler": "slice", "box": "threshold"}},
     {"name": "zoom feature learned", "zoom": {"level": "feature", "sampler": "affine", "box": "learned"}},
     {"name": "zoom feature regions=2", "zoom": {"level": "feature", "num_regions": 2}},
 ]
 
 
 def default_variants(stages: Sequence[int] = (-2,), box_variants: bool = True) -> list[dict[str, Any]]:
-    """plain, zoom at level=feature for each stage, then (``box_variants``) level=feature at the default
-    stage with the affine sampler, with learned boxes (affine) and with 2 regions, then level=image."""
+    """plain, zoom at level=feature for each stage (the zoom defaults: affine sampler, moments boxes), then
+    (``box_variants``) level=feature at the default stage with the slice sampler (threshold boxes), with
+    learned boxes and with 2 regions, then level=image."""
     variants: list[dict[str, Any]] = [{"name": "plain", "zoom": None}]
     for stage in stages:
         variants.append({"name": f"zoom feature stage={stage}", "zoom": {"level": "feature", "stage": stage}})
