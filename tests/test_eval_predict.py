@@ -149,7 +149,14 @@ def test_eval_and_predict_with_two_affine_regions(trained_two_affine, datamodule
     rows = _rows(out / "test_predictions.csv")
     boxes = [f"box{r}_{c}" for r in (1, 2) for c in ("y0", "x0", "y1", "x1")]
     assert rows[0] == ["index", "path", "true", "pred", "prob", "pred_tta", "prob_tta", *boxes]
-    dataset = datamodule.dataset("test")
+    from fgzoom.data.datamodule import FGVCDataModule
+
+    # the ground truth in the evaluated geometry: the run's data config (synthetic: crop_pct 1.0), not the
+    # shared fixture's default centre crop
+    dm = FGVCDataModule("synthetic", str(synthetic_root), image_size=48, batch_size=4, num_workers=0,
+                        crop_pct=1.0, reader_options={"synthetic": dict(TINY_SYNTHETIC)})
+    dm.setup()
+    dataset = dm.dataset("test")
     gt, region1 = [], []
     for r in rows[1:]:
         values = [_float_cell(v) for v in r[-8:]]
