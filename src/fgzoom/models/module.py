@@ -104,6 +104,7 @@ class FGVCModule(L.LightningModule):
         self.metrics = nn.ModuleDict({f"{split}_": self._split_metrics(num_classes) for split in SPLITS})
         self.run_config: dict | None = None  # set by the entry point; saved in checkpoints
         self._compiled = False
+        self._total_steps = 1  # optimizer updates of the fit; set in on_train_start
 
     def configure_model(self) -> None:
         """Lightning calls this before each fit/validate/test/predict; compiles once when ``compile=True``."""
@@ -211,10 +212,12 @@ class FGVCModule(L.LightningModule):
         for metric in m.values():
             metric.reset()
 
+    def on_train_start(self) -> None:
+        self._total_steps = max(1, int(self.trainer.estimated_stepping_batches))  # once, not per step
+
     def on_train_batch_start(self, batch: dict, batch_idx: int) -> None:
         if self.is_zoom:  # training progress drives the box warm-up (model.zoom.box_warmup)
-            total = max(1, int(self.trainer.estimated_stepping_batches))
-            self.net.progress = min(1.0, self.global_step / total)
+            self.net.progress = min(1.0, self.global_step / self._total_steps)
         seed = run_seed()
         if seed is not None:  # model-side randomness replays exactly after a resume
             seed_step(seed, self.global_rank, self.current_epoch, batch_idx)

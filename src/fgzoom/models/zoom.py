@@ -36,6 +36,7 @@ from fgzoom.models.backbone import BackboneConfig, BackboneSplit, create_backbon
 from fgzoom.models.input_view import InputView
 from fgzoom.models.learned_box import LearnedBox
 from fgzoom.ops import crop_resize
+from fgzoom.ops.boxes import RULES as RULE_BOXES
 from fgzoom.ops.boxes import (
     glimpse_boxes,
     normalize_attention,
@@ -51,7 +52,7 @@ MODES = ("nearest", "nearest-exact", "bilinear", "bicubic", "area", "lanczos")
 ALIGN_CORNERS_MODES = ("bilinear", "bicubic")
 ANTIALIAS_MODES = ("bilinear", "bicubic", "lanczos")
 LEVELS = ("feature", "image")
-BOX_RULES = ("threshold", "mass", "moments", "glimpse", "learned")
+BOX_RULES = (*RULE_BOXES, "glimpse", "learned")
 SAMPLERS = ("slice", "affine")
 FUSIONS = ("mean_prob", "mean_logit", "raw", "zoom")
 

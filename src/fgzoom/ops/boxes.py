@@ -49,7 +49,8 @@ def threshold_boxes(
     padding: float = 0.0,
     min_size: float = 0.0,
 ) -> tuple[Tensor, Tensor]:
-    """The bounding box of ``attention >= threshold * max`` per sample.
+    """The bounding box of ``attention >= threshold * max`` per sample in whole cells: the ``threshold`` rule
+    of ``rule_boxes`` rounded outward (``round_boxes``).
 
     Args:
         attention: Tensor[B, h, w] float, one map per sample (e.g. the mean over M maps).
@@ -61,26 +62,8 @@ def threshold_boxes(
         (boxes Tensor[B, 4] int64 ``(y0, x0, y1, x1)``, degenerate Tensor[B] bool). Degenerate maps give
         the whole frame.
     """
-    b, h, w = attention.shape
-    norm, degenerate = normalize_attention(attention)
-    if isinstance(threshold, Tensor):
-        thr = threshold.to(device=norm.device, dtype=norm.dtype).reshape(-1, 1, 1)  # [B or 1, 1, 1]
-        thr = thr.clamp(max=1.0)
-    else:  # a Python number stays a kernel argument: no tensor copied to the device (a sync on CUDA)
-        thr = min(float(threshold), 1.0)
-    mask = norm >= thr  # [B, h, w]; the peak is always inside
-    rows = mask.any(dim=2)  # [B, h]
-    cols = mask.any(dim=1)  # [B, w]
-    y0 = rows.float().argmax(dim=1)
-    y1 = h - rows.flip(1).float().argmax(dim=1)
-    x0 = cols.float().argmax(dim=1)
-    x1 = w - cols.flip(1).float().argmax(dim=1)
-    boxes = torch.stack([y0, x0, y1, x1], dim=1).float()  # [B, 4]
-    y0, x0, y1, x1 = _pad_and_min_size(boxes, (h, w), padding, min_size).unbind(1)
-    # Degenerate maps get the whole frame (filled with Python numbers: nothing copied to the device).
-    d = degenerate
-    y0, x0, y1, x1 = y0.masked_fill(d, 0), x0.masked_fill(d, 0), y1.masked_fill(d, h), x1.masked_fill(d, w)
-    return torch.stack([y0, x0, y1, x1], dim=1).long(), degenerate
+    boxes, degenerate = rule_boxes(attention, "threshold", threshold=threshold, padding=padding, min_size=min_size)
+    return round_boxes(boxes, tuple(attention.shape[-2:])), degenerate
 
 
 def glimpse_boxes(attention: Tensor, size: tuple[int, int]) -> tuple[Tensor, Tensor]:
@@ -106,11 +89,6 @@ def glimpse_boxes(attention: Tensor, size: tuple[int, int]) -> tuple[Tensor, Ten
     y0 = (py - bh // 2).clamp(0, h - bh)
     x0 = (px - bw // 2).clamp(0, w - bw)
     return torch.stack([y0, x0, y0 + bh, x0 + bw], dim=1).long(), degenerate
-
-
-def _pad_and_min_size(boxes: Tensor, grid: tuple[int, int], padding: float, min_size: float) -> Tensor:
-    """Grow float boxes Tensor[B, 4] by ``padding`` and to ``min_size``, round outward, clip to the grid."""
-    return round_boxes(grow_boxes(boxes, grid, padding, min_size), grid).to(boxes.dtype)
 
 
 def grow_boxes(boxes: Tensor, grid: tuple[int, int], padding: float, min_size: float) -> Tensor:
@@ -180,7 +158,7 @@ def box_iou(a: Tensor, b: Tensor) -> Tensor:
 
 
 # ---------------------------------------------------------------------------------------- continuous rules
-BOX_RULES = ("threshold", "mass", "moments")
+RULES = ("threshold", "mass", "moments")  # the rules rule_boxes computes
 
 
 def _pixel_centres(n: int, device: torch.device) -> Tensor:
@@ -194,7 +172,7 @@ def threshold_extent(norm: Tensor, threshold: Tensor | float) -> Tensor:
     b, h, w = norm.shape
     if isinstance(threshold, Tensor):
         thr = threshold.to(device=norm.device, dtype=norm.dtype).reshape(-1, 1, 1).clamp(max=1.0)
-    else:
+    else:  # a Python number stays a kernel argument: no tensor copied to the device (a sync on CUDA)
         thr = min(float(threshold), 1.0)
     mask = norm >= thr  # the peak (1.0) is always inside
     rows, cols = mask.any(dim=2), mask.any(dim=1)  # [B, h], [B, w]
@@ -290,10 +268,12 @@ def rule_boxes(
     elif rule == "moments":
         boxes = moments_extent(norm, sigmas, threshold)
     else:
-        raise ValueError(f"box rule {rule!r}: must be one of {BOX_RULES}")
-    boxes = grow_boxes(boxes, (h, w), padding, min_size)
-    whole = torch.tensor([0.0, 0.0, float(h), float(w)], device=boxes.device)
-    return torch.where(degenerate[:, None], whole, boxes), degenerate
+        raise ValueError(f"box rule {rule!r}: must be one of {RULES}")
+    y0, x0, y1, x1 = grow_boxes(boxes, (h, w), padding, min_size).unbind(1)
+    # Degenerate maps get the whole frame (filled with Python numbers: nothing copied to the device).
+    d = degenerate
+    y0, x0, y1, x1 = y0.masked_fill(d, 0), x0.masked_fill(d, 0), y1.masked_fill(d, h), x1.masked_fill(d, w)
+    return torch.stack([y0, x0, y1, x1], dim=1), degenerate
 
 
 def box_mask(boxes: Tensor, grid: tuple[int, int]) -> Tensor:
