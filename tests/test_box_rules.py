@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from fgzoom.errors import ConfigError
 from fgzoom.models.backbone import BackboneConfig
 from fgzoom.models.module import FGVCModule
+from fgzoom.models.options import config_from
 from fgzoom.models.zoom import ZoomConfig, ZoomNet
 from fgzoom.ops.boxes import (
     box_mask,
@@ -161,7 +162,7 @@ def test_degenerate_maps_give_the_whole_frame(rule):
 
 
 def test_unknown_rule_raises():
-    with pytest.raises(ValueError, match="box rule 'peak'"):
+    with pytest.raises(ValueError, match=r"^rule='peak': box rule must be one of \('threshold', 'mass', 'moments'\)"):
         rule_boxes(blob(2, 3, 6, 8), "peak")
 
 
@@ -276,7 +277,7 @@ def test_valid_new_combinations_are_accepted():
     ZoomConfig(sampler="affine", box="learned", num_regions=2)
     ZoomConfig(box="moments", num_regions=3, sigmas=2.0)
     ZoomConfig(box="mass", mass=1.0)
-    ZoomConfig.from_dict({"sampler": "affine", "box": "mass", "num_regions": 2})
+    config_from(ZoomConfig, {"sampler": "affine", "box": "mass", "num_regions": 2}, "model.zoom")
 
 
 # ------------------------------------------------------------------------------------------- ZoomNet
@@ -333,7 +334,7 @@ def test_learned_boxes_get_gradients_from_the_training_loss(level, num_regions):
     )
     module.train()
     batch = {"image": torch.randn(4, 3, 64, 64), "label": torch.tensor([0, 1, 2, 3])}
-    loss = module._step(batch, "train")
+    loss = module.criterion(module(batch["image"]), batch["label"])
     assert torch.isfinite(loss)
     loss.backward()
     head = module.net.learned_box
@@ -395,7 +396,7 @@ def test_step_bench_rows_include_the_new_box_variants():
         "plain", "zoom feature stage=-2", "zoom image"]
     for v in default_variants():
         if v["zoom"] is not None:
-            ZoomConfig.from_dict(v["zoom"])  # every row is a valid config
+            config_from(ZoomConfig, v["zoom"], "model.zoom")  # every row is a valid config
 
 
 # ------------------------------------------------------------------------------ box warm-up

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import importlib
-
 import pytest
 import torch
 import torch.nn.functional as F
 
-from fgzoom.ops import crop_resize
-from fgzoom.ops.crop_resize import MODES, _choose_method, _crop_resize_impl, _Spec
+from fgzoom.ops import crop_resize, resize_kernels
+from fgzoom.ops.crop_resize import MODES
+from fgzoom.ops.interpolation import resize_spec
+from fgzoom.ops.resize_cost import choose_method
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 ALIGN_MODES = ("bilinear", "bicubic")
@@ -77,7 +77,7 @@ def test_matches_loop_float64_every_method(frame64, knobs):
         kwargs = dict(size=size, mode=mode, align_corners=align_corners, antialias=antialias)
         expected = expected_fn(x, boxes, **kwargs)
         for method in methods_for(mode):
-            got = _crop_resize_impl(x, boxes, method=method, **kwargs)
+            got = crop_resize(x, boxes, method=method, **kwargs)
             assert got.shape == expected.shape and got.dtype == x.dtype
             torch.testing.assert_close(got, expected, rtol=0, atol=1e-12, msg=f"{size=} {method=}")
 
@@ -95,7 +95,7 @@ def test_matches_loop_float32(device, knobs):
         kwargs = dict(size=size, mode=mode, align_corners=align_corners, antialias=antialias)
         expected = expected_fn(x, boxes, **kwargs)
         for method in methods_for(mode):
-            got = _crop_resize_impl(x, boxes, method=method, **kwargs)
+            got = crop_resize(x, boxes, method=method, **kwargs)
             torch.testing.assert_close(got, expected, rtol=0, atol=1e-5, msg=f"{size=} {method=}")
 
 
@@ -116,7 +116,7 @@ def test_matches_loop_half(dtype, knobs):
         expected = expected_fn(x.float(), boxes, **kwargs).to(dtype)
         methods.remove("loop")  # crop_resize does not need that kernel, but the loop does
     for method in methods:
-        got = _crop_resize_impl(x, boxes, method=method, **kwargs)
+        got = crop_resize(x, boxes, method=method, **kwargs)
         assert got.dtype == dtype
         # Our sums run in fp32 and round once; the loop may round in between: allow a couple of ulps.
         torch.testing.assert_close(got.float(), expected.float(), rtol=2e-2, atol=2e-2, msg=method)
@@ -139,7 +139,7 @@ def test_scale_factor_equal_size_boxes(knobs):
             )
             expected = expected_fn(x, boxes, **kwargs)
             for method in methods_for(mode):
-                got = _crop_resize_impl(x, boxes, method=method, **kwargs)
+                got = crop_resize(x, boxes, method=method, **kwargs)
                 torch.testing.assert_close(got, expected, rtol=0, atol=1e-12, msg=f"{kwargs} {method=}")
 
 
@@ -161,7 +161,7 @@ def test_non_contiguous_input(layout, knobs):
     kwargs = dict(size=(10, 15), mode=mode, align_corners=align_corners, antialias=antialias)
     expected = expected_fn(x, boxes, **kwargs)
     for method in methods_for(mode):
-        got = _crop_resize_impl(x, boxes, method=method, **kwargs)
+        got = crop_resize(x, boxes, method=method, **kwargs)
         torch.testing.assert_close(got, expected, rtol=0, atol=1e-5, msg=method)
         if layout == "channels_last":
             assert got.is_contiguous(memory_format=torch.channels_last), method
@@ -179,7 +179,7 @@ def test_gradients_match_loop(knobs):
     expected_fn(xr, boxes, **kwargs).backward(grad_out)
     for method in methods_for(mode):
         xm = x.clone().requires_grad_(True)
-        _crop_resize_impl(xm, boxes, method=method, **kwargs).backward(grad_out)
+        crop_resize(xm, boxes, method=method, **kwargs).backward(grad_out)
         torch.testing.assert_close(xm.grad, xr.grad, rtol=0, atol=1e-12, msg=method)
 
 
@@ -203,7 +203,7 @@ def test_gradcheck(method, knobs):
     boxes = torch.tensor([[0, 0, 6, 5], [1, 2, 4, 3], [5, 0, 6, 5]])
 
     def fn(t):
-        return _crop_resize_impl(
+        return crop_resize(
             t, boxes, size=(4, 7), mode=mode, align_corners=align_corners, antialias=antialias, method=method
         )
 
@@ -222,7 +222,7 @@ def test_antialias_output_width_one_is_correct():
         expected = transposed.transpose(2, 3)
         assert crop_resize(x, boxes, **kwargs).shape == (4, 3, 5, 1)
         for method in ("auto", "dense", "taps"):
-            got = _crop_resize_impl(x, boxes, method=method, **kwargs)
+            got = crop_resize(x, boxes, method=method, **kwargs)
             torch.testing.assert_close(got, expected, rtol=0, atol=1e-12, msg=f"{mode} {method}")
 
 
@@ -258,11 +258,11 @@ def test_cache_built_under_inference_mode_supports_autograd():
 def test_auto_avoids_the_loop_where_the_cpu_antialias_kernel_fails():
     """Output width 1 (wrong result) and half types (no kernel): the loop would be wrong or fail."""
     image = torch.empty(16, 3, 448, 448)
-    spec = _Spec("bilinear", False, True, (448, 1), None, None)
-    assert _choose_method(image, spec, (448, 1), (300.0, 300.0)) != "loop"
-    spec = _Spec("bicubic", False, True, (448, 448), None, None)
-    assert _choose_method(image, spec, (448, 448), (300.0, 300.0)) == "loop"  # large image, fp32
-    assert _choose_method(image.bfloat16(), spec, (448, 448), (300.0, 300.0)) != "loop"
+    spec = resize_spec("bilinear", antialias=True, size=(448, 1))
+    assert choose_method(image, spec, (448, 1), (300.0, 300.0)) != "loop"
+    spec = resize_spec("bicubic", antialias=True, size=(448, 448))
+    assert choose_method(image, spec, (448, 448), (300.0, 300.0)) == "loop"  # large image, fp32
+    assert choose_method(image.bfloat16(), spec, (448, 448), (300.0, 300.0)) != "loop"
     x = torch.randn(2, 3, 40, 40).bfloat16()
     boxes = torch.tensor([[0, 0, 40, 40], [5, 6, 30, 33]])
     out = crop_resize(x, boxes, size=(20, 20), mode="bicubic", antialias=True)
@@ -280,29 +280,30 @@ BOXES = torch.tensor([[0, 0, 4, 4], [2, 2, 8, 8]])
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        (dict(size=4, mode="linear"), r"mode must be one of .*'bilinear'.*got 'linear'"),
-        (dict(size=4, mode="nearest", align_corners=False), r"align_corners=False is only valid with modes"),
-        (dict(size=4, mode="area", align_corners=True), r"align_corners=True is only valid with modes"),
-        (dict(size=4, mode="nearest-exact", align_corners=True), r"got mode='nearest-exact'"),
+        (dict(size=4, mode="linear"), r"^mode='linear': must be one of \(.*'bilinear'"),
+        (dict(size=4, mode="nearest", align_corners=False), r"^align_corners=False: mode=nearest does not take"),
+        (dict(size=4, mode="area", align_corners=True), r"^align_corners=True: mode=area does not take"),
+        (dict(size=4, mode="nearest-exact", align_corners=True), r"mode=nearest-exact does not take align_corners"),
         (
             dict(size=4, mode="lanczos", antialias=True, align_corners=True),
-            r"align_corners=True is not supported",
+            r"^align_corners=True: mode=lanczos .*; use None or False",
         ),
-        (
-            dict(size=4, mode="nearest", antialias=True),
-            r"antialias=True is only valid with modes .*'nearest'",
-        ),
-        (dict(size=4, mode="area", antialias=True), r"antialias=True is only valid with modes"),
-        (dict(size=4, mode="lanczos"), r"mode='lanczos' requires antialias=True"),
+        (dict(size=4, mode="nearest", antialias=True), r"^antialias=True: mode=nearest does not antialias"),
+        (dict(size=4, mode="area", antialias=True), r"^antialias=True: mode=area does not antialias"),
+        (dict(size=4, mode="lanczos"), r"^antialias=False: mode=lanczos requires antialias=True"),
         (dict(), r"exactly one of size and scale_factor must be given"),
         (dict(size=4, scale_factor=2.0), r"exactly one of size and scale_factor must be given"),
-        (dict(size=0), r"size must be a positive int or a pair .* got 0"),
-        (dict(size=(4, 4, 4)), r"size must be .* got \(4, 4, 4\)"),
-        (dict(size=2.5), r"size must be .* got 2.5"),
-        (dict(scale_factor=-1.0), r"scale_factor must be a positive float .* got -1.0"),
-        (dict(scale_factor=float("nan")), r"scale_factor must be"),
-        (dict(size=4, recompute_scale_factor=True), r"recompute_scale_factor=True is only meaningful"),
-        (dict(size=4, align_corners="yes"), r"align_corners must be None, True or False, got 'yes'"),
+        (dict(size=0), r"^size=0: must be a positive int or a pair"),
+        (dict(size=(4, 4, 4)), r"^size=\(4, 4, 4\): must be"),
+        (dict(size=2.5), r"^size=2.5: must be"),
+        (dict(scale_factor=-1.0), r"^scale_factor=-1.0: must be a positive float"),
+        (dict(scale_factor=float("nan")), r"^scale_factor=nan: must be"),
+        (dict(size=4, recompute_scale_factor=True), r"^recompute_scale_factor=True: only meaningful"),
+        (dict(size=4, recompute_scale_factor="yes"), r"^recompute_scale_factor='yes': must be None, True or"),
+        (dict(size=4, align_corners="yes"), r"^align_corners='yes': must be None, True or False"),
+        (dict(size=4, antialias=None), r"^antialias=None: must be True or False"),
+        (dict(size=4, method="fast"), r"^method='fast': must be one of \('auto', 'gather'"),
+        (dict(size=4, method="gather"), r"^method='gather': needs a nearest mode"),
     ],
 )
 def test_argument_errors(kwargs, match):
@@ -361,9 +362,7 @@ def test_input_errors(x, match):
 def test_dense_channel_blocks(monkeypatch, requires_grad):
     """Large inputs run the dense method in channel blocks when autograd does not record (with it, in one
     block); force tiny blocks here."""
-    # The package re-exports the function under the module's name, so fetch the module itself.
-    module = importlib.import_module("fgzoom.ops.crop_resize")
-    monkeypatch.setattr(module, "_DENSE_BLOCK_ELEMS", 200)
+    monkeypatch.setattr(resize_kernels, "DENSE_BLOCK_ELEMS", 200)
     g = torch.Generator().manual_seed(14)
     x = torch.randn(3, 7, 6, 5, generator=g, dtype=torch.float64)
     boxes = make_boxes(3, 6, 5, seed=15)
@@ -372,7 +371,7 @@ def test_dense_channel_blocks(monkeypatch, requires_grad):
         xr = x.clone().requires_grad_(requires_grad)
         xm = x.clone().requires_grad_(requires_grad)
         expected = expected_fn(xr, boxes, **kwargs)
-        got = _crop_resize_impl(xm, boxes, method="dense", **kwargs)
+        got = crop_resize(xm, boxes, method="dense", **kwargs)
         torch.testing.assert_close(got, expected, rtol=0, atol=1e-12)
         if requires_grad:
             grad_out = torch.randn(expected.shape, generator=g, dtype=torch.float64)

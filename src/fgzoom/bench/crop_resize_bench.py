@@ -18,7 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from fgzoom.ops.crop_resize import _check_spec, _choose_method, crop_resize
+from fgzoom.ops.crop_resize import crop_resize
+from fgzoom.ops.interpolation import resize_spec
+from fgzoom.ops.resize_cost import choose_method
 
 __all__ = ["bench_crop_resize", "crop_resize_loop", "format_table", "random_boxes"]
 
@@ -98,9 +100,7 @@ def bench_crop_resize(
             knobs = {} if isinstance(m, str) else {k: v for k, v in m.items() if k != "mode"}
             mode = m if isinstance(m, str) else m["mode"]
             kwargs = dict(size=out_hw, mode=mode, **knobs)
-            spec = _check_spec(
-                mode, knobs.get("align_corners"), knobs.get("antialias", False), out_hw, None, None
-            )
+            spec = resize_spec(mode, knobs.get("align_corners"), knobs.get("antialias", False), size=out_hw)
             with torch.no_grad():
                 err = (crop_resize(x, boxes, **kwargs) - crop_resize_loop(x, boxes, **kwargs)).abs().max()
                 loop_ms, fast_ms = _time_pair(
@@ -117,7 +117,7 @@ def bench_crop_resize(
                     "shape": f"{B}x{C}x{H}x{W}->{out_hw[0]}x{out_hw[1]}",
                     "mode": mode,
                     "knobs": knobs,
-                    "method": _choose_method(x, spec, out_hw, mean_hw),
+                    "method": choose_method(x, spec, out_hw, mean_hw),
                     "loop_ms": loop_ms,
                     "crop_resize_ms": fast_ms,
                     "speedup": loop_ms / fast_ms,

@@ -1,5 +1,69 @@
-"""Pure tensor ops (typed functions, batched, no per-sample host syncs)."""
+"""Pure tensor ops (typed functions, batched, no per-sample host syncs).
 
-from fgzoom.ops.crop_resize import crop_resize
+Modules, one job each:
 
-__all__ = ["crop_resize"]
+* ``interpolation``: the interpolation modes and knobs, and their one validator ``check_interpolation``.
+* ``crop_resize``: the exact batched crop-and-resize (public API and argument checks); its weight tables and
+  kernels are ``resize_kernels``, its method choice (a CPU cost model) ``resize_cost``.
+* ``crop_affine``: the differentiable crop of continuous boxes (``grid_sample``).
+* ``boxes``: boxes from attention maps, and box transforms.
+
+The package re-exports the public functions; ``fgzoom.ops.crop_resize`` and ``fgzoom.ops.crop_affine`` are
+therefore the functions here, their modules are reached with ``from fgzoom.ops.crop_resize import ...``.
+"""
+
+from fgzoom.ops.boxes import (
+    RULES,
+    box_iou,
+    box_mask,
+    glimpse_boxes,
+    grow_boxes,
+    mass_extent,
+    moments_extent,
+    normalize_attention,
+    region_boxes,
+    resize_attention,
+    round_boxes,
+    rule_boxes,
+    scale_boxes,
+    scale_float_boxes,
+    threshold_boxes,
+    threshold_extent,
+)
+from fgzoom.ops.crop_affine import AFFINE_MODES, crop_affine
+from fgzoom.ops.crop_resize import METHODS, crop_resize
+from fgzoom.ops.interpolation import (
+    ALIGN_CORNERS_MODES,
+    ANTIALIAS_MODES,
+    MODES,
+    NEAREST_MODES,
+    check_interpolation,
+)
+
+__all__ = [
+    "AFFINE_MODES",
+    "ALIGN_CORNERS_MODES",
+    "ANTIALIAS_MODES",
+    "METHODS",
+    "MODES",
+    "NEAREST_MODES",
+    "RULES",
+    "box_iou",
+    "box_mask",
+    "check_interpolation",
+    "crop_affine",
+    "crop_resize",
+    "glimpse_boxes",
+    "grow_boxes",
+    "mass_extent",
+    "moments_extent",
+    "normalize_attention",
+    "region_boxes",
+    "resize_attention",
+    "round_boxes",
+    "rule_boxes",
+    "scale_boxes",
+    "scale_float_boxes",
+    "threshold_boxes",
+    "threshold_extent",
+]

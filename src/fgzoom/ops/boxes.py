@@ -6,25 +6,55 @@ cell and ``h``/``w`` the bottom/right edge of the last. Integer boxes (``Tensor[
 feed the exact ``slice`` sampler (``crop_resize``); float boxes (``Tensor[B, 4]`` float32) feed the
 ``affine`` sampler (``crop_affine``) and are rounded outward (``round_boxes``) for ``slice``. An integer box
 means the same region as its float copy. No Python loop over the batch and no host synchronisation.
+
+Every public function checks its arguments on entry and raises ``ValueError`` naming the argument, its
+value and what is allowed. The checks read Python numbers and tensor shapes/dtypes only, never tensor
+values (a per-sample ``threshold`` tensor is not range-checked), so they cost no device synchronisation.
 """
 
 from __future__ import annotations
 
+import math
+import numbers
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+__all__ = [
+    "RULES",
+    "box_iou",
+    "box_mask",
+    "glimpse_boxes",
+    "grow_boxes",
+    "mass_extent",
+    "moments_extent",
+    "normalize_attention",
+    "region_boxes",
+    "resize_attention",
+    "round_boxes",
+    "rule_boxes",
+    "scale_boxes",
+    "scale_float_boxes",
+    "threshold_boxes",
+    "threshold_extent",
+]
+
+RULES = ("threshold", "mass", "moments")  # the rules rule_boxes computes
 
 
 def normalize_attention(attention: Tensor) -> tuple[Tensor, Tensor]:
     """Scale each map to [0, 1] by its min and max and flag degenerate maps.
 
     Args:
-        attention: Tensor[B, h, w] float.
+        attention: ``Tensor[B, h, w]`` floating.
 
     Returns:
-        (Tensor[B, h, w] in [0, 1], Tensor[B] bool) where True marks a map that is constant, all zero,
-        or holds NaN/Inf; such maps are returned as all ones (the whole frame).
+        ``(norm, degenerate)``: ``norm`` ``Tensor[B, h, w]`` float32 in [0, 1], ``(a - min) / (max - min)``
+        per map; ``degenerate`` ``Tensor[B]`` bool, True for a map that is constant (``max - min <= 1e-12``),
+        all zero, or holds NaN/Inf; such maps are returned as all ones (the whole frame).
     """
+    _check_maps(attention, "attention")
     flat = attention.flatten(1).float()  # [B, h*w]
     finite = torch.isfinite(flat).all(dim=1)
     safe = torch.where(torch.isfinite(flat), flat, torch.zeros_like(flat))
@@ -37,8 +67,18 @@ def normalize_attention(attention: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def resize_attention(attention: Tensor, grid: tuple[int, int]) -> Tensor:
-    """Bilinearly resize Tensor[B, h, w] maps to ``grid`` (no-op when already that size)."""
-    if tuple(attention.shape[-2:]) == tuple(grid):
+    """Bilinearly resize maps to ``grid`` (``align_corners=False``; no-op when already that size).
+
+    Args:
+        attention: ``Tensor[B, h, w]`` floating.
+        grid: ``(H, W)`` positive ints.
+
+    Returns:
+        ``Tensor[B, H, W]``: ``attention`` itself when ``(h, w) == grid``, else float32.
+    """
+    _check_maps(attention, "attention")
+    grid = _check_grid(grid, "grid")
+    if tuple(attention.shape[-2:]) == grid:
         return attention
     return F.interpolate(attention[:, None].float(), size=grid, mode="bilinear", align_corners=False)[:, 0]
 
@@ -49,18 +89,21 @@ def threshold_boxes(
     padding: float = 0.0,
     min_size: float = 0.0,
 ) -> tuple[Tensor, Tensor]:
-    """The bounding box of ``attention >= threshold * max`` per sample in whole cells: the ``threshold`` rule
-    of ``rule_boxes`` rounded outward (``round_boxes``).
+    """The bounding box of ``attention >= threshold`` (of each map's range) per sample in whole cells: the
+    ``threshold`` rule of ``rule_boxes`` rounded outward (``round_boxes``).
 
     Args:
-        attention: Tensor[B, h, w] float, one map per sample (e.g. the mean over M maps).
-        threshold: scalar or Tensor[B] in [0, 1], relative to each map's range (min..max).
-        padding: grow each box by this fraction of its own height/width on every side.
-        min_size: smallest box side as a fraction of the frame side; smaller boxes grow about their centre.
+        attention: ``Tensor[B, h, w]`` floating, one map per sample (e.g. the mean over M maps).
+        threshold: number in [0, 1], or floating ``Tensor[B]`` (values not checked), relative to each map's
+            range (min..max).
+        padding: number >= 0: grow each box by this fraction of its own height/width on every side.
+        min_size: number in [0, 1]: smallest box side as a fraction of the frame side; smaller boxes grow
+            about their centre.
 
     Returns:
-        (boxes Tensor[B, 4] int64 ``(y0, x0, y1, x1)``, degenerate Tensor[B] bool). Degenerate maps give
-        the whole frame.
+        ``(boxes, degenerate)``: ``boxes`` ``Tensor[B, 4]`` int64 ``(y0, x0, y1, x1)``, end-exclusive, inside
+        the ``h x w`` grid and non-empty; ``degenerate`` ``Tensor[B]`` bool. Degenerate maps give the whole
+        frame.
     """
     boxes, degenerate = rule_boxes(attention, "threshold", threshold=threshold, padding=padding, min_size=min_size)
     return round_boxes(boxes, tuple(attention.shape[-2:])), degenerate
@@ -72,16 +115,18 @@ def glimpse_boxes(attention: Tensor, size: tuple[int, int]) -> tuple[Tensor, Ten
     All boxes have the same size, so ``crop_resize(..., scale_factor=...)`` is valid on them.
 
     Args:
-        attention: Tensor[B, h, w] float.
-        size: box height and width in grid cells, 1 <= bh <= h, 1 <= bw <= w.
+        attention: ``Tensor[B, h, w]`` floating.
+        size: ``(bh, bw)`` box height and width in grid cells, ints with ``1 <= bh <= h``, ``1 <= bw <= w``.
 
     Returns:
-        (boxes Tensor[B, 4] int64, degenerate Tensor[B] bool); degenerate maps get a centred box.
+        ``(boxes, degenerate)``: ``boxes`` ``Tensor[B, 4]`` int64 ``(y0, x0, y1, x1)``, end-exclusive;
+        ``degenerate`` ``Tensor[B]`` bool; degenerate maps get a centred box.
     """
+    _check_maps(attention, "attention")
     b, h, w = attention.shape
-    bh, bw = size
-    if not (1 <= bh <= h and 1 <= bw <= w):
-        raise ValueError(f"glimpse size {size} must fit the {h}x{w} grid")
+    bh, bw = _check_grid(size, "size")
+    if not (bh <= h and bw <= w):
+        raise ValueError(f"size={size!r}: a glimpse must fit the {h}x{w} grid (1 <= bh <= {h}, 1 <= bw <= {w})")
     norm, degenerate = normalize_attention(attention)
     peak = norm.flatten(1).argmax(dim=1)  # [B]
     py = torch.where(degenerate, torch.full_like(peak, h // 2), peak // w)
@@ -92,10 +137,25 @@ def glimpse_boxes(attention: Tensor, size: tuple[int, int]) -> tuple[Tensor, Ten
 
 
 def grow_boxes(boxes: Tensor, grid: tuple[int, int], padding: float, min_size: float) -> Tensor:
-    """Grow float boxes Tensor[B, 4] by ``padding`` (fraction of their side, each side) and to at least
-    ``min_size`` (fraction of the frame side, about their centre, shifted to stay inside), clipped to ``grid``.
-    Continuous: no rounding. Returns Tensor[B, 4] float."""
-    h, w = grid
+    """Grow float boxes by ``padding`` and to at least ``min_size``, inside ``grid``. Continuous: no rounding.
+
+    Each side moves out by ``padding`` times the box's height (top/bottom) or width (left/right), and the box
+    is clipped to the frame. A side shorter than ``min_size`` times the frame side then grows to it about the
+    box's centre, shifted (not clipped) to stay inside the frame; longer sides stay as they are.
+
+    Args:
+        boxes: ``Tensor[B, 4]`` ``(y0, x0, y1, x1)`` in grid coordinates (any real dtype).
+        grid: ``(h, w)`` positive ints.
+        padding: number >= 0.
+        min_size: number in [0, 1].
+
+    Returns:
+        ``Tensor[B, 4]`` float32, inside ``[0, h] x [0, w]``.
+    """
+    _check_boxes(boxes, "boxes")
+    h, w = _check_grid(grid, "grid")
+    _check_number(padding, "padding", 0.0, math.inf, "a number >= 0 (fraction of the box side)")
+    _check_number(min_size, "min_size", 0.0, 1.0, "a number in [0, 1] (fraction of the frame side)")
     y0, x0, y1, x1 = boxes.float().unbind(1)
     bh, bw = y1 - y0, x1 - x0
     y0, y1 = (y0 - padding * bh).clamp(0, h), (y1 + padding * bh).clamp(0, h)
@@ -113,9 +173,20 @@ def grow_boxes(boxes: Tensor, grid: tuple[int, int], padding: float, min_size: f
 
 
 def round_boxes(boxes: Tensor, grid: tuple[int, int]) -> Tensor:
-    """Round float boxes Tensor[B, 4] outward to integer cells of ``grid``, at least one cell, inside the grid.
-    Returns Tensor[B, 4] int64 (the region the ``slice`` sampler crops for a continuous box)."""
-    h, w = grid
+    """Round float boxes outward to whole cells of ``grid``: the region the ``slice`` sampler crops.
+
+    ``y0 = clamp(floor(y0), 0, h - 1)``, ``y1 = max(clamp(ceil(y1), 1, h), y0 + 1)`` (the same along x), so
+    every box is inside the grid and at least one cell.
+
+    Args:
+        boxes: ``Tensor[B, 4]`` ``(y0, x0, y1, x1)`` in grid coordinates (any real dtype).
+        grid: ``(h, w)`` positive ints.
+
+    Returns:
+        ``Tensor[B, 4]`` int64, end-exclusive, ``0 <= y0 < y1 <= h`` and ``0 <= x0 < x1 <= w``.
+    """
+    _check_boxes(boxes, "boxes")
+    h, w = _check_grid(grid, "grid")
     y0, x0, y1, x1 = boxes.float().unbind(1)
     y0 = y0.floor().clamp(0, h - 1)
     x0 = x0.floor().clamp(0, w - 1)
@@ -131,11 +202,22 @@ def _shift_inside(lo: Tensor, hi: Tensor, size: int) -> tuple[Tensor, Tensor]:
 
 
 def scale_boxes(boxes: Tensor, src: tuple[int, int], dst: tuple[int, int]) -> Tensor:
-    """Map integer boxes Tensor[B, 4] from an ``src = (h, w)`` grid to a ``dst = (H, W)`` grid,
-    rounding outward so the mapped box covers the same region. Returns Tensor[B, 4] int64.
+    """Map integer boxes from an ``src = (h, w)`` grid to a ``dst = (H, W)`` grid, rounding outward so the
+    mapped box covers the same region.
 
-    Exact integer arithmetic: ``floor(y0 * H / h)`` and ``ceil(y1 * H / h)``, no float rounding."""
-    (h, w), (H, W) = src, dst
+    Exact integer arithmetic: ``floor(y0 * H / h)`` and ``ceil(y1 * H / h)`` (clipped to ``H``, at least one
+    cell), no float rounding.
+
+    Args:
+        boxes: ``Tensor[B, 4]`` integer ``(y0, x0, y1, x1)``, end-exclusive, inside ``src``.
+        src: ``(h, w)`` positive ints. dst: ``(H, W)`` positive ints.
+
+    Returns:
+        ``Tensor[B, 4]`` int64 on ``dst``.
+    """
+    _check_boxes(boxes, "boxes", integer=True)
+    h, w = _check_grid(src, "src")
+    H, W = _check_grid(dst, "dst")
     y0, x0, y1, x1 = boxes.long().unbind(1)  # [B] each, non-negative
     y0, x0 = torch.div(y0 * H, h, rounding_mode="floor"), torch.div(x0 * W, w, rounding_mode="floor")
     y1 = -torch.div(-y1 * H, h, rounding_mode="floor")  # ceil
@@ -146,7 +228,18 @@ def scale_boxes(boxes: Tensor, src: tuple[int, int], dst: tuple[int, int]) -> Te
 
 
 def box_iou(a: Tensor, b: Tensor) -> Tensor:
-    """Elementwise IoU of matching boxes Tensor[N, 4] ``(y0, x0, y1, x1)`` (float or int). Returns Tensor[N]."""
+    """Elementwise IoU of matching boxes (not all pairs).
+
+    Args:
+        a, b: ``Tensor[N, 4]`` ``(y0, x0, y1, x1)``, float or integer, the same ``N``.
+
+    Returns:
+        ``Tensor[N]`` float64: ``|a_i & b_i| / |a_i | b_i|``, 0 where the union is empty.
+    """
+    _check_boxes(a, "a")
+    _check_boxes(b, "b")
+    if a.shape != b.shape:
+        raise ValueError(f"b of shape {tuple(b.shape)}: must match a of shape {tuple(a.shape)} (one pair per row)")
     a, b = a.double(), b.double()
     ih = (torch.minimum(a[:, 2], b[:, 2]) - torch.maximum(a[:, 0], b[:, 0])).clamp_min(0)
     iw = (torch.minimum(a[:, 3], b[:, 3]) - torch.maximum(a[:, 1], b[:, 1])).clamp_min(0)
@@ -158,22 +251,29 @@ def box_iou(a: Tensor, b: Tensor) -> Tensor:
 
 
 # ---------------------------------------------------------------------------------------- continuous rules
-RULES = ("threshold", "mass", "moments")  # the rules rule_boxes computes
-
-
 def _pixel_centres(n: int, device: torch.device) -> Tensor:
     """Tensor[n] float: the continuous coordinate of each cell's centre (i + 0.5)."""
     return torch.arange(n, device=device, dtype=torch.float32) + 0.5
 
 
 def threshold_extent(norm: Tensor, threshold: Tensor | float) -> Tensor:
-    """Bounding box of ``norm >= threshold`` on the cells of Tensor[B, h, w] maps in [0, 1], as a float box
-    on cell edges. Returns Tensor[B, 4] float."""
+    """Bounding box of the cells with ``norm >= threshold``, on cell edges.
+
+    Args:
+        norm: ``Tensor[B, h, w]`` floating in [0, 1] with peak 1 (``normalize_attention``).
+        threshold: number in [0, 1], or floating ``Tensor[B]`` (values not checked; above 1 acts as 1).
+
+    Returns:
+        ``Tensor[B, 4]`` float32 ``(y0, x0, y1, x1)``: the first and one past the last row and column holding
+        a selected cell (the peak is always selected).
+    """
+    _check_maps(norm, "norm")
+    _check_threshold(threshold, norm.shape[0], upper_open=False)
     b, h, w = norm.shape
     if isinstance(threshold, Tensor):
         thr = threshold.to(device=norm.device, dtype=norm.dtype).reshape(-1, 1, 1).clamp(max=1.0)
     else:  # a Python number stays a kernel argument: no tensor copied to the device (a sync on CUDA)
-        thr = min(float(threshold), 1.0)
+        thr = float(threshold)
     mask = norm >= thr  # the peak (1.0) is always inside
     rows, cols = mask.any(dim=2), mask.any(dim=1)  # [B, h], [B, w]
     y0 = rows.float().argmax(dim=1)
@@ -204,24 +304,46 @@ def _shortest_interval(weights: Tensor, mass: float) -> tuple[Tensor, Tensor]:
 
 
 def mass_extent(norm: Tensor, mass: float) -> Tensor:
-    """Per axis, the shortest run of cells holding ``mass`` of the attention's marginal on that axis (the
-    map's minimum subtracted, as ``normalize_attention`` does). Tensor[B, h, w] -> Tensor[B, 4] float."""
+    """Per axis, the shortest run of cells holding ``mass`` of the map's marginal on that axis.
+
+    The marginal along y is ``norm.sum(x)`` (and along x ``norm.sum(y)``); a run ``[s, e)`` holds
+    ``sum(marginal[s:e]) / sum(marginal)``. Among the shortest runs holding at least ``mass`` (up to 1e-6),
+    the one holding the most is taken, and among those the first.
+
+    Args:
+        norm: ``Tensor[B, h, w]`` floating, non-negative (``normalize_attention``: the map's minimum
+            subtracted).
+        mass: number in (0, 1].
+
+    Returns:
+        ``Tensor[B, 4]`` float32 ``(y0, x0, y1, x1)`` on cell edges.
+    """
+    _check_maps(norm, "norm")
+    _check_number(mass, "mass", 0.0, 1.0, "a number in (0, 1] (fraction of the attention)", lo_open=True)
     y0, y1 = _shortest_interval(norm.sum(dim=2), mass)
     x0, x1 = _shortest_interval(norm.sum(dim=1), mass)
     return torch.stack([y0, x0, y1, x1], dim=1)
 
 
 def moments_extent(norm: Tensor, sigmas: float, threshold: Tensor | float = 0.0) -> Tensor:
-    """Centre +- ``sigmas`` standard deviations per axis of the attention above ``threshold`` (weights
-    ``max(norm - threshold, 0)``; each cell counted as a unit square, so a uniform map over a box of side L
-    has std L / sqrt(12) and sigmas = sqrt(3) with threshold 0 returns that box).
+    """Centre +- ``sigmas`` standard deviations per axis of the attention above ``threshold``.
+
+    Weights ``max(norm - threshold, 0)``, normalized to sum 1; each cell counts as a unit square (centre
+    ``i + 0.5``, variance ``1/12`` within the cell), so a uniform map over a box of side L has std
+    ``L / sqrt(12)`` and ``sigmas = sqrt(3)`` with threshold 0 returns that box.
 
     Args:
-        norm: Tensor[B, h, w] in [0, 1] (the peak is 1). threshold: scalar or Tensor[B] in [0, 1).
+        norm: ``Tensor[B, h, w]`` floating in [0, 1] with peak 1 (``normalize_attention``).
+        sigmas: number > 0.
+        threshold: number in [0, 1), or floating ``Tensor[B]`` (values not checked).
 
     Returns:
-        Tensor[B, 4] float.
+        ``Tensor[B, 4]`` ``(cy - sigmas * sy, cx - sigmas * sx, cy + sigmas * sy, cx + sigmas * sx)``, float32
+        (float64 for float64 maps); may reach outside the grid (``rule_boxes`` clips it).
     """
+    _check_maps(norm, "norm")
+    _check_number(sigmas, "sigmas", 0.0, math.inf, "a number > 0 (standard deviations)", lo_open=True)
+    _check_threshold(threshold, norm.shape[0], upper_open=True)
     b, h, w = norm.shape
     if isinstance(threshold, Tensor):
         threshold = threshold.to(device=norm.device, dtype=norm.dtype).reshape(-1, 1, 1)
@@ -245,30 +367,36 @@ def rule_boxes(
     min_size: float = 0.0,
 ) -> tuple[Tensor, Tensor]:
     """Continuous boxes from maps on the grid the boxes are wanted in (resize coarse maps first,
-    ``resize_attention``).
+    ``resize_attention``): the rule's extent of the normalized map, grown by ``grow_boxes``.
 
     Args:
-        attention: Tensor[B, h, w] float (e.g. the mean of the M maps, resized to the image grid).
-        rule: ``threshold`` (extent of ``attention >= threshold`` of the map's range), ``mass`` (per axis the
-            shortest run holding ``mass`` of the attention) or ``moments`` (centre +- ``sigmas`` standard
-            deviations of the attention above ``threshold``).
-        threshold: scalar or Tensor[B] in [0, 1] (``threshold`` and ``moments`` rules).
-        mass: fraction in (0, 1] (``mass`` rule). sigmas: > 0 (``moments`` rule).
+        attention: ``Tensor[B, h, w]`` floating (e.g. the mean of the M maps, resized to the image grid).
+        rule: one of ``RULES``: ``threshold`` (``threshold_extent``: extent of ``attention >= threshold`` of
+            the map's range), ``mass`` (``mass_extent``: per axis the shortest run holding ``mass`` of the
+            attention) or ``moments`` (``moments_extent``: centre +- ``sigmas`` standard deviations of the
+            attention above ``threshold``).
+        threshold: number in [0, 1] ([0, 1) for ``moments``), or floating ``Tensor[B]`` (values not checked).
+        mass: number in (0, 1]. sigmas: number > 0. Both are checked whatever the rule.
         padding, min_size: as in ``grow_boxes``.
 
     Returns:
-        (boxes Tensor[B, 4] float on the grid, degenerate Tensor[B] bool); degenerate maps give the whole frame.
+        ``(boxes, degenerate)``: ``boxes`` ``Tensor[B, 4]`` float32 on the grid, inside ``[0, h] x [0, w]``;
+        ``degenerate`` ``Tensor[B]`` bool; degenerate maps give the whole frame.
     """
+    _check_maps(attention, "attention")
+    if rule not in RULES:
+        raise ValueError(f"rule={rule!r}: box rule must be one of {RULES}")
+    _check_threshold(threshold, attention.shape[0], upper_open=rule == "moments")
+    _check_number(mass, "mass", 0.0, 1.0, "a number in (0, 1] (fraction of the attention)", lo_open=True)
+    _check_number(sigmas, "sigmas", 0.0, math.inf, "a number > 0 (standard deviations)", lo_open=True)
     b, h, w = attention.shape
     norm, degenerate = normalize_attention(attention)
     if rule == "threshold":
         boxes = threshold_extent(norm, threshold)
     elif rule == "mass":
         boxes = mass_extent(norm, mass)
-    elif rule == "moments":
-        boxes = moments_extent(norm, sigmas, threshold)
     else:
-        raise ValueError(f"box rule {rule!r}: must be one of {RULES}")
+        boxes = moments_extent(norm, sigmas, threshold)
     y0, x0, y1, x1 = grow_boxes(boxes, (h, w), padding, min_size).unbind(1)
     # Degenerate maps get the whole frame (filled with Python numbers: nothing copied to the device).
     d = degenerate
@@ -277,8 +405,17 @@ def rule_boxes(
 
 
 def box_mask(boxes: Tensor, grid: tuple[int, int]) -> Tensor:
-    """Tensor[B, h, w] bool: cells whose centre lies inside float boxes Tensor[B, 4] on ``grid``."""
-    h, w = grid
+    """The cells whose centre ``(i + 0.5, j + 0.5)`` lies inside each box (``y0 <= i + 0.5 < y1``, same in x).
+
+    Args:
+        boxes: ``Tensor[B, 4]`` ``(y0, x0, y1, x1)`` in grid coordinates (any real dtype).
+        grid: ``(h, w)`` positive ints.
+
+    Returns:
+        ``Tensor[B, h, w]`` bool.
+    """
+    _check_boxes(boxes, "boxes")
+    h, w = _check_grid(grid, "grid")
     ys, xs = _pixel_centres(h, boxes.device), _pixel_centres(w, boxes.device)
     y0, x0, y1, x1 = (v[:, None] for v in boxes.float().unbind(1))
     rows = (ys >= y0) & (ys < y1)  # [B, h]
@@ -286,22 +423,41 @@ def box_mask(boxes: Tensor, grid: tuple[int, int]) -> Tensor:
     return rows[:, :, None] & cols[:, None, :]
 
 
-def region_boxes(attention: Tensor, num_regions: int, **rule_options) -> tuple[Tensor, Tensor]:
-    """The ``num_regions`` most salient regions, greedily: each region's box comes from ``rule_boxes`` on the
-    map with the earlier regions' boxes suppressed (set to the map's minimum), the non-maximum suppression
-    of attention-crop methods. Regions therefore do not share cells except through padding/min_size.
+def region_boxes(
+    attention: Tensor,
+    num_regions: int,
+    rule: str,
+    threshold: Tensor | float = 0.5,
+    mass: float = 0.5,
+    sigmas: float = 1.5,
+    padding: float = 0.0,
+    min_size: float = 0.0,
+) -> tuple[Tensor, Tensor]:
+    """The ``num_regions`` most salient regions, greedily (the non-maximum suppression of attention-crop
+    methods).
+
+    Region 1 is ``rule_boxes`` of the map normalized by ``normalize_attention``; each next region is
+    ``rule_boxes`` of that normalized map with the cells of the earlier boxes (``box_mask``) set to 0, its
+    minimum. Regions therefore do not share cells except through ``padding``/``min_size``.
 
     Args:
-        attention: Tensor[B, h, w]. rule_options: ``rule_boxes`` keywords.
+        attention: ``Tensor[B, h, w]`` floating.
+        num_regions: int >= 1.
+        rule, threshold, mass, sigmas, padding, min_size: as in ``rule_boxes``.
 
     Returns:
-        (boxes Tensor[B, k, 4] float, degenerate Tensor[B, k] bool), most salient first.
+        ``(boxes, degenerate)``: ``boxes`` ``Tensor[B, k, 4]`` float32, ``degenerate`` ``Tensor[B, k]`` bool,
+        most salient first (``k = num_regions``).
     """
+    _check_maps(attention, "attention")
+    if not isinstance(num_regions, numbers.Integral) or isinstance(num_regions, bool) or num_regions < 1:
+        raise ValueError(f"num_regions={num_regions!r}: must be an int >= 1")
     grid = tuple(attention.shape[-2:])
     norm, _ = normalize_attention(attention)
+    options = dict(rule=rule, threshold=threshold, mass=mass, sigmas=sigmas, padding=padding, min_size=min_size)
     boxes, degenerate = [], []
     for _ in range(num_regions):
-        box, flat = rule_boxes(norm, **rule_options)
+        box, flat = rule_boxes(norm, **options)
         boxes.append(box)
         degenerate.append(flat)
         norm = norm.masked_fill(box_mask(box, grid), 0.0)
@@ -309,7 +465,89 @@ def region_boxes(attention: Tensor, num_regions: int, **rule_options) -> tuple[T
 
 
 def scale_float_boxes(boxes: Tensor, src: tuple[int, int], dst: tuple[int, int]) -> Tensor:
-    """Map float boxes Tensor[..., 4] from an ``src = (h, w)`` grid to a ``dst = (H, W)`` grid (same region)."""
-    (h, w), (H, W) = src, dst
+    """Map float boxes from an ``src = (h, w)`` grid to a ``dst = (H, W)`` grid (the same region).
+
+    Args:
+        boxes: ``Tensor[..., 4]`` ``(y0, x0, y1, x1)`` in ``src`` grid coordinates (any real dtype).
+        src: ``(h, w)`` positive ints. dst: ``(H, W)`` positive ints.
+
+    Returns:
+        ``Tensor[..., 4]`` float32: ``y * H / h`` and ``x * W / w``.
+    """
+    if not isinstance(boxes, Tensor) or boxes.dim() < 1 or boxes.shape[-1] != 4:
+        raise ValueError(f"boxes={_describe(boxes)}: must be a Tensor[..., 4] of (y0, x0, y1, x1)")
+    h, w = _check_grid(src, "src")
+    H, W = _check_grid(dst, "dst")
     factor = torch.tensor([H / h, W / w, H / h, W / w], device=boxes.device, dtype=torch.float32)
     return boxes.float() * factor
+
+
+# ---------------------------------------------------------------------------------------- argument checks
+def _describe(value: object) -> str:
+    """A tensor's shape and dtype (never its values), or a short repr of anything else."""
+    if isinstance(value, Tensor):
+        return f"Tensor{list(value.shape)} {value.dtype}"
+    return repr(value)
+
+
+def _check_maps(maps: object, name: str) -> None:
+    """``maps`` must be a floating ``Tensor[B, h, w]`` with ``h, w >= 1``."""
+    if not isinstance(maps, Tensor) or maps.dim() != 3 or maps.shape[1] < 1 or maps.shape[2] < 1:
+        raise ValueError(f"{name}={_describe(maps)}: must be a Tensor[B, h, w] of maps with h, w >= 1")
+    if not maps.is_floating_point():
+        raise ValueError(f"{name}={_describe(maps)}: must have a floating dtype; convert it with .float()")
+
+
+def _check_boxes(boxes: object, name: str, *, integer: bool = False) -> None:
+    """``boxes`` must be a real ``Tensor[N, 4]`` (an integer one if ``integer``)."""
+    if not isinstance(boxes, Tensor) or boxes.dim() != 2 or boxes.shape[1] != 4:
+        raise ValueError(f"{name}={_describe(boxes)}: must be a Tensor[N, 4] of (y0, x0, y1, x1)")
+    if boxes.dtype == torch.bool or boxes.is_complex():
+        raise ValueError(f"{name}={_describe(boxes)}: must have a real (integer or floating) dtype")
+    if integer and boxes.is_floating_point():
+        raise ValueError(f"{name}={_describe(boxes)}: must have an integer dtype; round float boxes (round_boxes)")
+
+
+def _check_grid(grid: object, name: str) -> tuple[int, int]:
+    """``grid`` must be a pair of positive ints (tuple, list or ``torch.Size``); returns it as a tuple."""
+    ok = (
+        isinstance(grid, (tuple, list))
+        and len(grid) == 2
+        and all(isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 1 for v in grid)
+    )
+    if not ok:
+        raise ValueError(f"{name}={grid!r}: must be a pair (h, w) of ints >= 1")
+    return int(grid[0]), int(grid[1])
+
+
+def _check_number(
+    value: object, name: str, lo: float, hi: float, allowed: str, *, lo_open: bool = False
+) -> None:
+    """``value`` must be a real Python/NumPy number (not a tensor, not a bool) in ``[lo, hi]`` (``(lo, hi]``
+    if ``lo_open``)."""
+    ok = (
+        isinstance(value, numbers.Real)
+        and not isinstance(value, bool)
+        and not math.isnan(value)
+        and (lo < value if lo_open else lo <= value)
+        and value <= hi
+        and math.isfinite(value)
+    )
+    if not ok:
+        raise ValueError(f"{name}={value!r}: must be {allowed}")
+
+
+def _check_threshold(threshold: object, batch: int, *, upper_open: bool) -> None:
+    """A number in [0, 1] ([0, 1) if ``upper_open``), or a floating ``Tensor[B]`` / one-element tensor whose
+    values are not read (that would synchronise the device)."""
+    if isinstance(threshold, Tensor):
+        if not threshold.is_floating_point() or threshold.dim() > 1 or threshold.numel() not in (1, batch):
+            raise ValueError(
+                f"threshold={_describe(threshold)}: a threshold tensor must be a floating Tensor[B] (B={batch}) "
+                "or hold one value"
+            )
+        return
+    allowed = "a number in [0, 1) or a Tensor[B]" if upper_open else "a number in [0, 1] or a Tensor[B]"
+    ok = isinstance(threshold, numbers.Real) and not isinstance(threshold, bool) and 0.0 <= threshold <= 1.0
+    if not ok or (upper_open and threshold >= 1.0):
+        raise ValueError(f"threshold={threshold!r}: must be {allowed} (fraction of each map's range)")
