@@ -1,4 +1,6 @@
-"""Evaluation extras (confusion matrix, per-class accuracy, TTA, localization, picture grids) and predict.
+"""Evaluation and prediction through their entry points (``evaluate(cfg)``, ``predict(cfg)``, the scripts):
+metrics, TTA, confusion matrix, per-class accuracy, per-image CSVs, picture grids, refusals; and the pieces
+they are built from (``FGVCModule.predict_step`` under ``trainer.predict``, box CSV cells, figures).
 
 One tiny zoom model is trained once for the module; everything else reuses its checkpoint.
 """
@@ -10,9 +12,12 @@ import json
 from pathlib import Path
 from unittest import mock
 
+import lightning as L
 import pytest
+import timm
 import torch
-from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from matplotlib.figure import Figure
 from PIL import Image
 
 from fgzoom.errors import ConfigError, FGZoomError
@@ -22,17 +27,17 @@ from fgzoom.eval.confusion import (
     confusion_figure,
     confusion_matrix,
     write_confusion_png,
+    write_per_class_csv,
 )
 from fgzoom.eval.figure_callback import log_to_tensorboard
 from fgzoom.eval.figures import dataset_batch, grid_data, grid_figure, save_figure, select_indices
-from fgzoom.eval.localization import localization_metrics
-from fgzoom.eval.predictions import box_cells, box_header, collect_predictions, tta_views, zoom_threshold
+from fgzoom.eval.predictions import box_cells, box_header, gather_predictions, tta_views
 from fgzoom.evaluate import evaluate
 from fgzoom.models.module import FGVCModule
 from fgzoom.ops import crop_resize
 from fgzoom.ops.boxes import box_iou
 from fgzoom.ops.crop_affine import crop_affine
-from fgzoom.predict import predict
+from fgzoom.predict import eval_transform_args, predict
 from fgzoom.runtime import one_line_errors
 from fgzoom.train import train
 from tests.conftest import TINY_SYNTHETIC, compose_config, run_script, tiny_overrides
@@ -85,8 +90,25 @@ def test_eval_metrics_json_has_every_key_in_range(evaluated):
     metrics, out = evaluated
     saved = json.loads((out / "metrics.json").read_text())
     assert saved == pytest.approx(metrics)
-    for key in ("acc", "acc_raw", "acc_zoom", "acc_top5", "acc_macro", "iou_mean", "loc_acc@0.5", "acc_tta"):
+    keys = ("acc", "acc_raw", "acc_zoom", "acc_top5", "acc_macro", "degenerate_frac", "iou_mean", "loc_acc@0.5",
+            "acc_tta")
+    assert set(saved) == {f"test/{key}" for key in (*keys, "loss")}
+    for key in keys:
         assert saved[f"test/{key}"] is not None and 0.0 <= saved[f"test/{key}"] <= 1.0, key
+    assert saved["test/loss"] > 0
+
+
+def test_eval_accuracies_are_those_of_the_predictions_csv(evaluated):
+    """``test/acc`` and ``test/acc_tta`` count the CSV's ``pred`` and ``pred_tta`` columns; TTA (hflip x three
+    thresholds of the default moments boxes) changes the probabilities."""
+    metrics, out = evaluated
+    rows = _rows(out / "test_predictions.csv")
+    header, rows = rows[0], rows[1:]
+    true, pred, pred_tta = (header.index(c) for c in ("true", "pred", "pred_tta"))
+    assert metrics["test/acc"] == pytest.approx(sum(r[true] == r[pred] for r in rows) / len(rows))
+    assert metrics["test/acc_tta"] == pytest.approx(sum(r[true] == r[pred_tta] for r in rows) / len(rows))
+    prob, prob_tta = header.index("prob"), header.index("prob_tta")
+    assert any(abs(float(r[prob]) - float(r[prob_tta])) > 1e-6 for r in rows)
 
 
 def test_eval_confusion_and_per_class_agree_with_the_logged_metrics(evaluated, synthetic_root):
@@ -249,6 +271,41 @@ def test_checkpoint_with_other_class_names_is_refused(trained, tmp_path, synthet
                                tmp_path / "p"))
 
 
+@pytest.mark.parametrize(("overrides", "match"), [
+    (["eval.tta=true", "eval.tta_thresholds=[1.5]"], r"tta_thresholds=\[1.5\]: each threshold must be in \[0, 1\)"),
+    (["eval.tta=true", "eval.tta_hflip=false", "eval.tta_thresholds=[]"], "eval.tta=true needs eval.tta_hflip"),
+    (["eval.num_images=-1"], "eval.num_images=-1: must be >= 0"),
+    (["split=train"], "split='train': must be one of test, val"),
+], ids=["threshold", "no-views", "num-images", "split"])
+def test_bad_eval_options_are_refused(trained, tmp_path, overrides, match):
+    args = [f"ckpt_path={trained / 'checkpoints' / 'last.ckpt'}", "trainer=cpu", "logger=none", *overrides]
+    with pytest.raises(ConfigError, match=match):
+        evaluate(compose_config("eval.yaml", args, tmp_path))
+    assert not (tmp_path / "metrics.json").exists()
+
+
+def test_eval_and_predict_refuse_more_than_one_process(trained, tmp_path, synthetic_root):
+    ckpt = f"ckpt_path={trained / 'checkpoints' / 'last.ckpt'}"
+    with pytest.raises(ConfigError, match=r"eval runs on one device \(2 processes requested\): pass trainer.devices=1"):
+        evaluate(compose_config("eval.yaml", [ckpt, "trainer=ddp_cpu", "logger=none"], tmp_path / "e"))
+    with pytest.raises(ConfigError, match="predict runs on one device"):
+        predict(compose_config("predict.yaml", [ckpt, f"input={synthetic_root / 'test'}", "trainer=ddp_cpu"],
+                               tmp_path / "p"))
+    with pytest.raises(ConfigError, match="top_k=0: must be >= 1"):
+        predict(compose_config("predict.yaml", [ckpt, f"input={synthetic_root / 'test'}", "top_k=0"], tmp_path / "p"))
+
+
+def test_predict_normalization_comes_from_the_checkpoint_else_from_timm():
+    saved = {"image_size": 48, "crop_pct": 1.0, "mean": [0.1, 0.2, 0.3], "std": [0.4, 0.5, 0.6]}
+    args = eval_transform_args(saved, "vit_base_patch16_224")
+    assert args == {"image_size": 48, "crop_pct": 1.0, "resize_mode": "square", "mean": (0.1, 0.2, 0.3),
+                    "std": (0.4, 0.5, 0.6)}
+    # a checkpoint without the numbers: the backbone's own (this one is not normalized like ImageNet)
+    args = eval_transform_args({"image_size": 48}, "vit_base_patch16_224")
+    pretrained = timm.get_pretrained_cfg("vit_base_patch16_224")
+    assert args["mean"] == tuple(pretrained.mean) == (0.5, 0.5, 0.5) and args["std"] == tuple(pretrained.std)
+
+
 def test_predict_reports_a_bad_checkpoint_in_one_line(tmp_path, capsys):
     fake = tmp_path / "fake.ckpt"
     fake.write_text("hello")
@@ -272,36 +329,6 @@ def test_predict_script_reports_a_bad_checkpoint_in_one_line(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------- pieces
-def test_localization_known_answers():
-    gt = torch.tensor([[10.0, 10.0, 20.0, 20.0], [10.0, 10.0, 20.0, 20.0], [0.0, 0.0, 5.0, 5.0]])
-    boxes = torch.tensor([[10, 10, 20, 20], [30, 30, 40, 40], [0, 0, 5, 5]])
-    same = localization_metrics(boxes[:1], gt[:1], torch.tensor([True]))
-    assert same == {"iou_mean": pytest.approx(1.0), "loc_acc@0.5": pytest.approx(1.0)}
-    disjoint = localization_metrics(boxes[1:2], gt[1:2], torch.tensor([True]))
-    assert disjoint == {"iou_mean": 0.0, "loc_acc@0.5": 0.0}
-    mixed = localization_metrics(boxes, gt, torch.tensor([True, True, False]))  # the third has no GT box
-    assert mixed == {"iou_mean": pytest.approx(0.5), "loc_acc@0.5": pytest.approx(0.5)}
-    half = localization_metrics(torch.tensor([[10, 10, 20, 15]]), gt[:1], torch.tensor([True]), iou_threshold=0.6)
-    assert half == {"iou_mean": pytest.approx(0.5), "loc_acc@0.6": 0.0}
-    assert localization_metrics(boxes, gt, torch.zeros(3, dtype=torch.bool)) == {}
-    with pytest.raises(ValueError, match="has_box"):
-        localization_metrics(boxes, gt, torch.ones(2, dtype=torch.bool))
-
-
-def test_localization_scores_region_one_of_k_and_float_boxes():
-    gt = torch.tensor([[10.0, 10.0, 20.0, 20.0], [0.0, 0.0, 5.0, 5.0]])
-    # region 1 (the most salient) is scored; region 2 would be a perfect match and must not count
-    boxes = torch.stack([torch.tensor([[10, 10, 20, 15], [10, 10, 20, 20]]),
-                         torch.tensor([[0, 0, 5, 5], [9, 9, 9, 9]])])  # [N=2, k=2, 4] int
-    both = torch.tensor([True, True])
-    assert localization_metrics(boxes, gt, both) == {"iou_mean": pytest.approx(0.75), "loc_acc@0.5": 1.0}
-    assert localization_metrics(boxes, gt, both) == localization_metrics(boxes[:, 0], gt, both)
-    fractional = torch.tensor([[[10.0, 10.0, 20.0, 12.5]], [[0.0, 0.0, 5.0, 5.0]]])  # [N, 1, 4] float
-    assert localization_metrics(fractional, gt, both) == {"iou_mean": pytest.approx(0.625), "loc_acc@0.5": 0.5}
-    with pytest.raises(ValueError, match=r"\[N, k, 4\]"):
-        localization_metrics(boxes[:1], gt, both[:1])
-
-
 def test_box_columns_for_k_regions_int_and_float():
     one = torch.tensor([[1, 2, 30, 40]])
     assert box_header(one) == ["box1_y0", "box1_x0", "box1_y1", "box1_x1"]
@@ -330,6 +357,16 @@ def test_confusion_png_stays_readable_at_200_classes(tmp_path):
     assert min(_is_png(tmp_path / "cm.png")) > 1500
     small = confusion_figure(matrix[:ANNOTATE_MAX, :ANNOTATE_MAX], names[:ANNOTATE_MAX])
     assert small.axes[0].texts  # small matrices carry their values
+
+
+def test_per_class_accuracy_csv_leaves_a_class_without_samples_empty(tmp_path):
+    probs = torch.tensor([[0.9, 0.1, 0.0], [0.2, 0.8, 0.0], [0.6, 0.4, 0.0], [0.1, 0.0, 0.9]])
+    labels = torch.tensor([0, 1, 1, 0])
+    write_per_class_csv(tmp_path / "per_class.csv", probs, labels, ["a", "b", "c"])
+    assert _rows(tmp_path / "per_class.csv") == [
+        ["class", "n", "acc"], ["a", "2", "0.500000"], ["b", "2", "0.500000"], ["c", "0", ""]
+    ]
+    assert confusion_matrix(probs, labels, 3).tolist() == [[1, 0, 1], [1, 1, 0], [0, 0, 0]]
 
 
 @pytest.mark.parametrize("zoom", [{"level": "image", "mode": "bicubic", "align_corners": True, "size": 40,
@@ -361,31 +398,14 @@ def test_grid_shows_the_zoomed_view_the_model_saw(zoom, datamodule, tmp_path):
     assert _is_png(save_figure(fig, tmp_path / "grid.png"))
 
 
-def test_tta_views_and_threshold_override(datamodule):
-    model = FGVCModule(BACKBONE, CLASSES, datamodule.class_names, zoom={"level": "feature"})
-    views = tta_views(model, hflip=True, thresholds=[0.3, 0.5, 0.7])
-    assert views == [(False, 0.3), (False, 0.5), (False, 0.7), (True, 0.3), (True, 0.5), (True, 0.7)]
-    original = model.net.config
-    with zoom_threshold(model, 0.3):
-        assert model.net.config.threshold == 0.3 and model.net.config.mode == original.mode
-    assert model.net.config is original
-    with pytest.raises(ConfigError, match="tta_thresholds"):
-        tta_views(model, hflip=False, thresholds=[1.5])
-    plain = FGVCModule(BACKBONE, CLASSES, datamodule.class_names, zoom=None)
-    assert tta_views(plain, hflip=True, thresholds=[0.3, 0.5]) == [(False, None), (True, None)]
-
-
-def test_figures_go_to_tensorboard_when_attached():
-    from matplotlib.figure import Figure
-
+def test_figures_go_to_tensorboard_loggers_only(tmp_path):
     fig = Figure(figsize=(2, 1), dpi=50)
     fig.add_subplot().plot([0, 1])
-    tensorboard = mock.create_autospec(TensorBoardLogger, instance=True)
-    assert log_to_tensorboard([mock.Mock(), tensorboard], fig, step=7) == 1
-    (tag, image), kwargs = tensorboard.experiment.add_image.call_args
-    assert image.shape == (50, 100, 3) and image.dtype.name == "uint8"
-    assert kwargs == {"global_step": 7, "dataformats": "HWC"}
-    assert log_to_tensorboard([], fig, step=7) == 0
+    tensorboard = mock.create_autospec(TensorBoardLogger, instance=True)  # the real one needs tensorboard
+    assert log_to_tensorboard([CSVLogger(tmp_path / "csv"), tensorboard], fig, step=7) == 1
+    tensorboard.experiment.add_figure.assert_called_once_with("figures/zoom_grid", fig, global_step=7, close=False)
+    assert log_to_tensorboard([CSVLogger(tmp_path / "csv")], fig, step=7) == 0
+    assert not (tmp_path / "csv").exists()  # other loggers are left alone
 
 
 ZOOM_OPTIONS = {
@@ -445,20 +465,38 @@ def test_grid_draws_every_region_and_float_boxes(zoom, datamodule, tmp_path):
 
 
 @pytest.mark.parametrize("zoom", [ZOOM_OPTIONS["feature-affine-k2"], ZOOM_OPTIONS["image-slice-k2"],
-                                  ZOOM_OPTIONS["feature-learned-k2"]], ids=["affine-k2", "slice-k2", "learned-k2"])
-def test_collect_predictions_with_tta_for_k_regions(zoom, datamodule):
+                                  ZOOM_OPTIONS["feature-learned-k2"], None],
+                         ids=["affine-k2", "slice-k2", "learned-k2", "plain"])
+def test_predict_step_tta_is_the_mean_of_its_views(zoom, datamodule):
+    """``trainer.predict`` over ``predict_step`` with ``set_tta``: ``probs_tta`` is the mean of the views run one
+    by one (image flipped, box threshold passed to the network); thresholds only for the threshold/moments
+    rules; the boxes of k regions and the batch's index and labels come through."""
     torch.manual_seed(0)
     model = FGVCModule(BACKBONE, CLASSES, datamodule.class_names, zoom=zoom)
-    views = tta_views(model, hflip=True, thresholds=[0.3, 0.7])
-    assert len(views) == (4 if model.net.config.box in ("threshold", "moments") else 2)
-    loader = [next(iter(datamodule.test_dataloader()))]  # one batch of 4 is enough
-    preds = collect_predictions(model, loader, device="cpu", tta=views)
-    n, k = preds.num_samples, model.net.config.num_regions
-    assert preds.probs["tta"].shape == (n, CLASSES)
-    assert torch.allclose(preds.probs["tta"].sum(1), torch.ones(n), atol=1e-5)
-    assert preds.boxes.shape == (n, k, 4) and preds.degenerate.shape == (n, k)
-    assert preds.boxes.dtype == (torch.float32 if model.net.config.sampler == "affine" else torch.int64)
-    metrics = localization_metrics(preds.boxes, preds.gt_boxes, preds.has_box)
-    keep = preds.has_box
-    expected = box_iou(preds.boxes[keep, 0].float(), preds.gt_boxes[keep].float()).mean()
-    assert metrics["iou_mean"] == pytest.approx(float(expected))
+    views = tta_views(model, hflip=True, thresholds=[0.1, 0.9])
+    rule = zoom is not None and model.net.config.box in ("threshold", "moments")
+    assert views == ([(False, 0.1), (False, 0.9), (True, 0.1), (True, 0.9)] if rule else [(False, None), (True, None)])
+    model.set_tta(views)
+    loader = torch.utils.data.DataLoader(torch.utils.data.Subset(datamodule.dataset("test"), [0, 4, 8]), batch_size=3)
+    trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
+                        enable_model_summary=False, enable_checkpointing=False)
+    outputs = trainer.predict(model, dataloaders=loader)
+    preds = gather_predictions(outputs)
+    batch = next(iter(loader))
+    model.eval()
+    with torch.inference_mode():
+        runs = [model(batch["image"].flip(-1) if flip else batch["image"], **({} if t is None else {"threshold": t}))
+                for flip, t in views]
+        expected = torch.stack([run["logits"].softmax(-1) for run in runs]).mean(0)
+        assert torch.allclose(preds.probs_tta, expected, atol=1e-6)
+        assert torch.allclose(preds.probs, model(batch["image"])["logits"].softmax(-1), atol=1e-6)
+        assert outputs[0]["loss"] == pytest.approx(float(model.criterion(model(batch["image"]), batch["label"])))
+    if rule:  # the thresholds reach the boxes, so the views differ
+        assert not torch.equal(runs[0]["boxes_image"], runs[1]["boxes_image"])
+    assert torch.equal(preds.index, batch["index"]) and torch.equal(preds.labels, batch["label"])
+    if zoom is None:
+        assert preds.boxes is None
+    else:
+        k = model.net.config.num_regions
+        assert preds.boxes.shape == (3, k, 4)
+        assert preds.boxes.dtype == (torch.float32 if model.net.config.sampler == "affine" else torch.int64)

@@ -102,13 +102,15 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, syn
     overrides = [*tiny_overrides(synthetic_root), "model=plain", "trainer.max_epochs=2"]
     from fgzoom.models.module import FGVCModule
 
-    loss_of = FGVCModule._loss
+    forward = FGVCModule.forward
 
-    def poisoned(self, out, labels):  # the second epoch diverges
-        loss = loss_of(self, out, labels)
-        return loss * float("nan") if self.training and self.current_epoch == 1 else loss
+    def poisoned(self, images, **options):  # the second epoch diverges
+        out = forward(self, images, **options)
+        if self.training and self.current_epoch == 1:
+            out = {**out, "logits_raw": out["logits_raw"] * float("nan")}
+        return out
 
-    monkeypatch.setattr(FGVCModule, "_loss", poisoned)
+    monkeypatch.setattr(FGVCModule, "forward", poisoned)
     with pytest.raises(NonFiniteLossError, match="training loss is nan at epoch 1.*last.ckpt"):
         train(compose_config("train.yaml", overrides, run))
     last = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)

@@ -17,7 +17,10 @@ def test_fast_dev_run(model, tmp_path, synthetic_root):
     overrides = [o for o in tiny_overrides(synthetic_root) if not o.startswith("callbacks.")]
     cfg = compose_config("train.yaml", [*overrides, f"model={model}", "debug=fast"], tmp_path / "run")
     metrics = train(cfg)
-    assert "test/acc" in metrics and "val/acc" in metrics
+    zoom_keys = {f"{split}/{key}" for split in ("val", "test") for key in ("acc_raw", "acc_zoom", "degenerate_frac")}
+    assert zoom_keys <= set(metrics) if model == "zoom" else not zoom_keys & set(metrics)
+    assert all(0.0 <= metrics[f"{split}/{key}"] <= 1.0 for split in ("val", "test") for key in ("acc", "acc_macro"))
+    assert not (tmp_path / "run" / "checkpoints").exists()  # a dev run saves nothing
 
 
 def test_train_writes_outputs_and_eval_reads_the_checkpoint(tmp_path, synthetic_root):
@@ -43,7 +46,9 @@ def test_train_writes_outputs_and_eval_reads_the_checkpoint(tmp_path, synthetic_
         eval_dir,
     )
     eval_metrics = evaluate(eval_cfg)
-    assert 0.0 <= eval_metrics["test/acc"] <= 1.0
+    # one epoch: the best checkpoint is the last one, so eval reproduces training's test metrics
+    for key in ("test/acc", "test/acc_zoom", "test/loss"):
+        assert eval_metrics[key] == pytest.approx(saved[key], abs=1e-6), key
     assert json.loads((eval_dir / "metrics.json").read_text())["test/acc"] == pytest.approx(eval_metrics["test/acc"])
 
 

@@ -34,7 +34,8 @@ def test_forward_backward_every_mode_and_level(level, mode, align_corners, antia
     zoom = ZoomConfig(level=level, mode=mode, align_corners=align_corners, antialias=antialias, sampler="slice")
     net = ZoomNet(BackboneConfig("resnet18"), zoom, num_classes=5)
     x = torch.randn(3, 3, 64, 64)
-    out = net(x, drop=True, return_zoomed=True)
+    net.attention_drop = True  # the module sets it when model.loss.drop > 0
+    out = net(x, return_zoomed=True)
     assert out["logits"].shape == out["logits_raw"].shape == out["logits_zoom"].shape == (3, 5)
     assert out["boxes"].dtype == torch.int64 and out["boxes_image"].shape == (3, 4)
     grid = (4, 4) if level == "feature" else (64, 64)  # resnet stage -2 has stride 16
@@ -78,16 +79,45 @@ def test_degenerate_attention_falls_back_to_the_whole_frame():
 
 def test_threshold_is_random_in_training_and_fixed_in_eval():
     net = ZoomNet(BackboneConfig("resnet18"), ZoomConfig(threshold_range=(0.2, 0.8)), num_classes=3)
-    t = net._thresholds(64, torch.device("cpu"))
+    t = net.thresholds(64, torch.device("cpu"))
     assert isinstance(t, torch.Tensor) and 0.2 <= t.min() and t.max() <= 0.8 and t.std() > 0
     net.eval()
-    assert net._thresholds(64, torch.device("cpu")) == 0.5
+    assert net.thresholds(64, torch.device("cpu")) == 0.5
 
 
-def test_fusion_is_the_mean_of_probabilities():
-    raw, zoom = torch.tensor([[2.0, 0.0]]), torch.tensor([[0.0, 1.0]])
-    expected = (raw.softmax(-1) + zoom.softmax(-1)) / 2
-    assert torch.allclose(fuse(raw, zoom, "mean_prob").exp(), expected)
+def test_threshold_argument_overrides_theta_for_one_call():
+    """A higher theta keeps less of the attention: the threshold rule's box can only shrink."""
+    torch.manual_seed(0)
+    zoom = ZoomConfig(box="threshold", threshold_range=None, min_size=0.0, box_warmup=0.0)
+    net = ZoomNet(BackboneConfig("resnet18"), zoom, num_classes=3).eval()
+    x = torch.randn(4, 3, 64, 64)
+    loose, tight, default = net(x, threshold=0.05), net(x, threshold=0.95), net(x)
+    area = lambda b: (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])  # noqa: E731
+    assert (area(tight["boxes_image"]) <= area(loose["boxes_image"])).all()
+    assert (area(tight["boxes_image"]) < area(loose["boxes_image"])).any()
+    assert torch.equal(default["boxes_image"], net(x, threshold=0.5)["boxes_image"])
+
+
+@pytest.mark.parametrize("fusion", ["mean_prob", "mean_logit", "raw", "zoom"])
+def test_every_fusion_returns_log_probabilities_that_follow_its_branches(fusion):
+    torch.manual_seed(0)
+    net = ZoomNet(BackboneConfig("resnet10t"), ZoomConfig(fusion=fusion), num_classes=6).eval()
+    out = net(torch.randn(8, 3, 64, 64))
+    assert torch.allclose(out["logits"].logsumexp(-1), torch.zeros(8), atol=1e-5)  # log-probabilities
+    raw, zoom = out["logits_raw"].softmax(-1), out["logits_zoom"].softmax(-1)
+    expected = {
+        "mean_prob": (raw + zoom) / 2,
+        "mean_logit": ((out["logits_raw"] + out["logits_zoom"]) / 2).softmax(-1),
+        "raw": raw,
+        "zoom": zoom,
+    }[fusion]
+    assert torch.allclose(out["logits"].exp(), expected, atol=1e-6)
+
+
+def test_confident_branch_decides_the_mean_prob_fusion():
+    unsure_raw, confident_zoom = torch.tensor([[0.2, 0.0, 0.0]]), torch.tensor([[0.0, 6.0, 0.0]])
+    assert fuse(unsure_raw, confident_zoom, "mean_prob").argmax().item() == 1
+    assert fuse(unsure_raw, confident_zoom, "raw").argmax().item() == 0
 
 
 @pytest.mark.parametrize(
@@ -109,8 +139,16 @@ def test_zoom_config_errors_name_the_key(change, message):
 
 
 def test_unknown_zoom_key_is_rejected():
-    with pytest.raises(ConfigError, match=r"model.zoom: unknown keys \['mdoe'\]"):
-        ZoomConfig.from_dict({"mdoe": "bilinear"})
+    with pytest.raises(ConfigError, match=r"model.zoom.mdoe: unknown key; valid keys of model.zoom: level, "):
+        FGVCModule(backbone={"name": "resnet10t"}, num_classes=3, zoom={"mdoe": "bilinear"})
+
+
+def test_unknown_backbone_key_is_one_line_before_anything_is_built(tmp_path, synthetic_root):
+    from fgzoom.runtime import validate_config
+
+    cfg = compose_config("train.yaml", [*tiny_overrides(synthetic_root), "+model.backbone.foo=1"], tmp_path)
+    with pytest.raises(ConfigError, match=r"model.backbone.foo: unknown key; valid keys of model.backbone: name, "):
+        validate_config(cfg)
 
 
 def test_center_loss_and_drop_branch_train(tmp_path, synthetic_root):
@@ -118,9 +156,12 @@ def test_center_loss_and_drop_branch_train(tmp_path, synthetic_root):
                         loss={"drop": 1.0, "center": 0.5})
     batch = {"image": torch.randn(4, 3, 48, 48), "label": torch.tensor([0, 1, 2, 3])}
     module.train()
-    loss = module._step(batch, "train")
+    out = module(batch["image"])
+    assert "logits_drop" in out  # model.loss.drop > 0 switches the attention-drop branch on
+    loss = module.criterion(out, batch["label"])
     loss.backward()
-    assert torch.isfinite(loss) and module.centers.abs().sum() > 0
+    assert torch.isfinite(loss) and module.criterion.centers.abs().sum() > 0
+    assert "criterion.centers" in module.state_dict()
 
 
 @pytest.mark.parametrize("level", ["feature", "image"])

@@ -1,17 +1,21 @@
-"""File writing that a kill cannot corrupt (checkpoints, metrics.json): a temporary file beside the
-target, flushed to disk, then renamed over it."""
+"""Checkpoint files: writing that a kill cannot corrupt (checkpoints, metrics.json: a temporary file beside
+the target, flushed to disk, then renamed over it), and reading an fgzoom checkpoint back for eval and predict
+(its ``fgzoom`` entry, the model, a check of its class names), each failure one ``ConfigError`` line."""
 
 from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
 import torch
 from lightning.fabric.utilities.types import _PATH
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from fgzoom.errors import ConfigError
+from fgzoom.models.module import FGVCModule
 
 
 @contextlib.contextmanager
@@ -45,3 +49,36 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             return super().save_checkpoint(checkpoint, path, storage_options)
         with atomic_write(Path(path)) as f:
             torch.save(checkpoint, f)
+
+
+def read_checkpoint_meta(path: str) -> dict:
+    """The ``fgzoom`` entry of the checkpoint at ``path``: ``class_names``, ``config`` (the run's resolved
+    config) and ``progress``. Raises ConfigError when the file is not a readable fgzoom checkpoint."""
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:
+        raise ConfigError(f"ckpt_path={path}: not a readable checkpoint ({type(e).__name__}: {e})") from e
+    meta = checkpoint.get("fgzoom") if isinstance(checkpoint, dict) else None
+    if not meta or "hyper_parameters" not in checkpoint:
+        raise ConfigError(f"ckpt_path={path}: not an fgzoom checkpoint (no model config inside)")
+    return meta
+
+
+def load_model(path: str) -> FGVCModule:
+    """Rebuild the LightningModule stored in ``path`` on the CPU (no pretrained download: the weights come
+    from the file). Raises ConfigError when the weights do not fit the model the checkpoint describes."""
+    try:
+        return FGVCModule.load_from_checkpoint(path, map_location="cpu", weights_only=False)
+    except (RuntimeError, KeyError, TypeError, ValueError) as e:
+        first = str(e).strip().splitlines()[0][:300]
+        raise ConfigError(f"ckpt_path={path}: does not match the model it describes ({first})") from e
+
+
+def check_class_names(path: str, trained: Sequence[str] | None, other: Sequence[str], what: str) -> None:
+    """Raise a one-line ConfigError when the checkpoint's class names ``trained`` differ from ``other`` (the
+    class names of ``what``, e.g. the data); None (a checkpoint without names) passes."""
+    if trained is not None and list(trained) != list(other):
+        raise ConfigError(
+            f"ckpt_path={path}: trained on {len(trained)} classes ({list(trained)[:3]}...), {what} has "
+            f"{len(other)} ({list(other)[:3]}...); pass the data it was trained on"
+        )

@@ -7,7 +7,8 @@ file): integers for ``sampler=slice``, 2 decimals for ``sampler=affine``.
 
 The model, its class names and the eval transform (``image_size``, ``crop_pct``, ``resize_mode``, ``mean``,
 ``std`` of the run's ``data`` config) all come from the checkpoint, so an image gets exactly the
-preprocessing ``scripts/eval.py`` gives it.
+preprocessing ``scripts/eval.py`` gives it. The images run through ``trainer.predict``
+(``FGVCModule.predict_step``) on the device ``trainer.*`` selects.
 """
 
 from __future__ import annotations
@@ -17,19 +18,22 @@ import inspect
 import logging
 from pathlib import Path
 
-import torch
+import hydra
+import lightning as L
+import timm
 from omegaconf import DictConfig
-from torch.utils.data import DataLoader
+from timm.data import resolve_data_config
+from torch.utils.data import DataLoader, default_collate
 
+from fgzoom.checkpoint_io import check_class_names, load_model, read_checkpoint_meta
 from fgzoom.data.datamodule import FGVCDataModule
 from fgzoom.data.dataset import BadImageError, FGVCDataset, load_rgb
 from fgzoom.data.index import Sample
 from fgzoom.data.readers.imagefolder import IMAGE_EXTENSIONS
 from fgzoom.data.transforms import build_transforms
 from fgzoom.errors import ConfigError
-from fgzoom.eval.figures import grid_data, grid_figure, save_figure
-from fgzoom.eval.predictions import box_cells, box_header, collect_predictions
-from fgzoom.evaluate import check_class_names, load_model, read_checkpoint_meta
+from fgzoom.eval.figure_callback import PredictionFigures
+from fgzoom.eval.predictions import box_cells, box_header, check_one_device, gather_predictions
 from fgzoom.runtime import resolve_ckpt_path
 
 log = logging.getLogger("fgzoom.predict")
@@ -38,12 +42,25 @@ ON_BAD_IMAGE = ("error", "skip")
 TRANSFORM_KEYS = ("image_size", "crop_pct", "resize_mode", "mean", "std")
 
 
-def eval_transform_args(data: dict) -> dict:
-    """The eval-transform arguments of a saved ``data`` config, with FGVCDataModule's defaults for missing keys."""
+def backbone_normalization(name: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(mean, std) of the timm backbone ``name``: its pretrained config, resolved by timm (timm's default
+    for a backbone without one)."""
+    pretrained = timm.get_pretrained_cfg(name)
+    config = resolve_data_config({}, pretrained_cfg=pretrained.to_dict() if pretrained else {"architecture": name})
+    return tuple(config["mean"]), tuple(config["std"])
+
+
+def eval_transform_args(data: dict, backbone: str) -> dict:
+    """The eval-transform arguments of a saved ``data`` config, with FGVCDataModule's defaults for missing
+    keys. The normalization is the one saved (training records the numbers it used); a checkpoint without it
+    gets the backbone's timm normalization (:func:`backbone_normalization`)."""
     defaults = {k: p.default for k, p in inspect.signature(FGVCDataModule.__init__).parameters.items()}
     args = {k: data.get(k, defaults[k]) for k in TRANSFORM_KEYS}
-    args["mean"] = tuple(args["mean"]) if args["mean"] is not None else (0.485, 0.456, 0.406)
-    args["std"] = tuple(args["std"]) if args["std"] is not None else (0.229, 0.224, 0.225)
+    if args["mean"] is None or args["std"] is None:
+        mean, std = backbone_normalization(backbone)
+        args["mean"] = mean if args["mean"] is None else args["mean"]
+        args["std"] = std if args["std"] is None else args["std"]
+    args["mean"], args["std"] = tuple(args["mean"]), tuple(args["std"])
     return args
 
 
@@ -86,29 +103,26 @@ def _first_reason(error: BadImageError) -> str:
     return last.split("; ", 1)[0]
 
 
-def _device(name: str | None) -> torch.device:
-    if name is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        return torch.device(str(name))
-    except RuntimeError as e:
-        raise ConfigError(f"device={name!r}: not a torch device (cpu, cuda, cuda:1, ...)") from e
+def collate_unlabelled(items: list[dict]) -> dict:
+    """Batch the ``image`` and ``index`` of dataset items: files to predict have no label or box."""
+    return default_collate([{"image": item["image"], "index": item["index"]} for item in items])
+
+
+def check_predict_options(cfg: DictConfig) -> None:
+    """Validate ``top_k``, ``on_bad_image``, ``batch_size``, ``num_workers`` (defaults in configs/predict.yaml)."""
+    if int(cfg.top_k) < 1:
+        raise ConfigError(f"top_k={cfg.top_k}: must be >= 1")
+    if cfg.on_bad_image not in ON_BAD_IMAGE:
+        raise ConfigError(f"on_bad_image={cfg.on_bad_image!r}: must be one of {ON_BAD_IMAGE}")
+    if int(cfg.batch_size) < 1 or int(cfg.num_workers) < 0:
+        raise ConfigError(f"batch_size={cfg.batch_size}, num_workers={cfg.num_workers}: need >= 1 and >= 0")
 
 
 def predict(cfg: DictConfig) -> Path:
     """Classify ``cfg.input`` with ``cfg.ckpt_path``; write ``<run>/predictions.csv`` (module docstring; and
     ``figures/`` with ``figures=true``). Returns the CSV path."""
     output_dir = Path(cfg.paths.output_dir)
-    top_k = int(cfg.get("top_k", 5))
-    if top_k < 1:
-        raise ConfigError(f"top_k={top_k}: must be >= 1")
-    on_bad_image = cfg.get("on_bad_image", "error")
-    if on_bad_image not in ON_BAD_IMAGE:
-        raise ConfigError(f"on_bad_image={on_bad_image!r}: must be one of {ON_BAD_IMAGE}")
-    batch_size, num_workers = int(cfg.get("batch_size", 32)), int(cfg.get("num_workers", 0))
-    if batch_size < 1 or num_workers < 0:
-        raise ConfigError(f"batch_size={batch_size}, num_workers={num_workers}: need >= 1 and >= 0")
-    device = _device(cfg.get("device"))
+    check_predict_options(cfg)
     path = resolve_ckpt_path(cfg.ckpt_path, str(output_dir))
     meta = read_checkpoint_meta(path)
     data = (meta.get("config") or {}).get("data")
@@ -120,20 +134,27 @@ def predict(cfg: DictConfig) -> Path:
         raise ConfigError(f"ckpt_path={path}: holds no class names")
     check_class_names(path, model.hparams.class_names, names, "its fgzoom entry")
     files = list_images(cfg.input)
-    if on_bad_image == "skip":
+    if cfg.on_bad_image == "skip":
         files = _readable(files)
-    transform_args = eval_transform_args(data)
+    transform_args = eval_transform_args(data, model.hparams.backbone["name"])
     dataset = FGVCDataset([Sample(p, -1) for p in files], build_transforms(train=False, **transform_args))
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    loader = DataLoader(dataset, batch_size=int(cfg.batch_size), shuffle=False, num_workers=int(cfg.num_workers),
+                        collate_fn=collate_unlabelled)
+    callbacks = []
+    if cfg.figures:
+        callbacks.append(PredictionFigures(output_dir / "figures", files, names, transform_args["mean"],
+                                           transform_args["std"]))
+    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, logger=False, callbacks=callbacks)
+    check_one_device(trainer, "predict")
     try:
-        preds = collect_predictions(model, loader, device=device)
+        preds = gather_predictions(trainer.predict(model, dataloaders=loader))
     except BadImageError as e:  # also when re-raised from a DataLoader worker (message = its traceback)
         raise BadImageError(
             f"{_first_reason(e)}; replace or remove the file, or pass on_bad_image=skip"
         ) from e
 
-    k = min(top_k, len(names))
-    top = preds.probs["fused"].topk(k, dim=1)
+    k = min(int(cfg.top_k), len(names))
+    top = preds.probs.topk(k, dim=1)
     output_dir.mkdir(parents=True, exist_ok=True)
     csv_path = output_dir / "predictions.csv"
     with csv_path.open("w", newline="") as f:
@@ -145,31 +166,6 @@ def predict(cfg: DictConfig) -> Path:
             writer.writerow([str(files[i]), *[c for c_idx, p in pairs for c in (names[c_idx], f"{p:.6f}")],
                              *box_cells(preds.boxes, row)])
     log.info("wrote %s (%d images, top-%d)", csv_path, len(files), k)
-    if cfg.get("figures", False):
-        write_figures(model, dataset, files, names, transform_args, output_dir / "figures", batch_size)
+    if cfg.figures:
+        log.info("wrote %d figures to %s", len(files), output_dir / "figures")
     return csv_path
-
-
-def write_figures(
-    model,
-    dataset: FGVCDataset,
-    files: list[Path],
-    names: list[str],
-    transform_args: dict,
-    folder: Path,
-    batch_size: int,
-) -> None:
-    """One picture per image (attention, the zoom boxes and zoomed view; the class only for the plain model)."""
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
-    for batch in loader:
-        data = grid_data(model, {"image": batch["image"]})
-        for row, i in enumerate(batch["index"].tolist()):
-            fig = grid_figure(
-                data.select([row]),
-                names,
-                transform_args["mean"],
-                transform_args["std"],
-                title=f"{files[i].parent.name}/{files[i].name}",
-            )
-            save_figure(fig, folder / f"{i:05d}_{files[i].stem}.png")
-    log.info("wrote %d figures to %s", len(files), folder)

@@ -22,6 +22,8 @@ from fgzoom.checkpoint_io import atomic_write
 from fgzoom.data.readers import GENERATED
 from fgzoom.errors import ConfigError, FGZoomError
 from fgzoom.models.backbone import BackboneConfig, check_pretrained_available
+from fgzoom.models.loss import FGVCLoss
+from fgzoom.models.options import config_from
 from fgzoom.models.zoom import ZoomConfig
 
 log = logging.getLogger("fgzoom")
@@ -35,15 +37,11 @@ def validate_config(cfg: DictConfig) -> None:
     except MissingMandatoryValue as e:
         key = e.full_key or str(e)
         raise ConfigError(f"{key} is required: pass {key}=... on the command line") from e
-    if model:
-        backbone = BackboneConfig(**model.get("backbone", {}))
-        check_pretrained_available(backbone)
-        zoom = ZoomConfig.from_dict(model["zoom"]) if model.get("zoom") is not None else None
-        if zoom is not None:
-            info = timm.create_model(model["backbone"]["name"], pretrained=False, num_classes=0).feature_info
-            from fgzoom.models.backbone import resolve_stage
-
-            resolve_stage(zoom.stage, len(info), model["backbone"]["name"], zoom.level == "feature")
+    if model:  # the typed configs check their values; the split checks model.zoom.stage when it is built
+        check_pretrained_available(config_from(BackboneConfig, model.get("backbone") or {}, "model.backbone"))
+        if model.get("zoom") is not None:
+            config_from(ZoomConfig, model["zoom"], "model.zoom")
+        FGVCLoss(model.get("loss"), num_classes=1)
     if data and data.get("dataset") not in GENERATED:
         root = data.get("root")
         if root is None:

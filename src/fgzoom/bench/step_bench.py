@@ -109,8 +109,7 @@ def bench_train_step(
 
     def step(module: FGVCModule, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler) -> None:
         with torch.autocast(device_t.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-            out = module.net(x) if not module.is_zoom else module.net(x, drop=False)
-            loss = module._loss(out, y)
+            loss = module.criterion(module(x), y)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(optimizer)

@@ -245,6 +245,3 @@ class FGVCDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test")
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader("test")

@@ -1,6 +1,6 @@
-"""Confusion matrix and per-class accuracy: torchmetrics computes, these write CSV and a PNG that stays
-readable at a few hundred classes (no cell text above ``ANNOTATE_MAX`` classes, thinned small tick
-labels, row-normalized colours with a colorbar)."""
+"""Confusion matrix and per-class accuracy: torchmetrics computes (``MulticlassConfusionMatrix``,
+``MulticlassAccuracy``), these write CSV and a PNG that stays readable at a few hundred classes (no cell text
+above ``ANNOTATE_MAX`` classes, thinned small tick labels, row-normalized colours with a colorbar)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import torch
 from matplotlib.colors import Normalize, PowerNorm
 from matplotlib.figure import Figure
 from torch import Tensor
-from torchmetrics.classification import MulticlassConfusionMatrix
+from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 ANNOTATE_MAX = 30  # write the value in each cell up to this many classes
 MAX_TICKS = 50  # tick labels per axis at most; every k-th class above that
@@ -22,20 +22,16 @@ MAX_TICKS = 50  # tick labels per axis at most; every k-th class above that
 def confusion_matrix(probs: Tensor, labels: Tensor, num_classes: int) -> Tensor:
     """Counts Tensor[K, K] int64: row = true class, column = predicted class (argmax of ``probs`` [N, K])."""
     metric = MulticlassConfusionMatrix(num_classes=num_classes, normalize="none")
-    metric.update(probs.argmax(dim=1), labels)
-    return metric.compute().long()
+    return metric(probs, labels).long()
 
 
-def per_class_accuracy(matrix: Tensor) -> tuple[Tensor, Tensor]:
-    """(n Tensor[K] int64, accuracy Tensor[K] float64 with NaN for classes without samples)."""
-    n = matrix.sum(dim=1)
-    correct = matrix.diagonal()
-    acc = torch.where(
-        n > 0,
-        correct.double() / n.clamp_min(1).double(),
-        torch.full_like(n, float("nan"), dtype=torch.float64),
-    )
-    return n, acc
+def per_class_accuracy(probs: Tensor, labels: Tensor, num_classes: int) -> tuple[Tensor, Tensor]:
+    """Samples per class Tensor[K] int64 and top-1 accuracy per class Tensor[K] float64 (torchmetrics'
+    ``MulticlassAccuracy(average="none")``; NaN for a class without samples) of ``probs`` [N, K] against
+    ``labels`` [N]."""
+    n = torch.bincount(labels, minlength=num_classes)
+    acc = MulticlassAccuracy(num_classes, top_k=1, average="none")(probs, labels).double()
+    return n, acc.masked_fill(n == 0, math.nan)
 
 
 def write_confusion_csv(path: Path, matrix: Tensor, class_names: Sequence[str]) -> None:
@@ -48,9 +44,9 @@ def write_confusion_csv(path: Path, matrix: Tensor, class_names: Sequence[str]) 
             writer.writerow([name, *row])
 
 
-def write_per_class_csv(path: Path, matrix: Tensor, class_names: Sequence[str]) -> None:
-    """Rows ``class, n, acc`` (acc empty for a class with no samples)."""
-    n, acc = per_class_accuracy(matrix)
+def write_per_class_csv(path: Path, probs: Tensor, labels: Tensor, class_names: Sequence[str]) -> None:
+    """Rows ``class, n, acc`` (:func:`per_class_accuracy`; acc empty for a class with no samples)."""
+    n, acc = per_class_accuracy(probs, labels, len(class_names))
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="") as f:
         writer = csv.writer(f)

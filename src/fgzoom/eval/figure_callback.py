@@ -1,4 +1,5 @@
-"""A Lightning Callback that draws the attention/zoom grid on validation images during training."""
+"""Lightning Callbacks that draw the attention/zoom pictures: the grid on validation images during training
+(:class:`ZoomFigures`), one picture per image during ``trainer.predict`` (:class:`PredictionFigures`)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.trainer.states import TrainerFn
 
 from fgzoom.errors import ConfigError
-from fgzoom.eval.figures import figure_to_array, save_figure, select_indices, zoom_grid, zoom_title
+from fgzoom.eval.figures import grid_data, grid_figure, save_figure, select_indices, zoom_grid
 
 log = logging.getLogger(__name__)
 
@@ -18,8 +19,9 @@ log = logging.getLogger(__name__)
 class ZoomFigures(L.Callback):
     """Every ``every_n_epochs`` training epochs and after the last one, after validation, write ``<dirpath>/epoch{NNN}.png``: the
     grid of :func:`fgzoom.eval.figures.grid_figure` on ``num_images`` fixed images of ``split`` (eval
-    transform; every zoom option: all k boxes, integer or fractional, and the zoomed views), and add it to TensorBoard when a TensorBoardLogger is attached. Runs on global rank 0
-    only, during ``fit`` only.
+    transform; every zoom option: all k boxes, integer or fractional, and the zoomed views), and add it to
+    every attached TensorBoardLogger (:func:`log_to_tensorboard`). Runs on global rank 0 only, during ``fit``
+    only.
 
     Args:
         dirpath: output folder (``${paths.output_dir}/figures``).
@@ -70,21 +72,44 @@ class ZoomFigures(L.Callback):
         names = datamodule.class_names
         mean, std = datamodule.transform_args["mean"], datamodule.transform_args["std"]
         epoch = trainer.current_epoch
-        title = f"epoch {epoch}: {self.split} images"
-        if getattr(pl_module, "is_zoom", False):
-            title += f" ({zoom_title(pl_module.net.config)})"
-        fig = zoom_grid(pl_module, dataset, indices, names, mean, std, title)
+        fig = zoom_grid(pl_module, dataset, indices, names, mean, std, f"epoch {epoch}: {self.split} images")
         path = save_figure(fig, self.dirpath / f"epoch{epoch:03d}.png")
         log.info("zoom_figures: wrote %s", path)
         log_to_tensorboard(trainer.loggers, fig, trainer.global_step)
 
 
 def log_to_tensorboard(loggers, fig, step: int, tag: str = "figures/zoom_grid") -> int:
-    """Add ``fig`` as an image to every TensorBoardLogger in ``loggers``; returns how many got it."""
+    """Add ``fig`` to every TensorBoardLogger in ``loggers`` (its ``SummaryWriter.add_figure``); other loggers
+    are left alone. Returns how many got it."""
     tensorboards = [lg for lg in loggers if isinstance(lg, TensorBoardLogger)]
-    if not tensorboards:
-        return 0
-    image = figure_to_array(fig)
     for logger in tensorboards:
-        logger.experiment.add_image(tag, image, global_step=step, dataformats="HWC")
+        logger.experiment.add_figure(tag, fig, global_step=step, close=False)
     return len(tensorboards)
+
+
+class PredictionFigures(L.Callback):
+    """During ``trainer.predict``, for each batch, write one picture per image (:func:`grid_figure`: attention,
+    zoom boxes and zoomed view; the plain model's picture has the predicted class only) to
+    ``<dirpath>/<NNNNN>_<file stem>.png``, ``NNNNN`` the image's ``index`` in ``files``.
+
+    Args:
+        dirpath: output folder.
+        files: the image files, in dataset order (the batch's ``index`` points into it).
+        class_names: K class names.
+        mean, std: the normalization of the images (to show real colours).
+    """
+
+    def __init__(self, dirpath: str | Path, files: list[Path], class_names: list[str], mean, std) -> None:
+        self.dirpath = Path(dirpath)
+        self.files = files
+        self.class_names = class_names
+        self.mean, self.std = mean, std
+
+    def on_predict_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch: dict,
+                             batch_idx: int, dataloader_idx: int = 0) -> None:
+        data = grid_data(pl_module, {"image": batch["image"]})
+        for row, i in enumerate(batch["index"].tolist()):
+            path = self.files[i]
+            fig = grid_figure(data.select([row]), self.class_names, self.mean, self.std,
+                              title=f"{path.parent.name}/{path.name}")
+            save_figure(fig, self.dirpath / f"{i:05d}_{path.stem}.png")

@@ -131,10 +131,10 @@ def grid_data(model: nn.Module, batch: dict[str, Tensor]) -> GridData:
     net = getattr(model, "net", model)
     device = next(net.parameters()).device
     images = batch["image"].to(device)
+    config = getattr(net, "config", None)  # the zoom settings: sampler, mode, level of the zoomed panel
     was_training = net.training
     net.eval()
     try:
-        config = getattr(net, "config", None)
         out = net(images, return_zoomed=True) if config is not None else net(images)
     finally:
         net.train(was_training)
@@ -145,7 +145,7 @@ def grid_data(model: nn.Module, batch: dict[str, Tensor]) -> GridData:
         gt_boxes=batch["box"].cpu() if "box" in batch else None,
         has_box=batch["has_box"].cpu() if "has_box" in batch else None,
     )
-    if config is None:
+    if "boxes_image" not in out:  # a network that does not zoom: images and classes only
         return data
     grid = tuple(images.shape[-2:])
     boxes = out["boxes_image"]
@@ -238,7 +238,6 @@ def grid_figure(
     mean: Sequence[float],
     std: Sequence[float],
     title: str = "",
-    names: Sequence[str] | None = None,
 ) -> Figure:
     """Draw :class:`GridData` as a matplotlib Figure (no pyplot state).
 
@@ -246,7 +245,6 @@ def grid_figure(
         class_names: K names for predicted/true labels.
         mean, std: the normalization of ``data.images`` (to show real colours).
         title: figure title.
-        names: optional per-image caption (e.g. the file name in predict).
     """
     n = data.images.shape[0]
     zoom = data.attention is not None
@@ -255,7 +253,7 @@ def grid_figure(
     rows = math.ceil(n / cells_per_row)
     cols = cells_per_row * per_cell
     # a fixed layout (inches) instead of a layout engine: cheap enough to draw every epoch
-    panel, gap, title_h, top_h = 2.2, 0.12, 0.55 if names is None else 0.7, 0.25
+    panel, gap, title_h, top_h = 2.2, 0.12, 0.55, 0.25
     width = cols * panel + (cols - 1) * gap + 0.2
     handles = _legend_handles(data)
     legend_cols = max(1, min(len(handles), int(width // 2.0)))  # about 2 inches per entry at fontsize 8
@@ -295,8 +293,6 @@ def grid_figure(
             t = int(data.labels[i])
             text += f"\ntrue: {_short(class_names[t])}"
             color = "green" if t == p else "red"
-        if names is not None:
-            text = f"{_short(names[i], 32)}\n{text}"
         if data.degenerate is not None:
             flat = data.degenerate[i].reshape(-1)
             if bool(flat[0]):
@@ -329,15 +325,6 @@ def save_figure(fig: Figure, path: Path) -> Path:
     return path
 
 
-def figure_to_array(fig: Figure) -> np.ndarray:
-    """Render ``fig`` to an HxWx3 uint8 array (for TensorBoard ``add_image(..., dataformats="HWC")``)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-    canvas = FigureCanvasAgg(fig)
-    canvas.draw()
-    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
-
-
 def zoom_grid(
     model: nn.Module,
     dataset,
@@ -347,5 +334,9 @@ def zoom_grid(
     std: Sequence[float],
     title: str = "",
 ) -> Figure:
-    """Convenience: images ``indices`` of ``dataset`` through ``model`` -> the grid Figure."""
-    return grid_figure(grid_data(model, dataset_batch(dataset, indices)), class_names, mean, std, title)
+    """Images ``indices`` of ``dataset`` through ``model`` -> the grid Figure; for a zoom model the title
+    ends with its zoom settings (:func:`zoom_title`)."""
+    data = grid_data(model, dataset_batch(dataset, indices))
+    if data.boxes is not None:
+        title = f"{title} ({zoom_title(getattr(model, 'net', model).config)})"
+    return grid_figure(data, class_names, mean, std, title)

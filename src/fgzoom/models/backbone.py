@@ -1,8 +1,6 @@
-"""timm backbones: creation (local weights, offline checks) and the split at a feature stage.
+"""timm backbones: ``model.backbone.*`` and model creation (local weights file, offline hub checks).
 
-``BackboneSplit`` runs a timm CNN up to the output of ``feature_info[stage]`` (``forward_to``), and from
-there through the rest of ``forward_features`` (``forward_from``); ``forward_head`` is timm's own.
-For a resnet, stage 0 is act1, 1 layer1, ..., 4 layer4; negative stages count from the end.
+The split of a backbone at a feature stage is ``fgzoom.models.backbone_split``.
 """
 
 from __future__ import annotations
@@ -10,19 +8,37 @@ from __future__ import annotations
 import difflib
 import logging
 import socket
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import timm
-import torch
-from torch import Tensor, nn
+from torch import nn
 
 from fgzoom.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-HEAD_MODULES = {"global_pool", "head", "fc", "classifier", "head_drop", "fc_norm", "pre_logits", "flatten"}
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt")
+# timm.create_model arguments that have their own model.backbone key (or come from the data)
+RESERVED_KWARGS = {
+    "num_classes": "the data's class count",
+    "pretrained": "model.backbone.pretrained",
+    "pretrained_cfg_overlay": "model.backbone.pretrained_path",
+    "drop_rate": "model.backbone.drop_rate",
+    "drop_path_rate": "model.backbone.drop_path_rate",
+    "img_size": "model.backbone.img_size",
+}
+
+
+def _as_tuples(value: Any) -> Any:
+    """Lists of a config file (at any depth) as tuples, the sequence type timm's arguments expect."""
+    if isinstance(value, Sequence) and not isinstance(value, str | bytes):
+        return tuple(_as_tuples(v) for v in value)
+    if isinstance(value, Mapping):
+        return {str(k): _as_tuples(v) for k, v in value.items()}
+    return value
 
 
 @dataclass(frozen=True)
@@ -35,6 +51,14 @@ class BackboneConfig:
         pretrained_path: a local .safetensors/.pth/.bin weights file; implies pretrained.
         drop_rate: classifier dropout.
         drop_path_rate: stochastic depth.
+        img_size: input side the model is built for, passed as timm's ``img_size`` to models with a fixed
+            input size (timm's ``fixed_input_size``: ViT, DeiT, EVA, DINOv2, Swin; their position embeddings
+            and attention windows are sized for it, pretrained ones resampled); ignored by CNNs. The config
+            sets it to ``data.image_size``; ``model.input_size``, when set, takes its place. None = the
+            model's default.
+        kwargs: further ``timm.create_model`` arguments of the model (e.g. ``{depth: 2, embed_dim: 64}``,
+            ``{dynamic_img_size: true}``, ``{reg_tokens: 4}``); lists become tuples. Arguments that have their
+            own key above are refused.
     """
 
     name: str = "resnet18"
@@ -42,8 +66,22 @@ class BackboneConfig:
     pretrained_path: str | None = None
     drop_rate: float = 0.0
     drop_path_rate: float | None = None
+    img_size: int | None = None
+    kwargs: dict[str, Any] = field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:
+        if self.img_size is not None and (isinstance(self.img_size, bool) or not isinstance(self.img_size, int)
+                                          or self.img_size < 1):
+            raise ConfigError(f"model.backbone.img_size={self.img_size!r}: must be a positive integer (pixels) or "
+                              "null for the model's default")
+        if not isinstance(self.kwargs, Mapping):
+            raise ConfigError(f"model.backbone.kwargs={self.kwargs!r}: must be a mapping of timm.create_model "
+                              "arguments, e.g. {depth: 2}")
+        object.__setattr__(self, "kwargs", _as_tuples(self.kwargs))
+        for key in self.kwargs:
+            if key in RESERVED_KWARGS:
+                raise ConfigError(f"model.backbone.kwargs.{key}: set by {RESERVED_KWARGS[key]}; leave it out of "
+                                  "model.backbone.kwargs")
         if self.name not in timm.list_models():
             close = difflib.get_close_matches(self.name, timm.list_models(), n=5, cutoff=0.6)
             hint = f"; did you mean {', '.join(close)}?" if close else "; see timm.list_models()"
@@ -96,16 +134,28 @@ def check_pretrained_available(config: BackboneConfig) -> None:
             )
 
 
-def create_backbone(config: BackboneConfig, num_classes: int, **kwargs) -> nn.Module:
+def fixed_input_size(name: str) -> bool:
+    """Whether timm builds ``name`` for one input size (``pretrained_cfg.fixed_input_size``: ViT, Swin, ...)."""
+    cfg = timm.get_pretrained_cfg(name)
+    return bool(cfg is not None and cfg.fixed_input_size)
+
+
+def create_backbone(config: BackboneConfig, num_classes: int, input_size: int | None = None,
+                    **kwargs) -> nn.Module:
     """``timm.create_model`` with the classifier sized for ``num_classes``.
 
-    A local ``pretrained_path`` is loaded through ``pretrained_cfg_overlay=dict(file=...)`` (timm adapts
-    the classifier when the class count differs). ``pretrained=True`` without a local file fails at once
-    when the weights are not cached and the hub cannot be reached.
+    ``config.kwargs`` and ``kwargs`` go to timm. A model with a fixed input size is built for ``input_size``
+    (``model.input_size``, the side the backbone sees) or else ``config.img_size``. A local ``pretrained_path``
+    is loaded through ``pretrained_cfg_overlay=dict(file=...)`` (timm adapts the classifier when the class
+    count differs). ``pretrained=True`` without a local file fails at once when the weights are not cached
+    and the hub cannot be reached.
     """
-    options: dict = dict(num_classes=num_classes, drop_rate=config.drop_rate, **kwargs)
+    options: dict = dict(num_classes=num_classes, drop_rate=config.drop_rate, **config.kwargs, **kwargs)
     if config.drop_path_rate is not None:
         options["drop_path_rate"] = config.drop_path_rate
+    img_size = input_size if input_size is not None else config.img_size
+    if img_size is not None and fixed_input_size(config.name):
+        options["img_size"] = img_size
     if config.pretrained_path is not None:
         options.update(pretrained=True, pretrained_cfg_overlay=dict(file=str(Path(config.pretrained_path).expanduser())))
     elif config.pretrained:
@@ -113,6 +163,14 @@ def create_backbone(config: BackboneConfig, num_classes: int, **kwargs) -> nn.Mo
         options["pretrained"] = True
     try:
         return timm.create_model(config.name, **options)
+    except TypeError as e:  # an argument the model's constructor does not take
+        given = [f"model.backbone.kwargs={dict(config.kwargs)}"] if config.kwargs else []
+        given += ["model.backbone.img_size"] if "img_size" in options else []
+        if not given:
+            raise
+        raise ConfigError(
+            f"{' / '.join(given)}: not accepted by {config.name!r} ({str(e).splitlines()[0][:200]})"
+        ) from e
     except (RuntimeError, OSError, KeyError) as e:
         if config.pretrained_path is not None:
             raise ConfigError(
@@ -120,117 +178,3 @@ def create_backbone(config: BackboneConfig, num_classes: int, **kwargs) -> nn.Mo
                 f"({type(e).__name__}: {str(e).splitlines()[0][:200]})"
             ) from e
         raise
-
-
-def _ordered_modules(model: nn.Module, feature_modules: list[str]) -> list[tuple[str, nn.Module]]:
-    """Top-level children in execution order, expanding a container when a feature module is inside it
-    (``stages.0``), so every ``feature_info`` module is one entry."""
-    nested = {m.split(".")[0] for m in feature_modules if "." in m}
-    out: list[tuple[str, nn.Module]] = []
-    for name, child in model.named_children():
-        if name in nested:
-            out += [(f"{name}.{n}", c) for n, c in child.named_children()]
-        else:
-            out.append((name, child))
-    return out
-
-
-def _run_stages(modules: dict[str, nn.Module], names: tuple[str, ...], x: Tensor) -> Tensor:
-    """Run ``modules[name]`` for each of ``names`` in order. Module-level functions (this and the two
-    below), so that their compiled forms hold no reference to one network: a deep copy runs its own."""
-    for name in names:
-        x = modules[name](x)
-    return x
-
-
-def _run_to(modules: dict[str, nn.Module], names: tuple[str, ...], x: Tensor) -> Tensor:
-    return _run_stages(modules, names, x)
-
-
-def _run_from(modules: dict[str, nn.Module], names: tuple[str, ...], x: Tensor) -> Tensor:
-    # a second code object: torch.compile keeps one cache (and recompile limit) per code object
-    return _run_stages(modules, names, x)
-
-
-def resolve_stage(stage: int, num_stages: int, name: str, need_after: bool) -> int:
-    """Turn a possibly negative ``model.zoom.stage`` into an index, or raise ConfigError."""
-    index = stage + num_stages if stage < 0 else stage
-    last_allowed = num_stages - 2 if need_after else num_stages - 1
-    if not 0 <= index <= last_allowed:
-        lo, hi = -num_stages, last_allowed
-        why = " (level=feature needs a later stage to run on the zoomed view)" if need_after else ""
-        raise ConfigError(
-            f"model.zoom.stage={stage}: {name} has {num_stages} stages; allowed {lo}..{hi}{why}"
-        )
-    return index
-
-
-class BackboneSplit(nn.Module):
-    """A timm CNN cut after feature stage ``stage``.
-
-    ``model.forward_head(forward_from(forward_to(x)))`` equals ``model(x)``.
-
-    Args:
-        model: a timm model with ``feature_info`` and ``forward_head``.
-        stage: index into ``model.feature_info`` (negative counts from the end).
-        need_after: require at least one stage after ``stage`` (feature-level zoom).
-    """
-
-    def __init__(self, model: nn.Module, stage: int, need_after: bool = True) -> None:
-        super().__init__()
-        info = getattr(model, "feature_info", None)
-        if not info or not hasattr(model, "forward_head"):
-            raise ConfigError(
-                f"model.backbone.name={type(model).__name__}: no timm feature_info/forward_head; "
-                "use a CNN family such as resnet, convnext, efficientnet or regnet"
-            )
-        modules = [i["module"] for i in info]
-        self.stage = resolve_stage(stage, len(modules), type(model).__name__, need_after)
-        self.channels = info[self.stage]["num_chs"]
-        self.reduction = info[self.stage]["reduction"]
-        ordered = _ordered_modules(model, modules)
-        names = [n for n, _ in ordered]
-        split_at = names.index(modules[self.stage]) + 1
-        self.model = model
-        self.before = tuple(names[:split_at])
-        self.after = tuple(n for n in names[split_at:] if n.split(".")[0] not in HEAD_MODULES)
-        self._modules_by_name = dict(ordered)
-        self._compiled: tuple | None = None  # (forward_to, forward_from) runners, set by compile_stages
-        self.num_features = model.num_features
-
-    def forward_to(self, x: Tensor) -> Tensor:
-        """Tensor[B, 3, H, W] -> stage features Tensor[B, C, H/r, W/r]."""
-        run = _run_stages if self._compiled is None else self._compiled[0]
-        return run(self._modules_by_name, self.before, x)
-
-    def forward_from(self, f: Tensor) -> Tensor:
-        """Stage features -> the final feature map (input of ``forward_head``)."""
-        run = _run_stages if self._compiled is None else self._compiled[1]
-        return run(self._modules_by_name, self.after, f)
-
-    def forward_head(self, features: Tensor, pre_logits: bool = False) -> Tensor:
-        """Final feature map -> logits Tensor[B, K] (or pooled features with ``pre_logits``)."""
-        return self.model.forward_head(features, pre_logits=pre_logits)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.forward_head(self.forward_from(self.forward_to(x)))
-
-    def compile_stages(self, **options) -> None:
-        """Run ``forward_to`` and ``forward_from`` through ``torch.compile`` (``options`` go to it).
-
-        One graph per side of the split (and per train/eval mode and input shape); the crop between them
-        stays eager. No module is wrapped, so parameter names and ``state_dict`` keys do not change (no
-        ``_orig_mod.`` prefix) and checkpoints load with or without it.
-        """
-        self._compiled = (torch.compile(_run_to, **options), torch.compile(_run_from, **options))
-
-
-@torch.no_grad()
-def check_split(split: BackboneSplit, image_size: int = 64) -> float:
-    """Max abs difference between the split forward and ``model(x)`` in eval mode (for tests)."""
-    was = split.training
-    split.eval()
-    x = torch.randn(2, 3, image_size, image_size)
-    diff = (split(x) - split.model(x)).abs().max().item()
-    split.train(was)
-    return diff

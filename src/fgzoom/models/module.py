@@ -1,77 +1,76 @@
-"""The LightningModule: builds the network from config, owns loss, metrics and optimizer wiring."""
+"""The LightningModule: the network from its typed config, the loss, the metrics, the optimizer wiring."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import lightning as L
 import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
-from torchmetrics import MeanMetric, MetricCollection
-from torchmetrics.classification import MulticlassAccuracy
+from torch import Tensor
 
 from fgzoom.errors import ConfigError, NonFiniteLossError
 from fgzoom.models.backbone import BackboneConfig
-from fgzoom.models.learned_box import ranking_loss
+from fgzoom.models.loss import FGVCLoss
+from fgzoom.models.metrics import SplitMetrics
+from fgzoom.models.network import FGVCNet
 from fgzoom.models.optim import apply_lr_scale
+from fgzoom.models.options import config_from
 from fgzoom.models.plain import PlainNet
 from fgzoom.models.zoom import ZoomConfig, ZoomNet
-from fgzoom.ops.boxes import box_iou
 from fgzoom.seeding import run_seed, seed_step
 
 log = logging.getLogger(__name__)
 
-LOSS_KEYS = ("raw", "zoom", "attention", "drop", "center", "rank")
-DEFAULT_LOSS = {"raw": 1.0, "zoom": 1.0, "attention": 1.0, "drop": 0.0, "center": 0.0, "rank": 1.0}
 SPLITS = ("train", "val", "test")
 
 
-def build_network(backbone: dict, zoom: dict | None, num_classes: int, input_size: int | None = None) -> nn.Module:
-    """``model.backbone`` + ``model.zoom`` (None = the plain baseline) + ``model.input_size`` -> network."""
-    backbone_cfg = BackboneConfig(**backbone)
+def create_network(backbone: BackboneConfig, zoom: ZoomConfig | None, num_classes: int,
+                   input_size: int | None = None) -> FGVCNet:
+    """``model.backbone`` + ``model.zoom`` (None: the plain baseline) + ``model.input_size`` -> the network."""
     if zoom is None:
-        return PlainNet(backbone_cfg, num_classes, input_size)
-    return ZoomNet(backbone_cfg, ZoomConfig.from_dict(zoom), num_classes, input_size)
+        return PlainNet(backbone, num_classes, input_size)
+    return ZoomNet(backbone, zoom, num_classes, input_size)
 
 
 class FGVCModule(L.LightningModule):
-    """Fine-grained classifier: the plain baseline (``zoom=None``) or the attention-crop zoom model.
+    """Fine-grained classifier around any ``FGVCNet``: the plain baseline (``zoom=None``) or the zoom model.
 
-    Logged per split (``train/``, ``val/``, ``test/``): ``loss``, ``acc`` (the final prediction, fused
-    for zoom), ``acc_top5``, ``acc_macro`` (per-class mean), and for zoom ``acc_raw``, ``acc_zoom``,
-    ``degenerate_frac`` and, where ground-truth boxes exist, ``iou_mean`` and ``loc_acc@0.5``.
+    The network, the loss (``FGVCLoss``) and the metrics (``SplitMetrics``) all follow the network's output
+    contract (``fgzoom.models.network``), so this class has no plain/zoom branches. Logged per split
+    (``train/``, ``val/``, ``test/``): ``loss``, ``acc`` (the final prediction, fused for zoom), ``acc_top5``,
+    ``acc_macro`` (per-class mean), and for zoom ``acc_raw``, ``acc_zoom``, ``degenerate_frac`` and, where
+    ground-truth boxes exist, ``iou_mean`` and ``loc_acc@0.5``.
 
     Args:
-        backbone: ``model.backbone`` keys (see BackboneConfig).
+        backbone: ``model.backbone`` (a ``BackboneConfig``; the config file instantiates it; a mapping of its
+            keys is accepted too).
         num_classes: from the datamodule.
         class_names: from the datamodule; stored in the checkpoint so predict needs no dataset.
-        zoom: ``model.zoom`` keys (see ZoomConfig), or None for the plain model.
-        loss: weights of the loss terms raw, zoom (for k > 1 regions: cross-entropy of every view), attention
-            (BAP auxiliary), drop (attention-drop branch), center (center loss on part features), rank
-            (ranking loss of learned boxes, ``model.zoom.box=learned`` only).
+        zoom: ``model.zoom`` (a ``ZoomConfig`` or a mapping of its keys), or None for the plain model.
+        loss: ``model.loss`` weights of the loss terms (see ``FGVCLoss``).
         optimizer: partial of an optimizer factory taking the module (``fgzoom.models.optim.create_optimizer``,
             timm's ``create_optimizer_v2`` with ``lr_mult_new`` for the layers not loaded from weights).
         scheduler: partial taking (optimizer, total_steps, steps_per_epoch).
         label_smoothing: cross-entropy label smoothing.
         channels_last: run the network in channels_last memory format.
         center_momentum: EMA rate of the class centers of the center loss.
-        input_size: run the backbone on the batch resized to this side (``InputView``); with zoom level=image
-            the zoomed view is still cropped from the batch as loaded. None = the batch as loaded.
         compile: ``torch.compile`` the backbone when the Trainer sets the model up (``configure_model``);
             for zoom, both sides of the split (the crop between them stays eager). No module is wrapped,
             so ``state_dict`` keys stay the same: a checkpoint saved with ``compile=true`` loads with
             ``compile=false`` and the other way round.
+        input_size: run the backbone on the batch resized to this side (``InputView``); with zoom level=image
+            the zoomed view is still cropped from the batch as loaded. None = the batch as loaded.
     """
 
     def __init__(
         self,
-        backbone: dict,
+        backbone: BackboneConfig | Mapping,
         num_classes: int,
         class_names: list[str] | None = None,
-        zoom: dict | None = None,
-        loss: dict | None = None,
+        zoom: ZoomConfig | Mapping | None = None,
+        loss: Mapping[str, float] | None = None,
         optimizer: Callable | None = None,
         scheduler: Callable | None = None,
         label_smoothing: float = 0.0,
@@ -81,27 +80,23 @@ class FGVCModule(L.LightningModule):
         input_size: int | None = None,
     ) -> None:
         super().__init__()
-        loss = {**DEFAULT_LOSS, **(loss or {})}
-        unknown = sorted(set(loss) - set(LOSS_KEYS))
-        if unknown:
-            raise ConfigError(f"model.loss: unknown keys {unknown}; valid: {list(LOSS_KEYS)}")
-        if any(v < 0 for v in loss.values()):
-            raise ConfigError(f"model.loss={loss}: weights must be >= 0")
         if class_names is not None and len(class_names) != num_classes:
             raise ConfigError(f"class_names has {len(class_names)} entries for num_classes={num_classes}")
-        self.save_hyperparameters(ignore=["optimizer", "scheduler"], logger=False)
+        backbone = config_from(BackboneConfig, backbone, "model.backbone")
+        zoom = None if zoom is None else config_from(ZoomConfig, zoom, "model.zoom")
+        self.save_hyperparameters(ignore=["optimizer", "scheduler", "backbone", "zoom"], logger=False)
+        # the typed configs as plain containers: a checkpoint stays loadable with torch's weights_only reader
+        self.hparams.update(backbone=dataclasses.asdict(backbone), zoom=zoom and dataclasses.asdict(zoom))
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
-        self.loss_weights = loss
-        self.is_zoom = zoom is not None
-        self.net = build_network(backbone, zoom, num_classes, input_size)
+        self.net = create_network(backbone, zoom, num_classes, input_size)
         if channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
-        uses_center = self.is_zoom and loss["center"] > 0 and self.net.config.attention == "head"
-        if uses_center:
-            dim = self.net.attention.num_maps * self.net.split.channels
-            self.register_buffer("centers", torch.zeros(num_classes, dim))
-        self.metrics = nn.ModuleDict({f"{split}_": self._split_metrics(num_classes) for split in SPLITS})
+        self.criterion = FGVCLoss(loss, num_classes, self.net.part_features_dim, self.net.rank_margin,
+                                  label_smoothing, center_momentum)
+        self.net.attention_drop = self.criterion.weights["drop"] > 0
+        for split in SPLITS:
+            setattr(self, f"{split}_metrics", SplitMetrics(split, num_classes, self.net.branches))
         self.run_config: dict | None = None  # set by the entry point; saved in checkpoints
         self._compiled = False
         self._total_steps = 1  # optimizer updates of the fit; set in on_train_start
@@ -114,116 +109,46 @@ class FGVCModule(L.LightningModule):
             self.net.compile_backbone(dynamic=False)
             self._compiled = True
 
-    def _split_metrics(self, num_classes: int) -> nn.ModuleDict:
-        top5 = min(5, num_classes)
-        metrics = {
-            "acc": MulticlassAccuracy(num_classes, top_k=1, average="micro"),
-            "acc_top5": MulticlassAccuracy(num_classes, top_k=top5, average="micro"),
-            "acc_macro": MulticlassAccuracy(num_classes, top_k=1, average="macro"),
-        }
-        if self.is_zoom:
-            metrics["acc_raw"] = MulticlassAccuracy(num_classes, top_k=1, average="micro")
-            metrics["acc_zoom"] = MulticlassAccuracy(num_classes, top_k=1, average="micro")
-        return nn.ModuleDict(
-            {
-                "acc": MetricCollection({k: v for k, v in metrics.items()}),
-                "loss": MeanMetric(),
-                "degenerate_frac": MeanMetric(),
-                "iou_mean": MeanMetric(),
-                "loc_acc": MeanMetric(),  # logged as loc_acc@0.5
-            }
-        )
+    def metrics(self, split: str) -> SplitMetrics:
+        """The ``SplitMetrics`` of ``split`` (train, val or test)."""
+        return getattr(self, f"{split}_metrics")
 
     # ------------------------------------------------------------------ forward / loss
-    def forward(self, images: Tensor) -> dict[str, Tensor]:
+    def forward(self, images: Tensor, **options) -> dict[str, Tensor]:
+        """images Tensor[B, 3, H, W] -> the network's outputs (``options`` go to its forward)."""
         if self.hparams.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        return self.net(images)
+        return self.net(images, **options)
 
-    def _loss(self, out: dict[str, Tensor], labels: Tensor) -> Tensor:
-        w, ls = self.loss_weights, self.hparams.label_smoothing
-        if not self.is_zoom:
-            return F.cross_entropy(out["logits"], labels, label_smoothing=ls)
-        loss = w["raw"] * F.cross_entropy(out["logits_raw"], labels, label_smoothing=ls)
-        views = out.get("logits_views")  # [B, k, K] with k > 1 regions
-        if views is None:
-            loss = loss + w["zoom"] * F.cross_entropy(out["logits_zoom"], labels, label_smoothing=ls)
-        else:
-            view_labels = labels.repeat_interleave(views.shape[1])
-            loss = loss + w["zoom"] * F.cross_entropy(views.flatten(0, 1), view_labels, label_smoothing=ls)
-        if self.net.config.box == "learned" and w["rank"] > 0:
-            zoom = out["logits_zoom"] if views is None else views
-            loss = loss + w["rank"] * ranking_loss(out["logits_raw"], zoom, labels, self.net.config.rank_margin)
-        if "logits_attention" in out and w["attention"] > 0:
-            loss = loss + w["attention"] * F.cross_entropy(out["logits_attention"], labels, label_smoothing=ls)
-        if "logits_drop" in out:
-            loss = loss + w["drop"] * F.cross_entropy(out["logits_drop"], labels, label_smoothing=ls)
-        if hasattr(self, "centers") and "part_features" in out:
-            features = out["part_features"].float()
-            centers = self.centers[labels]
-            loss = loss + w["center"] * (features - centers).pow(2).sum(dim=1).mean()
-            if self.training:
-                with torch.no_grad():
-                    self.centers.index_add_(0, labels, self.hparams.center_momentum * (features - centers))
+    def _shared_step(self, batch: dict, split: str) -> Tensor:
+        labels = batch["label"]
+        out = self(batch["image"])
+        loss = self.criterion(out, labels)
+        self.metrics(split).update(out, labels, loss, batch if split != "train" else None)
         return loss
-
-    def _step(self, batch: dict, split: str) -> Tensor:
-        images, labels = batch["image"], batch["label"]
-        if self.hparams.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        drop = split == "train" and self.is_zoom and self.loss_weights["drop"] > 0
-        out = self.net(images, drop=drop) if self.is_zoom else self.net(images)
-        loss = self._loss(out, labels)
-        m = self.metrics[f"{split}_"]  # ModuleDict keys cannot be "train"
-        m["loss"].update(loss.detach(), images.shape[0])
-        for name, metric in m["acc"].items():
-            source = {"acc_raw": "logits_raw", "acc_zoom": "logits_zoom"}.get(name, "logits")
-            metric.update(out[source].detach(), labels)
-        if self.is_zoom:
-            m["degenerate_frac"].update(out["degenerate"].float())
-            if split != "train" and "has_box" in batch:
-                self._update_localization(m, out["boxes_image"], batch["box"], batch["has_box"])
-        return loss
-
-    @staticmethod
-    def _update_localization(m: nn.ModuleDict, boxes: Tensor, gt: Tensor, has_box: Tensor) -> None:
-        if boxes.ndim == 3:  # k regions: the most salient one is scored against the single GT box
-            boxes = boxes[:, 0]
-        iou = box_iou(boxes.float(), gt.float()).float()
-        weight = has_box.float()
-        m["iou_mean"].update(iou, weight)
-        m["loc_acc"].update((iou >= 0.5).float(), weight)
 
     def _log_epoch(self, split: str) -> None:
-        m = self.metrics[f"{split}_"]  # ModuleDict keys cannot be "train"
-        if m["loss"].update_count == 0:  # e.g. the epoch-end hook Lightning replays after a resume
+        metrics = self.metrics(split)
+        if metrics.empty:  # e.g. the epoch-end hook Lightning replays after a resume
             return
-        values = {f"{split}/{k}": v for k, v in m["acc"].compute().items()}
-        values[f"{split}/loss"] = m["loss"].compute()
-        if self.is_zoom:
-            values[f"{split}/degenerate_frac"] = m["degenerate_frac"].compute()
-            if m["iou_mean"].weight > 0:
-                values[f"{split}/iou_mean"] = m["iou_mean"].compute()
-                values[f"{split}/loc_acc@0.5"] = m["loc_acc"].compute()
+        values = metrics.compute()
         # torchmetrics' compute() has already reduced over DDP ranks; sync_dist=True averages equal
         # numbers (a no-op) and tells Lightning these epoch values are global
         self.log(f"{split}/acc", values.pop(f"{split}/acc"), prog_bar=True, sync_dist=True)
         self.log_dict(values, sync_dist=True)
-        for metric in m.values():
-            metric.reset()
+        metrics.reset()
 
     def on_train_start(self) -> None:
         self._total_steps = max(1, int(self.trainer.estimated_stepping_batches))  # once, not per step
 
     def on_train_batch_start(self, batch: dict, batch_idx: int) -> None:
-        if self.is_zoom:  # training progress drives the box warm-up (model.zoom.box_warmup)
-            self.net.progress = min(1.0, self.global_step / self._total_steps)
+        self.net.progress = min(1.0, self.global_step / self._total_steps)  # drives the box warm-up
         seed = run_seed()
         if seed is not None:  # model-side randomness replays exactly after a resume
             seed_step(seed, self.global_rank, self.current_epoch, batch_idx)
 
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
-        loss = self._step(batch, "train")
+        loss = self._shared_step(batch, "train")
         if not torch.isfinite(loss):  # one host read per step; stops before the optimizer applies it
             raise NonFiniteLossError(
                 f"training loss is {loss.item()} at epoch {self.current_epoch}, batch {batch_idx} (global step "
@@ -234,10 +159,52 @@ class FGVCModule(L.LightningModule):
         return loss
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        self._step(batch, "val")
+        self._shared_step(batch, "val")
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
-        self._step(batch, "test")
+        self._shared_step(batch, "test")
+
+    # (hflip, threshold) views of test-time augmentation in predict_step; empty: none (see set_tta)
+    tta: tuple[tuple[bool, float | None], ...] = ()
+
+    def set_tta(
+        self, views: tuple[tuple[bool, float | None], ...] | list[tuple[bool, float | None]] = ()
+    ) -> None:
+        """Test-time augmentation of :meth:`predict_step`: each view ``(hflip, threshold)`` runs the network
+        on the batch (flipped left-right when ``hflip``) with ``threshold`` passed to its forward (the box
+        threshold of the threshold and moments rules; None: the trained one); ``probs_tta`` is the mean of
+        the views' probabilities. ``()`` turns it off."""
+        self.tta = tuple((bool(flip), None if t is None else float(t)) for flip, t in views)
+
+    def predict_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> dict[str, Tensor]:
+        """One batch of ``trainer.predict``: ``image`` Tensor[B, 3, H, W] (optional ``index``, ``label``,
+        ``box``, ``has_box``) -> per-sample outputs, on the batch's device:
+
+        * ``probs`` Tensor[B, K] float32: softmax of the prediction ``logits``;
+        * the network's ``logits``, ``logits_raw``, branch outputs (``net.branches``, e.g. ``logits_zoom``),
+          ``boxes_image`` and ``degenerate`` when it returns them;
+        * ``loss`` (a scalar, the training loss of the batch) when the batch has ``label``;
+        * ``probs_tta`` Tensor[B, K] float32 when :meth:`set_tta` set views;
+        * ``index``, ``label``, ``box``, ``has_box`` of the batch, passed through.
+        """
+        images = batch["image"]
+        out = self(images)
+        probs = out["logits"].float().softmax(-1)
+        keys = dict.fromkeys(("logits", "logits_raw", *self.net.branches.values(), "boxes_image", "degenerate"))
+        result = {"probs": probs, **{key: out[key] for key in keys if key in out}}
+        if "label" in batch:
+            result["loss"] = self.criterion(out, batch["label"])
+        if self.tta:
+            total = torch.zeros_like(probs)
+            for flip, threshold in self.tta:
+                if not flip and threshold is None:
+                    total += probs  # the view just computed
+                    continue
+                options = {} if threshold is None else {"threshold": threshold}
+                total += self(images.flip(-1) if flip else images, **options)["logits"].float().softmax(-1)
+            result["probs_tta"] = total / len(self.tta)
+        result.update({key: batch[key] for key in ("index", "label", "box", "has_box") if key in batch})
+        return result
 
     def on_train_epoch_end(self) -> None:
         self._log_epoch("train")
@@ -266,10 +233,14 @@ class FGVCModule(L.LightningModule):
 
     # ------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["fgzoom"] = {"class_names": self.hparams.class_names, "config": self.run_config}
-        if self.is_zoom:  # the box warm-up state the checkpoint's boxes were made with
-            checkpoint["fgzoom"]["progress"] = float(self.net.progress)
+        checkpoint["fgzoom"] = {
+            "class_names": self.hparams.class_names,
+            "config": self.run_config,
+            "progress": float(self.net.progress),  # the warm-up state the checkpoint's boxes were made with
+        }
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        if self.is_zoom:
-            self.net.progress = float(checkpoint.get("fgzoom", {}).get("progress", 1.0))
+        self.net.progress = float(checkpoint.get("fgzoom", {}).get("progress", 1.0))
+        state = checkpoint.get("state_dict", {})
+        if "centers" in state:  # saved before the loss became its own module
+            state["criterion.centers"] = state.pop("centers")

@@ -28,13 +28,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from fgzoom.errors import ConfigError
 from fgzoom.models.attention import ATTENTION_KINDS, AttentionHead
-from fgzoom.models.backbone import BackboneConfig, BackboneSplit, create_backbone
+from fgzoom.models.backbone import BackboneConfig, create_backbone
+from fgzoom.models.backbone_split import check_zoom_size, split_backbone
 from fgzoom.models.input_view import InputView
 from fgzoom.models.learned_box import LearnedBox
+from fgzoom.models.network import FGVCNet
 from fgzoom.ops import crop_resize
 from fgzoom.ops.boxes import RULES as RULE_BOXES
 from fgzoom.ops.boxes import (
@@ -47,10 +49,8 @@ from fgzoom.ops.boxes import (
     scale_float_boxes,
 )
 from fgzoom.ops.crop_affine import AFFINE_MODES, crop_affine
+from fgzoom.ops.interpolation import check_interpolation
 
-MODES = ("nearest", "nearest-exact", "bilinear", "bicubic", "area", "lanczos")
-ALIGN_CORNERS_MODES = ("bilinear", "bicubic")
-ANTIALIAS_MODES = ("bilinear", "bicubic", "lanczos")
 LEVELS = ("feature", "image")
 BOX_RULES = (*RULE_BOXES, "glimpse", "learned")
 SAMPLERS = ("slice", "affine")
@@ -123,21 +123,19 @@ class ZoomConfig:
     fusion: str = "mean_prob"
 
     def __post_init__(self) -> None:
+        for key in ("threshold_range", "size"):  # a config file's lists, as the hashable tuples of the fields
+            if isinstance(getattr(self, key), list):
+                object.__setattr__(self, key, tuple(getattr(self, key)))
+
         def bad(key: str, value, allowed: str) -> ConfigError:
             return ConfigError(f"model.zoom.{key}={value!r}: {allowed}")
 
         if self.level not in LEVELS:
             raise bad("level", self.level, f"must be one of {LEVELS}")
-        if self.mode not in MODES:
-            raise bad("mode", self.mode, f"must be one of {MODES}")
-        if self.align_corners is not None and self.mode not in ALIGN_CORNERS_MODES:
-            raise bad("align_corners", self.align_corners,
-                      f"mode={self.mode} does not take align_corners; set it to null (it applies to {ALIGN_CORNERS_MODES})")
-        if self.antialias and self.mode not in ANTIALIAS_MODES:
-            raise bad("antialias", self.antialias,
-                      f"mode={self.mode} does not support antialias; use one of {ANTIALIAS_MODES} or antialias=false")
-        if self.mode == "lanczos" and not self.antialias:
-            raise bad("antialias", self.antialias, "mode=lanczos needs model.zoom.antialias=true")
+        try:
+            check_interpolation(self.mode, self.align_corners, self.antialias, prefix="model.zoom.")
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
         if self.box not in BOX_RULES:
             raise bad("box", self.box, f"must be one of {BOX_RULES}")
         if self.sampler not in SAMPLERS:
@@ -204,17 +202,6 @@ class ZoomConfig:
         if self.fusion not in FUSIONS:
             raise bad("fusion", self.fusion, f"must be one of {FUSIONS}")
 
-    @classmethod
-    def from_dict(cls, options: dict) -> ZoomConfig:
-        options = dict(options)
-        for key in ("threshold_range", "size"):
-            if isinstance(options.get(key), list):
-                options[key] = tuple(options[key])
-        unknown = sorted(set(options) - set(cls.__dataclass_fields__))
-        if unknown:
-            raise ConfigError(f"model.zoom: unknown keys {unknown}; valid: {sorted(cls.__dataclass_fields__)}")
-        return cls(**options)
-
 
 def fuse(logits_raw: Tensor, logits_zoom: Tensor, fusion: str) -> Tensor:
     """Combine the branches into log-probabilities Tensor[B, K] (argmax = prediction)."""
@@ -226,7 +213,7 @@ def fuse(logits_raw: Tensor, logits_zoom: Tensor, fusion: str) -> Tensor:
     return (logits_raw if fusion == "raw" else logits_zoom).float().log_softmax(-1)
 
 
-class ZoomNet(nn.Module):
+class ZoomNet(FGVCNet):
     """Backbone + attention head + zoom branch.
 
     forward(x Tensor[B, 3, H, W]) returns a dict:
@@ -238,19 +225,31 @@ class ZoomNet(nn.Module):
         boxes: on the grid that was cropped, Tensor[B, 4] (k = 1) or Tensor[B, k, 4]; int64 for the slice
             sampler, float for affine; boxes_image: the same regions on the grid of x;
         degenerate: Tensor[B] (or [B, k]) bool, maps that fell back to the whole frame;
-        logits_drop: Tensor[B, K] (training with ``drop=True`` only);
+        logits_drop: Tensor[B, K] (training with ``attention_drop`` set only);
         zoomed: the zoomed tensor, Tensor[B*k, ...] (only with ``return_zoomed=True``).
+
+    ``threshold`` overrides theta of the threshold and moments rules for one call (the threshold views of
+    test-time augmentation); None = ``model.zoom.threshold`` (a random theta in ``threshold_range`` in training).
     """
+
+    branches = {"acc_raw": "logits_raw", "acc_zoom": "logits_zoom"}
 
     def __init__(self, backbone: BackboneConfig, zoom: ZoomConfig, num_classes: int,
                  input_size: int | None = None) -> None:
         super().__init__()
         self.config = zoom
         self.view = InputView(input_size)
-        model = create_backbone(backbone, num_classes)
-        self.split = BackboneSplit(model, zoom.stage, need_after=zoom.level == "feature")
+        model = create_backbone(backbone, num_classes, input_size=input_size)
+        # the split for the backbone's family (CNN, Swin, ViT); an unsupported family is one ConfigError here
+        self.split = split_backbone(model, zoom.stage, need_after=zoom.level == "feature", name=backbone.name)
+        check_zoom_size(self.split, zoom.level, zoom.size, zoom.scale_factor, zoom.glimpse_size)
+        if zoom.attention == "cls":
+            self.split.require_class_attention()
         self.attention = AttentionHead(zoom.attention, self.split.channels, zoom.num_maps, num_classes)
-        self.progress = 1.0  # fraction of training done; FGVCModule sets it each step (box_warmup)
+        if zoom.attention == "head":
+            self.part_features_dim = zoom.num_maps * self.split.channels
+        if zoom.box == "learned":
+            self.rank_margin = zoom.rank_margin
         self.learned_box = (
             LearnedBox(self.split.channels, zoom.num_regions, zoom.min_scale, zoom.max_scale)
             if zoom.box == "learned" else None
@@ -269,8 +268,12 @@ class ZoomNet(nn.Module):
         s = self.config.size
         return (int(s), int(s)) if isinstance(s, int) else (int(s[0]), int(s[1]))
 
-    def _thresholds(self, batch: int, device: torch.device) -> Tensor | float:
+    def thresholds(self, batch: int, device: torch.device, threshold: float | None = None) -> Tensor | float:
+        """theta of the threshold and moments rules: ``threshold`` when given, else one draw per sample from
+        ``threshold_range`` (Tensor[B]) in training and ``model.zoom.threshold`` at evaluation."""
         cfg = self.config
+        if threshold is not None:
+            return threshold
         if self.training and cfg.threshold_range is not None:
             lo, hi = cfg.threshold_range
             return torch.empty(batch, device=device).uniform_(lo, hi)
@@ -284,12 +287,13 @@ class ZoomNet(nn.Module):
         return cfg.min_size + (1.0 - cfg.min_size) * (1.0 - self.progress / cfg.box_warmup)
 
     def boxes(self, attention: Tensor, grid: tuple[int, int], crop_grid: tuple[int, int] | None = None,
-              features: Tensor | None = None, maps: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+              features: Tensor | None = None, maps: Tensor | None = None,
+              threshold: float | None = None) -> tuple[Tensor, Tensor, Tensor]:
         """Boxes for the mean attention Tensor[B, h, w].
 
         Rule boxes are computed on ``grid`` (the image grid: the map resized to it) and mapped to
         ``crop_grid`` (the grid of the tensor cropped; default ``grid``); learned boxes come from
-        ``features`` and ``maps``; glimpses are taken on ``crop_grid``.
+        ``features`` and ``maps``; glimpses are taken on ``crop_grid``. ``threshold``: see ``thresholds``.
 
         Returns:
             (boxes on crop_grid, boxes on grid, degenerate), boxes Tensor[B, k, 4] (int64 for the slice sampler,
@@ -312,7 +316,7 @@ class ZoomNet(nn.Module):
         else:
             boxes, degenerate = region_boxes(
                 resize_attention(attention, grid), cfg.num_regions, rule=cfg.box,
-                threshold=self._thresholds(b, attention.device), mass=cfg.mass, sigmas=cfg.sigmas,
+                threshold=self.thresholds(b, attention.device, threshold), mass=cfg.mass, sigmas=cfg.sigmas,
                 padding=cfg.padding, min_size=self.min_size(),
             )
         on_crop = scale_float_boxes(boxes, grid, crop_grid) if crop_grid != grid else boxes
@@ -350,22 +354,27 @@ class ZoomNet(nn.Module):
         norm, _ = normalize_attention(resize_attention(chosen, grid))
         return (norm < self.config.drop_threshold).to(maps.dtype)[:, None]
 
-    def forward(self, x: Tensor, drop: bool = False, return_zoomed: bool = False) -> dict[str, Tensor]:
+    def forward(self, x: Tensor, threshold: float | None = None, return_zoomed: bool = False) -> dict[str, Tensor]:
         cfg = self.config
         source, x = x, self.view(x)  # the batch as loaded, the backbone's view of it
         source_grid, image_grid = tuple(source.shape[-2:]), tuple(x.shape[-2:])
-        f = self.split.forward_to(x)  # [B, C, h, w]
+        f, context = self.split.forward_to(x)  # [B, C, h, w]; context: a ViT's prefix tokens (None for CNNs)
         feature_grid = tuple(f.shape[-2:])
-        logits_raw = self.split.forward_head(self.split.forward_from(f))
-        maps, logits_attention, part_features = self.attention(f)
+        if cfg.attention == "cls":  # the last block's class-token attention, read in the full-image pass
+            features, maps = self.split.forward_from_attention(f, context)
+            logits_attention = part_features = None
+        else:
+            features = self.split.forward_from(f, context)
+            maps, logits_attention, part_features = self.attention(f)
+        logits_raw = self.split.forward_head(features)
         mean_map = maps.detach().float().mean(dim=1)  # [B, h, w]
         out: dict[str, Tensor] = {"logits_raw": logits_raw}
         if cfg.level == "feature":
-            boxes, boxes_image, degenerate = self.boxes(mean_map, source_grid, feature_grid, f, maps)
+            boxes, boxes_image, degenerate = self.boxes(mean_map, source_grid, feature_grid, f, maps, threshold)
             zoomed = self.zoom(f, boxes, feature_grid)
-            logits_views = self.split.forward_head(self.split.forward_from(zoomed))
+            logits_views = self.split.forward_head(self.split.forward_from(zoomed, context))
         else:
-            boxes, boxes_image, degenerate = self.boxes(mean_map, source_grid, source_grid, f, maps)
+            boxes, boxes_image, degenerate = self.boxes(mean_map, source_grid, source_grid, f, maps, threshold)
             zoomed = self.zoom(source, boxes, image_grid)
             logits_views = self.split(zoomed)
         k = boxes.shape[1]
@@ -376,10 +385,10 @@ class ZoomNet(nn.Module):
             logits_views = logits_views.view(-1, k, logits_views.shape[-1])  # [B, k, K]
             out["logits_views"] = logits_views
             logits_zoom = logits_views.float().softmax(-1).mean(dim=1).clamp_min(1e-12).log()
-        if drop:
+        if self.training and self.attention_drop:
             if cfg.level == "feature":
                 keep = self._drop(maps, feature_grid)
-                out["logits_drop"] = self.split.forward_head(self.split.forward_from(f * keep))
+                out["logits_drop"] = self.split.forward_head(self.split.forward_from(f * keep, context))
             else:
                 keep = self._drop(maps, image_grid)
                 out["logits_drop"] = self.split(x * keep)

@@ -1,0 +1,78 @@
+"""The metrics of one split, updated from the network's outputs and named as they are logged."""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+from torchmetrics import MeanMetric, MetricCollection
+from torchmetrics.classification import MulticlassAccuracy
+
+from fgzoom.ops.boxes import box_iou
+
+
+class SplitMetrics(nn.Module):
+    """``<split>/acc`` (the prediction), ``acc_top5``, ``acc_macro`` (per-class mean), ``loss``; one accuracy
+    per network branch (``FGVCNet.branches``, e.g. ``acc_zoom``); for networks that return boxes
+    ``degenerate_frac`` and, where the batch has ground-truth boxes, ``iou_mean`` and ``loc_acc@0.5``.
+
+    Args:
+        split: ``train``, ``val`` or ``test``: the prefix of every name.
+        num_classes: K.
+        branches: metric name -> output key, each a top-1 accuracy.
+    """
+
+    def __init__(self, split: str, num_classes: int, branches: dict[str, str]) -> None:
+        super().__init__()
+        self.prefix = f"{split}/"
+        top1 = dict(num_classes=num_classes, top_k=1, average="micro")
+        self.prediction = MetricCollection(
+            {
+                "acc": MulticlassAccuracy(**top1),
+                "acc_top5": MulticlassAccuracy(num_classes, top_k=min(5, num_classes), average="micro"),
+                "acc_macro": MulticlassAccuracy(num_classes, top_k=1, average="macro"),
+            },
+            prefix=self.prefix,
+        )
+        self.branch_outputs = dict(branches)
+        self.branches = MetricCollection({name: MulticlassAccuracy(**top1) for name in branches}, prefix=self.prefix)
+        self.loss = MeanMetric()
+        self.degenerate_frac = MeanMetric()
+        self.iou_mean = MeanMetric()
+        self.loc_acc = MeanMetric()  # logged as loc_acc@0.5
+
+    @property
+    def empty(self) -> bool:
+        """No batch since the last reset (e.g. the epoch-end hook Lightning replays after a resume)."""
+        return self.loss.update_count == 0
+
+    def update(self, out: dict[str, Tensor], labels: Tensor, loss: Tensor, batch: dict | None = None) -> None:
+        """One batch: the network's outputs, labels Tensor[B], the batch loss and (for localization) the batch
+        with ``box`` Tensor[B, 4] and ``has_box`` Tensor[B] when the dataset has boxes."""
+        self.loss.update(loss.detach(), labels.shape[0])
+        self.prediction.update(out["logits"].detach(), labels)
+        for name, key in self.branch_outputs.items():
+            self.branches[name].update(out[key].detach(), labels)
+        if "degenerate" in out:
+            self.degenerate_frac.update(out["degenerate"].float())
+        if "boxes_image" in out and batch is not None and "has_box" in batch:
+            boxes = out["boxes_image"]
+            if boxes.ndim == 3:  # k regions: the most salient one is scored against the single GT box
+                boxes = boxes[:, 0]
+            iou = box_iou(boxes.float(), batch["box"].float()).float()
+            weight = batch["has_box"].float()
+            self.iou_mean.update(iou, weight)
+            self.loc_acc.update((iou >= 0.5).float(), weight)
+
+    def compute(self) -> dict[str, Tensor]:
+        """Every metric with data, by its logged name."""
+        values = {**self.prediction.compute(), **(self.branches.compute() if self.branch_outputs else {})}
+        values[f"{self.prefix}loss"] = self.loss.compute()
+        if self.degenerate_frac.update_count:
+            values[f"{self.prefix}degenerate_frac"] = self.degenerate_frac.compute()
+        if self.iou_mean.weight > 0:
+            values[f"{self.prefix}iou_mean"] = self.iou_mean.compute()
+            values[f"{self.prefix}loc_acc@0.5"] = self.loc_acc.compute()
+        return values
+
+    def reset(self) -> None:
+        for metric in (self.prediction, self.branches, self.loss, self.degenerate_frac, self.iou_mean, self.loc_acc):
+            metric.reset()
