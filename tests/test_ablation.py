@@ -12,13 +12,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from fgzoom.errors import ConfigError
-from fgzoom.models.options import config_from
-from fgzoom.models.zoom import BOX_RULES, LEVELS, ZoomConfig
-from fgzoom.ops import MODES
-from fgzoom.ops.crop_affine import AFFINE_MODES
-from fgzoom.runtime import resolved_container
-from fgzoom.summarize import (
-    MODE_ORDER,
+from fgzoom.eval.summarize import (
     NO_METRICS,
     NOT_STARTED,
     OK,
@@ -27,6 +21,11 @@ from fgzoom.summarize import (
     expand_sweep,
     summarize,
 )
+from fgzoom.models.options import config_from
+from fgzoom.models.zoom import BOX_RULES, LEVELS, ZoomConfig
+from fgzoom.ops import MODES
+from fgzoom.ops.crop_affine import AFFINE_MODES
+from fgzoom.runtime import resolved_container
 from tests.conftest import compose_config, run_script, tiny_overrides
 
 
@@ -128,10 +127,6 @@ def test_slurm_variant_runs_the_same_sweep_through_submitit(tmp_path):
     local = compose_config("train.yaml", ["experiment=ablate_interp"], tmp_path)
     assert local.hydra.launcher._target_.endswith("joblib_launcher.JoblibLauncher")
     assert local.hydra.launcher.n_jobs == 2
-
-
-def test_every_mode_has_a_place_in_the_table_order():
-    assert set(MODES) <= set(MODE_ORDER)
 
 
 def _job(sweep: Path, num: int, model: str, seed: int, zoom: dict | None, metrics: dict | None) -> None:

@@ -24,6 +24,7 @@ its overrides). Only the standard library, OmegaConf/Hydra (to read the sweep) a
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import logging
 import math
@@ -34,14 +35,14 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from fgzoom.errors import FGZoomError
+from fgzoom.ops.interpolation import MODES
 
 log = logging.getLogger("fgzoom.summarize")
 
 SETTING_KEYS = ("model", "level", "mode", "align_corners", "antialias", "sampler", "box", "num_regions")
 TABLE_METRICS = ("acc", "acc_raw", "acc_zoom", "acc_macro")  # shown as val/<m> and test/<m>
 SPLITS = ("val", "test")
-# table order of the modes of fgzoom.models.zoom.MODES / LEVELS (not imported: that imports torch)
-MODE_ORDER = ("nearest", "nearest-exact", "bilinear", "bicubic", "area", "lanczos")
+MODE_ORDER = MODES  # table order: the interpolation modes as fgzoom.ops lists them
 LEVEL_ORDER = ("feature", "image")
 # overrides that are part of the setting or the seed, not "other"
 _SETTING_OVERRIDES = {"model", "seed", *(f"model.zoom.{k}" for k in SETTING_KEYS[1:])}
@@ -165,16 +166,29 @@ def expected_jobs(sweep_dir: Path) -> list[list[str]] | None:
 
 
 def expand_sweep(params: dict[str, str], arguments: list[str]) -> list[list[str]]:
-    """The override list of every job, in job-number order, exactly as Hydra's BasicSweeper builds it
-    from ``hydra.sweeper.params`` and the command-line ``arguments`` (a command-line sweep of a key
-    replaces the one in ``params``)."""
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    """The override list of every job, in job-number order, as Hydra's basic sweeper builds it from
+    ``hydra.sweeper.params`` and the command-line ``arguments``: the cartesian product of each key's
+    values, keys in first-seen order, a later override of a key (the command line) replacing an earlier
+    one (the experiment's ``params``).
+
+    Raises:
+        SummaryError: a range or interval sweep, which the basic sweeper does not expand either.
+    """
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     overrides = OverridesParser.create().parse_overrides(
         [*(f"{k}={v}" for k, v in params.items()), *arguments]
     )
-    return [list(job) for batch in BasicSweeper.split_arguments(overrides, None) for job in batch]
+    values: dict[str, list[str]] = {}
+    for override in overrides:
+        key = override.get_key_element()
+        if not override.is_sweep_override():
+            values[key] = [f"{key}={override.get_value_element_as_str()}"]
+        elif override.is_discrete_sweep():
+            values[key] = [f"{key}={v}" for v in override.sweep_string_iterator()]
+        else:
+            raise SummaryError(f"{key}: a {override.value_type.name} sweep; only choice sweeps (a,b,c) expand")
+    return [list(job) for job in itertools.product(*values.values())]
 
 
 def _load_yaml(path: Path) -> object | None:
