@@ -380,7 +380,6 @@ TRAIN = REPO / "scripts" / "train.py"
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not TRAIN.exists(), reason="scripts/train.py not written yet")
 @pytest.mark.parametrize("name", DATASETS)
 def test_train_fast_dev_run(name: str, tmp_path: Path) -> None:
     layout = build(name, tmp_path / "data")

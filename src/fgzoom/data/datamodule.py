@@ -10,6 +10,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch.utils.data import DataLoader
 
 from fgzoom.data.dataset import FGVCDataset, decode_errors
@@ -25,8 +26,7 @@ log = logging.getLogger(__name__)
 
 ON_BAD_IMAGE = ("error", "skip")
 AUTO = "auto"
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-IMAGENET = {"mean": IMAGENET_MEAN, "std": IMAGENET_STD}
+IMAGENET = {"mean": IMAGENET_DEFAULT_MEAN, "std": IMAGENET_DEFAULT_STD}
 
 
 def _normalization(key: str, value, default: tuple[float, ...]) -> tuple[float, ...] | str:
@@ -124,7 +124,7 @@ class FGVCDataModule(L.LightningDataModule):
         self.transform_args = dict(
             image_size=image_size, crop_pct=crop_pct, resize_mode=resize_mode, hflip=hflip, translate=translate,
             color_jitter=color_jitter, randaugment=randaugment,
-            mean=_normalization("mean", mean, IMAGENET_MEAN), std=_normalization("std", std, IMAGENET_STD),
+            mean=_normalization("mean", mean, IMAGENET_DEFAULT_MEAN), std=_normalization("std", std, IMAGENET_DEFAULT_STD),
         )
         build_transforms(train=True, **{**self.transform_args, **IMAGENET})  # validate now, not in a worker
         self.pin_memory = pin_memory

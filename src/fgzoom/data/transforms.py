@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torchvision.transforms import v2
 
 from fgzoom.errors import ConfigError
@@ -30,8 +31,8 @@ def build_transforms(
     translate: float = 0.0,
     color_jitter: float = 0.0,
     randaugment: str | None = None,
-    mean: Sequence[float] = (0.485, 0.456, 0.406),
-    std: Sequence[float] = (0.229, 0.224, 0.225),
+    mean: Sequence[float] = IMAGENET_DEFAULT_MEAN,
+    std: Sequence[float] = IMAGENET_DEFAULT_STD,
 ) -> v2.Compose:
     """Build the train or eval pipeline; called as ``t(pil_image, bounding_boxes)``.
 

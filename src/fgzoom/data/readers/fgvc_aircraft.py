@@ -26,7 +26,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from fgzoom.data.index import Box, DatasetIndex, DatasetLayoutError, Sample, require_path
-from fgzoom.data.readers.cub200 import read_table
+from fgzoom.data.readers.common import read_table
 from fgzoom.errors import ConfigError
 
 FOLDER = "fgvc-aircraft-2013b"

@@ -9,9 +9,10 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+from torchvision.datasets.folder import IMG_EXTENSIONS
+
 from fgzoom.data.index import Box, DatasetIndex, DatasetLayoutError, Sample, require_path
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
 BOXES_FILE = "boxes.csv"
 HINT = "Expected data.root/train/<class>/*.jpg and data.root/test/<class>/*.jpg (val/ optional)."
 
@@ -42,7 +43,7 @@ def _split_samples(root: Path, split: str, class_to_idx: dict[str, int], boxes: 
                 f"{split_dir / name}: class folder not present in {root / 'train'}; every class needs training images"
             )
         for path in sorted((split_dir / name).iterdir()):
-            if path.suffix.lower() in IMAGE_EXTENSIONS:
+            if path.suffix.lower() in IMG_EXTENSIONS:
                 rel = path.relative_to(root).as_posix()
                 samples.append(Sample(path, class_to_idx[name], boxes.get(rel)))
     if not samples:

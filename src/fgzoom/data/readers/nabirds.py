@@ -26,7 +26,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from fgzoom.data.index import DatasetIndex, DatasetLayoutError, Sample
-from fgzoom.data.readers.cub200 import find_base, no_download_hint, read_cub_format, read_table
+from fgzoom.data.readers.common import find_base, no_download_hint, read_table
+from fgzoom.data.readers.cub200 import read_cub_format
 
 FOLDER = "nabirds"
 HINT = (

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from fgzoom.data.index import Box, DatasetIndex, DatasetLayoutError, Sample, require_path
-from fgzoom.data.readers.cub200 import no_download_hint
+from fgzoom.data.readers.common import no_download_hint
 from fgzoom.errors import ConfigError
 
 HINT = (
