@@ -31,13 +31,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
+from project_root import ROOT
 
 CROP_SHAPES = [(32, 1024, 14, 14), (32, 512, 28, 28), (16, 3, 448, 448)]
 CROP_MODES = ["nearest", "nearest-exact", "bilinear", {"mode": "bilinear", "align_corners": True},
@@ -105,7 +102,6 @@ def main() -> None:
 
         from fgzoom.bench.baseline import compare, compose_train_config, format_results
 
-        os.environ.setdefault("PROJECT_ROOT", str(ROOT))
         seeds = [int(s) for s in args.seeds.split(",") if s]
         runs = Path(args.runs_dir) / time.strftime("%Y-%m-%d_%H-%M-%S")
         results = compare(

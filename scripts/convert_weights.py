@@ -9,15 +9,12 @@ BatchNorm num_batches_tracked counters are skipped on both sides). See fgzoom.we
 
 import argparse
 import logging
-import os
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-os.environ.setdefault("PROJECT_ROOT", str(ROOT))
-sys.path.insert(0, str(ROOT / "src"))  # works from a checkout even before `pip install -e .`
+import project_root  # noqa: F401  (PROJECT_ROOT, src/ on sys.path)
 
-from fgzoom.errors import FGZoomError  # noqa: E402
+from fgzoom.errors import FGZoomError
 
 
 def main(argv: list[str] | None = None) -> int:

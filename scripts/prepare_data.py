@@ -1,17 +1,10 @@
 """Check a dataset layout without training: python scripts/prepare_data.py data=<name> data.root=..."""
 
-import os
-import sys
-from pathlib import Path
+import hydra
+import project_root  # noqa: F401  (PROJECT_ROOT, src/ on sys.path)
+from omegaconf import DictConfig
 
-ROOT = Path(__file__).resolve().parents[1]
-os.environ.setdefault("PROJECT_ROOT", str(ROOT))
-sys.path.insert(0, str(ROOT / "src"))
-
-import hydra  # noqa: E402
-from omegaconf import DictConfig  # noqa: E402
-
-from fgzoom.runtime import one_line_errors  # noqa: E402
+from fgzoom.runtime import one_line_errors
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="prepare_data.yaml")

@@ -14,6 +14,9 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
 ROOT = Path(__file__).resolve().parents[1]
+# tests that load a script in-process (runpy, importlib) see scripts/ on sys.path, as `python scripts/x.py` does
+if str(ROOT / "scripts") not in sys.path:
+    sys.path.insert(0, str(ROOT / "scripts"))
 CONFIGS = ROOT / "configs"
 
 TINY_SYNTHETIC = {

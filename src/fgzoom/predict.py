@@ -20,34 +20,25 @@ from pathlib import Path
 
 import hydra
 import lightning as L
-import timm
 from omegaconf import DictConfig
-from timm.data import resolve_data_config
 from torch.utils.data import DataLoader, default_collate
+from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from fgzoom.checkpoint_io import check_class_names, load_model, read_checkpoint_meta
 from fgzoom.data.datamodule import FGVCDataModule
 from fgzoom.data.dataset import BadImageError, FGVCDataset, load_rgb
 from fgzoom.data.index import Sample
-from fgzoom.data.readers.imagefolder import IMAGE_EXTENSIONS
 from fgzoom.data.transforms import build_transforms
 from fgzoom.errors import ConfigError
 from fgzoom.eval.figure_callback import PredictionFigures
 from fgzoom.eval.predictions import box_cells, box_header, check_one_device, gather_predictions
+from fgzoom.models.backbone import backbone_normalization
 from fgzoom.runtime import resolve_ckpt_path
 
 log = logging.getLogger("fgzoom.predict")
 
 ON_BAD_IMAGE = ("error", "skip")
 TRANSFORM_KEYS = ("image_size", "crop_pct", "resize_mode", "mean", "std")
-
-
-def backbone_normalization(name: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """(mean, std) of the timm backbone ``name``: its pretrained config, resolved by timm (timm's default
-    for a backbone without one)."""
-    pretrained = timm.get_pretrained_cfg(name)
-    config = resolve_data_config({}, pretrained_cfg=pretrained.to_dict() if pretrained else {"architecture": name})
-    return tuple(config["mean"]), tuple(config["std"])
 
 
 def eval_transform_args(data: dict, backbone: str) -> dict:
@@ -73,10 +64,10 @@ def list_images(input_path: str) -> list[Path]:
         raise ConfigError(
             f"input={input_path}: no such file or folder; pass input=<image file or folder of images>"
         )
-    files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMG_EXTENSIONS)
     if not files:
         raise ConfigError(
-            f"input={input_path}: no images ({', '.join(IMAGE_EXTENSIONS)}) found in this folder"
+            f"input={input_path}: no images ({', '.join(IMG_EXTENSIONS)}) found in this folder"
         )
     return files
 

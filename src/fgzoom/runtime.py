@@ -11,7 +11,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import hydra
-import timm
 from hydra.core.hydra_config import HydraConfig
 from lightning import Callback
 from lightning.pytorch.loggers import Logger
@@ -21,7 +20,7 @@ from omegaconf.errors import MissingMandatoryValue
 from fgzoom.checkpoint_io import atomic_write
 from fgzoom.data.readers import GENERATED
 from fgzoom.errors import ConfigError, FGZoomError
-from fgzoom.models.backbone import BackboneConfig, check_pretrained_available
+from fgzoom.models.backbone import BackboneConfig, backbone_normalization, check_pretrained_available
 from fgzoom.models.loss import FGVCLoss
 from fgzoom.models.options import config_from
 from fgzoom.models.zoom import ZoomConfig
@@ -89,9 +88,7 @@ def fill_normalization(cfg: DictConfig) -> None:
         return
     backbone = cfg.model.backbone
     if backbone.get("pretrained") or backbone.get("pretrained_path"):
-        pretrained = timm.get_pretrained_cfg(backbone.name)
-        mean = list(getattr(pretrained, "mean", None) or (0.485, 0.456, 0.406))
-        std = list(getattr(pretrained, "std", None) or (0.229, 0.224, 0.225))
+        mean, std = (list(v) for v in backbone_normalization(backbone.name))
     else:
         mean = std = "auto"
     with open_dict(cfg):

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import timm
+from timm.data import resolve_data_config
 from torch import nn
 
 from fgzoom.errors import ConfigError
@@ -132,6 +133,14 @@ def check_pretrained_available(config: BackboneConfig) -> None:
                 "reachable; download them elsewhere and pass model.backbone.pretrained_path=/path/to/weights"
                 ".safetensors (or set model.backbone.pretrained=false)"
             )
+
+
+def backbone_normalization(name: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(mean, std) of the timm backbone ``name``: its pretrained config as timm resolves it (timm's ImageNet
+    default for a backbone without one)."""
+    pretrained = timm.get_pretrained_cfg(name)
+    config = resolve_data_config({}, pretrained_cfg=pretrained.to_dict() if pretrained else {"architecture": name})
+    return tuple(config["mean"]), tuple(config["std"])
 
 
 def fixed_input_size(name: str) -> bool:
