@@ -57,10 +57,18 @@ def test_local_weights_file_loads_with_adapted_head(tmp_path):
     assert torch.equal(model.conv1.weight, source.conv1.weight)
 
 
-def test_offline_pretrained_request_fails_at_once_with_the_fix(monkeypatch):
-    import fgzoom.models.backbone as backbone
+def test_offline_pretrained_request_fails_at_once_with_the_fix(monkeypatch, tmp_path):
+    """Offline (HF_HUB_OFFLINE) with an empty cache: one ConfigError naming the fix, and no connection is tried."""
+    import socket
 
-    monkeypatch.setattr(backbone, "_hub_weights_cached", lambda name: False)
-    monkeypatch.setattr(backbone, "_hub_reachable", lambda timeout=3.0: False)
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+
+    def no_network(*args, **kwargs):
+        raise AssertionError(f"a connection was tried: {args}")
+
+    monkeypatch.setattr(socket, "create_connection", no_network)
     with pytest.raises(ConfigError, match="model.backbone.pretrained_path="):
         create_backbone(BackboneConfig(name="resnet18", pretrained=True), num_classes=3)

@@ -12,24 +12,8 @@ The package re-exports the public functions; ``fgzoom.ops.crop_resize`` and ``fg
 therefore the functions here, their modules are reached with ``from fgzoom.ops.crop_resize import ...``.
 """
 
-from fgzoom.ops.boxes import (
-    RULES,
-    box_iou,
-    box_mask,
-    glimpse_boxes,
-    grow_boxes,
-    mass_extent,
-    moments_extent,
-    normalize_attention,
-    region_boxes,
-    resize_attention,
-    round_boxes,
-    rule_boxes,
-    scale_boxes,
-    scale_float_boxes,
-    threshold_boxes,
-    threshold_extent,
-)
+from fgzoom.ops.boxes import *  # noqa: F403  (the names of boxes.__all__)
+from fgzoom.ops.boxes import __all__ as _BOX_NAMES
 from fgzoom.ops.crop_affine import AFFINE_MODES, crop_affine
 from fgzoom.ops.crop_resize import METHODS, crop_resize
 from fgzoom.ops.interpolation import (
@@ -41,29 +25,14 @@ from fgzoom.ops.interpolation import (
 )
 
 __all__ = [
+    *_BOX_NAMES,
     "AFFINE_MODES",
     "ALIGN_CORNERS_MODES",
     "ANTIALIAS_MODES",
     "METHODS",
     "MODES",
     "NEAREST_MODES",
-    "RULES",
-    "box_iou",
-    "box_mask",
     "check_interpolation",
     "crop_affine",
     "crop_resize",
-    "glimpse_boxes",
-    "grow_boxes",
-    "mass_extent",
-    "moments_extent",
-    "normalize_attention",
-    "region_boxes",
-    "resize_attention",
-    "round_boxes",
-    "rule_boxes",
-    "scale_boxes",
-    "scale_float_boxes",
-    "threshold_boxes",
-    "threshold_extent",
 ]
