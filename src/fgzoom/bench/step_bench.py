@@ -127,8 +127,8 @@ def bench_train_step(
             mem_base = _status_mib("VmRSS")
         torch.manual_seed(0)
         module = FGVCModule(
-            backbone={"name": backbone}, num_classes=num_classes, zoom=v["zoom"], channels_last=channels_last,
-            compile=compile,
+            backbone={"name": backbone, "img_size": image_size}, num_classes=num_classes, zoom=v["zoom"],
+            channels_last=channels_last, compile=compile,
         ).to(device_t)
         module.configure_model()  # compiles when compile=True, as the Trainer would
         module.train()

@@ -68,13 +68,15 @@ class BackboneConfig:
     drop_rate: float = 0.0
     drop_path_rate: float | None = None
     img_size: int | None = None
-    kwargs: dict[str, Any] = field(default_factory=dict, hash=False)
+    kwargs: dict[str, Any] | None = field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:
         if self.img_size is not None and (isinstance(self.img_size, bool) or not isinstance(self.img_size, int)
                                           or self.img_size < 1):
             raise ConfigError(f"model.backbone.img_size={self.img_size!r}: must be a positive integer (pixels) or "
                               "null for the model's default")
+        if self.kwargs is None:  # null in a config file
+            object.__setattr__(self, "kwargs", {})
         if not isinstance(self.kwargs, Mapping):
             raise ConfigError(f"model.backbone.kwargs={self.kwargs!r}: must be a mapping of timm.create_model "
                               "arguments, e.g. {depth: 2}")

@@ -189,6 +189,32 @@ class BackboneSplit(nn.Module):
         self.before = tuple(names[:split_at])
         self.after = tuple(n for n in names[split_at:] if n.split(".")[0] not in HEAD_MODULES)
         self._modules_by_name = dict(ordered)
+        if split_family(model) == "cnn":
+            self._probe()
+
+    def _probe(self) -> None:
+        """Run the split once on one zero image of the model's default input size (eval mode, no grad; no random
+        draw, no statistics updated) and raise the one-line ``unsupported`` error when it does not give NCHW stage
+        features and the model's logits: timm models with ``feature_info`` whose stages are token sequences or
+        whose forward is more than its stages in order (MLP-Mixer, LeViT, CrossViT, CoaT) fail here, at build time,
+        not deep inside the first training step."""
+        size = (self.model.pretrained_cfg or {}).get("input_size", (3, 224, 224))
+        x = torch.zeros(1, *size)
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.no_grad():
+                f, context = self.forward_to(x)
+                logits = self.forward_head(self.forward_from(f, context))
+                expected = self.model(x)
+            if logits.shape != expected.shape:
+                raise ValueError(f"split logits {tuple(logits.shape)} vs model {tuple(expected.shape)}")
+        except ConfigError:
+            raise
+        except Exception as e:  # whatever the model's own code raises on a cut it was not built for
+            raise unsupported(self.name, self.model) from e
+        finally:
+            self.model.train(was_training)
 
     def forward_to(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
         """Tensor[B, 3, H, W] -> (stage features Tensor[B, C, H/r, W/r], context). The context is what
