@@ -18,6 +18,8 @@ GROUP_OPTIONS = {
 
 
 def _group_override(group: str, option: str, root: Path) -> list[str]:
+    if group == "experiment" and option.startswith("recipe"):  # offline here: no hub weights to fetch
+        return [f"experiment={option}", "model.backbone.pretrained=false", f"data.root={root}"]
     if group == "experiment":
         return [f"experiment={option}"]
     if group == "debug":
@@ -82,3 +84,38 @@ def test_trainer_and_callbacks_instantiate(train_cfg):
     callbacks = instantiate_callbacks(train_cfg.callbacks, has_logger=bool(loggers))
     trainer = hydra.utils.instantiate(train_cfg.trainer, callbacks=callbacks, logger=loggers)
     assert trainer.max_epochs == 1
+
+
+RECIPES = sorted(p.stem.removeprefix("recipe_") for p in (CONFIGS / "experiment").glob("recipe_*.yaml")
+                 if p.stem != "recipe_base")
+
+
+def test_there_is_a_recipe_for_every_fgvc_dataset():
+    datasets = {p.stem for p in (CONFIGS / "data").glob("*.yaml")} - {"synthetic", "mnist_clutter", "imagefolder"}
+    assert set(RECIPES) == datasets
+
+
+@pytest.mark.parametrize("dataset", RECIPES)
+def test_recipe_is_the_shared_protocol_on_its_dataset(dataset, tmp_path):
+    cfg = compose_config("train.yaml", [f"experiment=recipe_{dataset}"], tmp_path)
+    assert cfg.data.dataset == dataset and cfg.task_name == f"recipe_{dataset}"
+    assert (cfg.data.image_size, cfg.data.batch_size, cfg.data.val_fraction) == (448, 12, 0.1)
+    assert cfg.model.backbone.name == "resnet50" and cfg.model.backbone.pretrained
+    assert (cfg.model.optimizer.opt, cfg.model.optimizer.lr, cfg.trainer.max_epochs) == ("sgd", 1e-3, 80)
+    assert (cfg.model.zoom.level, cfg.model.zoom.num_maps, cfg.model.zoom.align_corners) == ("image", 32, True)
+
+
+def test_recipe_trains_from_the_command_line(tmp_path):
+    """A short run of a recipe on a tiny CUB-200-2011 fixture in the official layout, with the sizes shrunk."""
+    from fixtures.fgvc_layouts import make_cub200
+
+    from tests.conftest import run_script
+
+    layout = make_cub200(tmp_path / "data")
+    result = run_script(
+        "train.py", "experiment=recipe_cub200", f"data.root={layout.root}", "model.backbone.pretrained=false",
+        "model.backbone.name=resnet18", "data.image_size=64", "data.batch_size=4", "data.num_workers=0",
+        "model.zoom.num_maps=4", "trainer=cpu", "trainer.fast_dev_run=true", "callbacks.rich_progress_bar=null",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
