@@ -53,7 +53,12 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 def read_checkpoint_meta(path: str) -> dict:
     """The ``fgzoom`` entry of the checkpoint at ``path``: ``class_names``, ``config`` (the run's resolved
-    config) and ``progress``. Raises ConfigError when the file is not a readable fgzoom checkpoint."""
+    config) and ``progress``; ``path`` may also be a model folder (``fgzoom.model_folder``). Raises ConfigError when
+    it is not a readable fgzoom checkpoint."""
+    from fgzoom.model_folder import is_model_folder, read_folder_meta
+
+    if is_model_folder(path):
+        return read_folder_meta(path)
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as e:
@@ -66,7 +71,12 @@ def read_checkpoint_meta(path: str) -> dict:
 
 def load_model(path: str) -> FGVCModule:
     """Rebuild the LightningModule stored in ``path`` on the CPU (no pretrained download: the weights come
-    from the file). Raises ConfigError when the weights do not fit the model the checkpoint describes."""
+    from the file; ``path`` may also be a model folder). Raises ConfigError when the weights do not fit the model
+    the checkpoint describes."""
+    from fgzoom.model_folder import is_model_folder, load_model_folder
+
+    if is_model_folder(path):
+        return load_model_folder(path)
     try:
         return FGVCModule.load_from_checkpoint(path, map_location="cpu", weights_only=False)
     except (RuntimeError, KeyError, TypeError, ValueError) as e:

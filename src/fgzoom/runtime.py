@@ -57,11 +57,14 @@ def resolved_container(cfg: DictConfig) -> dict:
 
 
 def resolve_ckpt_path(ckpt_path: str | None, output_dir: str) -> str | None:
-    """``last`` -> ``<output_dir>/checkpoints/last.ckpt``; any path must exist."""
+    """``last`` -> ``<output_dir>/checkpoints/last.ckpt``; any path must exist (a checkpoint file, or a model
+    folder of ``scripts/save_model.py``)."""
+    from fgzoom.model_folder import is_model_folder
+
     if ckpt_path is None:
         return None
     path = Path(output_dir) / "checkpoints" / "last.ckpt" if str(ckpt_path) == "last" else Path(str(ckpt_path))
-    if not path.is_file():
+    if not path.is_file() and not is_model_folder(path):
         hint = " (ckpt_path=last looks in this run folder; set hydra.run.dir to the run to resume)" if ckpt_path == "last" else ""
         raise ConfigError(f"ckpt_path={ckpt_path}: checkpoint file {path} not found{hint}")
     return str(path)

@@ -112,7 +112,7 @@ def _hub_weights_cached(name: str) -> bool:
     return False
 
 
-def _hub_reachable(timeout: float = 3.0) -> bool:
+def hub_reachable(timeout: float = 3.0) -> bool:
     """False at once under ``HF_HUB_OFFLINE=1``; else whether huggingface.co answers within ``timeout``."""
     from huggingface_hub import constants
 
@@ -129,7 +129,7 @@ def check_pretrained_available(config: BackboneConfig) -> None:
     """For ``pretrained=true`` without a local file: raise at once (no download retries) when the weights
     are neither in the local cache nor reachable on the hub."""
     if config.pretrained and config.pretrained_path is None:
-        if not _hub_weights_cached(config.name) and not _hub_reachable():
+        if not _hub_weights_cached(config.name) and not hub_reachable():
             raise ConfigError(
                 f"model.backbone.pretrained=true: no cached weights for {config.name!r} and the hub is not "
                 "reachable; download them elsewhere and pass model.backbone.pretrained_path=/path/to/weights"

@@ -1,0 +1,169 @@
+"""A model folder a user can share: the weights as safetensors, the module's hyperparameters, the run's resolved
+config, the class names and a model card, loadable by eval and predict (``ckpt_path=<folder>``) without the run
+folder or Lightning's checkpoint format.
+
+Layout::
+
+    <folder>/
+      model.safetensors   the FGVCModule's state_dict (the weights eval/predict would load from the checkpoint)
+      fgzoom.json         {"format": 1, "hyper_parameters": ..., "class_names": [...], "progress": float}
+      config.yaml         the run's resolved config (data, model, trainer, seed)
+      README.md           the model card: data, recipe, metrics (with the seed) when the run folder has them
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import yaml
+from safetensors.torch import load_file, save_file
+
+from fgzoom.errors import ConfigError
+from fgzoom.models.module import FGVCModule
+
+WEIGHTS, META, CONFIG, CARD = "model.safetensors", "fgzoom.json", "config.yaml", "README.md"
+FORMAT = 1
+
+
+def is_model_folder(path: str | Path) -> bool:
+    """Whether ``path`` is a folder written by :func:`save_model_folder`."""
+    path = Path(str(path)).expanduser()
+    return path.is_dir() and (path / WEIGHTS).is_file() and (path / META).is_file()
+
+
+def _metrics_of_run(checkpoint: Path) -> dict | None:
+    """``metrics.json`` of the run a checkpoint belongs to (``<run>/checkpoints/<name>.ckpt``), if there."""
+    path = checkpoint.resolve().parent.parent / "metrics.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def model_card(config: dict, class_names: list[str], metrics: dict | None) -> str:
+    """The README.md of a model folder: what it is, how it was trained, what it measured, how to use it."""
+    model, data = config.get("model", {}), config.get("data", {})
+    zoom = model.get("zoom")
+    kind = "plain classifier (no zoom)" if not zoom else (
+        f"attention-crop zoom at level={zoom.get('level')}, {zoom.get('box')} boxes, {zoom.get('sampler')} sampler, "
+        f"mode={zoom.get('mode')}")
+    lines = [
+        f"# fgzoom model: {model.get('backbone', {}).get('name')} on {data.get('dataset')}", "",
+        f"- model: {kind}",
+        f"- classes: {len(class_names)} ({', '.join(class_names[:5])}{', ...' if len(class_names) > 5 else ''})",
+        f"- data: `{data.get('dataset')}`, image_size {data.get('image_size')}, crop_pct {data.get('crop_pct')}, "
+        f"mean {data.get('mean')}, std {data.get('std')}",
+        f"- recipe: optimizer {model.get('optimizer', {}).get('opt')} lr {model.get('optimizer', {}).get('lr')}, "
+        f"{config.get('trainer', {}).get('max_epochs')} epochs, batch {data.get('batch_size')}, seed {config.get('seed')}",
+        f"- pretrained: {model.get('backbone', {}).get('pretrained_path') or model.get('backbone', {}).get('pretrained')}",
+        "",
+        "## Metrics",
+        "",
+    ]
+    if metrics:
+        lines += ["| metric | value |", "|---|---:|"]
+        lines += [f"| {k} | {v:.4f} |" for k, v in sorted(metrics.items()) if isinstance(v, int | float)]
+        lines += ["", f"One run, seed {config.get('seed')}; the checkpoint chosen on the validation split."]
+    else:
+        lines += ["No metrics.json was found next to the checkpoint."]
+    lines += ["", "## Use", "", "```bash",
+              "python scripts/predict.py ckpt_path=<this folder> input=<image or folder>",
+              "python scripts/eval.py ckpt_path=<this folder> data.root=<dataset>", "```", ""]
+    return "\n".join(lines)
+
+
+def save_model_folder(module: FGVCModule, meta: dict, out: Path, checkpoint: Path | None = None) -> Path:
+    """Write ``module`` (with the checkpoint's ``fgzoom`` entry ``meta``) as a model folder at ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous().clone() for k, v in module.state_dict().items()}
+    save_file(state, str(out / WEIGHTS))
+    hparams = {k: v for k, v in dict(module.hparams).items() if not callable(v)}
+    (out / META).write_text(json.dumps(
+        {"format": FORMAT, "hyper_parameters": hparams, "class_names": meta.get("class_names"),
+         "progress": meta.get("progress", 1.0)}, indent=1, default=list))
+    config = meta.get("config") or {}
+    (out / CONFIG).write_text(yaml.safe_dump(json.loads(json.dumps(config, default=list)), sort_keys=False))
+    metrics = _metrics_of_run(checkpoint) if checkpoint is not None else None
+    (out / CARD).write_text(model_card(config, list(meta.get("class_names") or []), metrics))
+    return out
+
+
+def read_folder_meta(folder: str | Path) -> dict:
+    """The ``fgzoom`` entry a checkpoint would hold (``class_names``, ``config``, ``progress``) of a model folder."""
+    folder = Path(str(folder)).expanduser()
+    try:
+        meta = json.loads((folder / META).read_text())
+        config = yaml.safe_load((folder / CONFIG).read_text()) if (folder / CONFIG).is_file() else {}
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"ckpt_path={folder}: not a readable model folder ({type(e).__name__}: {e})") from e
+    if meta.get("format") != FORMAT:
+        raise ConfigError(f"ckpt_path={folder}: model folder format {meta.get('format')!r}, this fgzoom reads {FORMAT}")
+    return {"class_names": meta.get("class_names"), "config": config, "progress": meta.get("progress", 1.0),
+            "hyper_parameters": meta["hyper_parameters"]}
+
+
+def load_model_folder(folder: str | Path) -> FGVCModule:
+    """Rebuild the FGVCModule of a model folder on the CPU (no pretrained download: the weights are the folder's)."""
+    meta = read_folder_meta(folder)
+    hparams = dict(meta["hyper_parameters"])
+    backbone = dict(hparams.get("backbone") or {})
+    backbone.update(pretrained=False, pretrained_path=None)  # the folder holds the weights
+    hparams["backbone"] = backbone
+    try:
+        module = FGVCModule(**hparams)
+        module.load_state_dict(load_file(str(Path(str(folder)).expanduser() / WEIGHTS)))
+    except (RuntimeError, KeyError, TypeError, ValueError) as e:
+        first = str(e).strip().splitlines()[0][:300]
+        raise ConfigError(f"ckpt_path={folder}: the weights do not match the model it describes ({first})") from e
+    module.net.progress = float(meta["progress"])
+    return module
+
+
+def push_folder(folder: Path, repo: str) -> str:
+    """Upload ``folder`` to the Hugging Face Hub repository ``repo``; one ConfigError line when the hub is not
+    reachable or refuses."""
+    from fgzoom.models.backbone import hub_reachable
+
+    if not hub_reachable():
+        raise ConfigError(
+            f"push_to_hub=true: the Hugging Face Hub is not reachable from here; the folder {folder} is complete, "
+            f"upload it later with `huggingface-cli upload {repo} {folder}`"
+        )
+    from huggingface_hub import HfApi
+
+    try:
+        api = HfApi()
+        api.create_repo(repo, exist_ok=True)
+        return str(api.upload_folder(repo_id=repo, folder_path=str(folder)))
+    except Exception as e:  # authentication, permissions, network
+        raise ConfigError(f"hub_repo={repo}: upload failed ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
+                          f"the folder {folder} is complete, upload it later with huggingface-cli") from e
+
+
+def replace_folder(out: Path) -> None:
+    """Remove an earlier model folder at ``out`` (only one this module wrote) before writing a new one."""
+    if out.exists():
+        if not is_model_folder(out):
+            raise ConfigError(f"out={out}: exists and is not a model folder; pick another path")
+        shutil.rmtree(out)
+
+
+def save_model(cfg) -> Path:
+    """Entry of ``scripts/save_model.py``: ``ckpt_path`` -> a model folder at ``out`` (default: ``model/`` in the
+    checkpoint's run folder), then the hub upload when ``push_to_hub`` is set."""
+    from fgzoom.checkpoint_io import load_model, read_checkpoint_meta
+
+    ckpt = Path(str(cfg.ckpt_path)).expanduser()
+    if not ckpt.is_file():
+        raise ConfigError(f"ckpt_path={cfg.ckpt_path}: file not found; pass a checkpoint of a run, e.g. "
+                          "<run>/checkpoints/last.ckpt")
+    out = Path(str(cfg.out)).expanduser() if cfg.get("out") else ckpt.resolve().parent.parent / "model"
+    if cfg.get("push_to_hub") and not cfg.get("hub_repo"):
+        raise ConfigError("push_to_hub=true: set hub_repo=<user>/<name>, the Hub repository to upload to")
+    meta = read_checkpoint_meta(str(ckpt))
+    module = load_model(str(ckpt))
+    replace_folder(out)
+    save_model_folder(module, meta, out, checkpoint=ckpt)
+    print(out)
+    if cfg.get("push_to_hub"):
+        print(push_folder(out, str(cfg.hub_repo)))
+    return out
