@@ -61,6 +61,8 @@ def main() -> None:
     parser.add_argument("--stages", default="-2,-3", help="feature stages to benchmark, comma-separated")
     parser.add_argument("--no-box-variants", action="store_true",
                         help="step: leave out the zoom feature slice / learned / regions=2 rows")
+    parser.add_argument("--switches", action="store_true",
+                        help="step: add the practitioner switches' rows (zoom feature with grad_checkpointing)")
     parser.add_argument("--precision", choices=["32", "bf16", "16"], default="32")
     parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--compile", action="store_true", help="torch.compile the backbones (model.compile=true)")
@@ -87,7 +89,7 @@ def main() -> None:
         print("\ncrop_resize vs per-sample loop (forward, fp32, median ms)\n" + format_table(rows))
     if args.what in ("step", "all"):
         stages = [int(s) for s in args.stages.split(",") if s]
-        variants = default_variants(stages, box_variants=not args.no_box_variants)
+        variants = default_variants(stages, box_variants=not args.no_box_variants, switches=args.switches)
         rows = bench_train_step(
             backbone=args.backbone, image_size=args.image_size, batch_size=args.batch_size,
             variants=variants, repeats=args.repeats, device=args.device,

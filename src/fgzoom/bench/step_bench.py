@@ -53,7 +53,14 @@ BOX_VARIANTS: list[dict[str, Any]] = [
 ]
 
 
-def default_variants(stages: Sequence[int] = (-2,), box_variants: bool = True) -> list[dict[str, Any]]:
+SWITCH_VARIANTS: list[dict[str, Any]] = [
+    # the practitioner switches at the zoom defaults; "module" holds further FGVCModule arguments
+    {"name": "zoom feature grad_checkpointing", "zoom": {"level": "feature"}, "module": {"grad_checkpointing": True}},
+]
+
+
+def default_variants(stages: Sequence[int] = (-2,), box_variants: bool = True,
+                     switches: bool = False) -> list[dict[str, Any]]:
     """plain, zoom at level=feature for each stage (the zoom defaults: affine sampler, moments boxes), then
     (``box_variants``) level=feature at the default stage with the slice sampler (threshold boxes), with
     learned boxes and with 2 regions, then level=image."""
@@ -62,6 +69,8 @@ def default_variants(stages: Sequence[int] = (-2,), box_variants: bool = True) -
         variants.append({"name": f"zoom feature stage={stage}", "zoom": {"level": "feature", "stage": stage}})
     if box_variants:
         variants += [{"name": v["name"], "zoom": dict(v["zoom"])} for v in BOX_VARIANTS]
+    if switches:
+        variants += [{**v, "zoom": dict(v["zoom"])} for v in SWITCH_VARIANTS]
     variants.append({"name": "zoom image", "zoom": {"level": "image"}})
     return variants
 
@@ -128,7 +137,7 @@ def bench_train_step(
         torch.manual_seed(0)
         module = FGVCModule(
             backbone={"name": backbone, "img_size": image_size}, num_classes=num_classes, zoom=v["zoom"],
-            channels_last=channels_last, compile=compile,
+            channels_last=channels_last, compile=compile, **v.get("module", {}),
         ).to(device_t)
         module.configure_model()  # compiles when compile=True, as the Trainer would
         module.train()

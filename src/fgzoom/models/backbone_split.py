@@ -101,21 +101,28 @@ def _ordered_modules(model: nn.Module, feature_modules: list[str]) -> list[tuple
     return out
 
 
-def _run_stages(modules: dict[str, nn.Module], names: tuple[str, ...], x: Tensor) -> Tensor:
-    """Run ``modules[name]`` for each of ``names`` in order. Module-level functions (this and the ones
+def _run_stages(modules: dict[str, nn.Module], names: tuple[str, ...], x: Tensor,
+                checkpointed: frozenset[str] = frozenset()) -> Tensor:
+    """Run ``modules[name]`` for each of ``names`` in order, those in ``checkpointed`` (with gradients on) through
+    ``torch.utils.checkpoint`` (activations recomputed in backward). Module-level functions (this and the ones
     below), so that their compiled forms hold no reference to one network: a deep copy runs its own."""
     for name in names:
-        x = modules[name](x)
+        if name in checkpointed and torch.is_grad_enabled():
+            x = checkpoint(modules[name], x, use_reentrant=False)
+        else:
+            x = modules[name](x)
     return x
 
 
-def _run_to(modules: dict[str, nn.Module], names: tuple[str, ...], x: Tensor) -> Tensor:
-    return _run_stages(modules, names, x)
+def _run_to(modules: dict[str, nn.Module], names: tuple[str, ...], x: Tensor,
+            checkpointed: frozenset[str] = frozenset()) -> Tensor:
+    return _run_stages(modules, names, x, checkpointed)
 
 
-def _run_from(modules: dict[str, nn.Module], names: tuple[str, ...], x: Tensor) -> Tensor:
+def _run_from(modules: dict[str, nn.Module], names: tuple[str, ...], x: Tensor,
+              checkpointed: frozenset[str] = frozenset()) -> Tensor:
     # a second code object: torch.compile keeps one cache (and recompile limit) per code object
-    return _run_stages(modules, names, x)
+    return _run_stages(modules, names, x, checkpointed)
 
 
 def resolve_stage(stage: int, num_stages: int, name: str, need_after: bool) -> int:
@@ -170,6 +177,8 @@ class BackboneSplit(nn.Module):
         self.name = name or type(model).__name__
         self.model = model
         self._compiled: tuple | None = None  # (forward_to, forward_from) runners, set by compile_stages
+        self.grad_checkpointing = False
+        self._checkpointed: frozenset[str] = frozenset()  # stage modules run through checkpoint (set_grad_checkpointing)
         self._input_size = fixed_input_size(model)
         self._setup(stage, need_after)
 
@@ -220,7 +229,7 @@ class BackboneSplit(nn.Module):
         """Tensor[B, 3, H, W] -> (stage features Tensor[B, C, H/r, W/r], context). The context is what
         ``forward_from`` needs besides the features: None for CNNs."""
         run = _run_stages if self._compiled is None else self._compiled[0]
-        f = run(self._modules_by_name, self.before, x)
+        f = run(self._modules_by_name, self.before, x, self._checkpointed)
         if f.ndim != 4 or f.shape[1] != self.channels:  # a family whose stages are not NCHW feature maps
             raise unsupported(self.name, self.model)
         return f, None
@@ -229,7 +238,7 @@ class BackboneSplit(nn.Module):
         """Stage features Tensor[B', C, h', w'] (B' a multiple of the batch of ``context``) -> the final
         features (input of ``forward_head``)."""
         run = _run_stages if self._compiled is None else self._compiled[1]
-        return run(self._modules_by_name, self.after, f)
+        return run(self._modules_by_name, self.after, f, self._checkpointed)
 
     def forward_head(self, features: Tensor, pre_logits: bool = False) -> Tensor:
         """Final features -> logits Tensor[B, K] (or pooled features with ``pre_logits``)."""
@@ -255,6 +264,19 @@ class BackboneSplit(nn.Module):
         self.require_class_attention()  # raises: CNNs and Swin have no class token
         raise NotImplementedError
 
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute activations in backward instead of storing them (``model.grad_checkpointing``): timm's own
+        switch on the model (ViT blocks, whose loop here reads it; stages that checkpoint their blocks) and, for the
+        stages this split runs itself, one checkpoint per stage."""
+        self.model.set_grad_checkpointing(enable)
+        self.grad_checkpointing = enable
+        # the feature stages only, not an in-place activation (a resnet's stage 0 is act1): in-place ops would
+        # modify a checkpointed input (timm's checkpoint_seq likewise wraps the stages)
+        modules = getattr(self, "_modules_by_name", {})  # TokenSplit runs blocks, not stage modules
+        stages = {i["module"] for i in getattr(self.model, "feature_info", [])}
+        stages = {n for n in stages if n in modules and not getattr(modules[n], "inplace", False)}
+        self._checkpointed = frozenset(stages) if enable else frozenset()
+
     def compile_stages(self, **options) -> None:
         """Run ``forward_to`` and ``forward_from`` through ``torch.compile`` (``options`` go to it).
 
@@ -276,11 +298,11 @@ class ChannelsLastSplit(BackboneSplit):
     def forward_to(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
         check_input_size(x, self.name, self._input_size)
         run = _run_stages if self._compiled is None else self._compiled[0]
-        return run(self._modules_by_name, self.before, x).permute(0, 3, 1, 2), None  # NHWC -> NCHW view
+        return run(self._modules_by_name, self.before, x, self._checkpointed).permute(0, 3, 1, 2), None  # NHWC -> NCHW view
 
     def forward_from(self, f: Tensor, context: Tensor | None = None) -> Tensor:
         run = _run_stages if self._compiled is None else self._compiled[1]
-        return run(self._modules_by_name, self.after, f.permute(0, 2, 3, 1))  # final features, NHWC
+        return run(self._modules_by_name, self.after, f.permute(0, 2, 3, 1), self._checkpointed)  # final features, NHWC
 
     def zoom_grid(self, level: str) -> tuple[int, int] | None:
         if level == "image" or self._input_size is None:

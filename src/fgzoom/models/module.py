@@ -62,6 +62,10 @@ class FGVCModule(L.LightningModule):
             ``compile=false`` and the other way round.
         input_size: run the backbone on the batch resized to this side (``InputView``); with zoom level=image
             the zoomed view is still cropped from the batch as loaded. None = the batch as loaded.
+        grad_checkpointing: recompute the backbone's activations in backward instead of storing them (timm's
+            ``set_grad_checkpointing``; for zoom, both sides of the split): less memory, about one more forward.
+            BatchNorm layers see the recomputed forward too, so their running statistics move twice per step,
+            as with timm's own checkpointing.
     """
 
     def __init__(
@@ -78,6 +82,7 @@ class FGVCModule(L.LightningModule):
         center_momentum: float = 0.05,
         compile: bool = False,
         input_size: int | None = None,
+        grad_checkpointing: bool = False,
     ) -> None:
         super().__init__()
         if class_names is not None and len(class_names) != num_classes:
@@ -92,6 +97,10 @@ class FGVCModule(L.LightningModule):
         self.net = create_network(backbone, zoom, num_classes, input_size)
         if channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
+        if grad_checkpointing not in (True, False):
+            raise ConfigError(f"model.grad_checkpointing={grad_checkpointing!r}: must be true or false")
+        if grad_checkpointing:
+            self.net.set_grad_checkpointing(True)
         self.criterion = FGVCLoss(loss, num_classes, self.net.part_features_dim, self.net.rank_margin,
                                   label_smoothing, center_momentum)
         self.net.attention_drop = self.criterion.weights["drop"] > 0

@@ -39,3 +39,7 @@ class FGVCNet(nn.Module):
     def compile_backbone(self, **options) -> None:
         """``torch.compile`` the backbone in place (``state_dict`` keys unchanged); ``options`` go to it."""
         raise NotImplementedError
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Gradient checkpointing of the backbone (``model.grad_checkpointing``): less memory, one more forward."""
+        raise NotImplementedError

@@ -31,6 +31,10 @@ class PlainNet(FGVCNet):
         logits = self.model(x)
         return {"logits": logits, "logits_raw": logits}
 
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """timm's own switch (``set_grad_checkpointing``): the model's forward checkpoints its stages or blocks."""
+        self.model.set_grad_checkpointing(enable)
+
     def compile_backbone(self, **options) -> None:
         """``torch.compile`` the timm model in place (``state_dict`` keys unchanged)."""
         self.model.compile(**options)

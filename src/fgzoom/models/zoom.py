@@ -255,6 +255,10 @@ class ZoomNet(FGVCNet):
             if zoom.box == "learned" else None
         )
 
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Checkpoint the backbone on both sides of the split (``BackboneSplit.set_grad_checkpointing``)."""
+        self.split.set_grad_checkpointing(enable)
+
     def compile_backbone(self, **options) -> None:
         """``torch.compile`` the backbone on both sides of the split (``BackboneSplit.compile_stages``); the
         attention head, boxes, crop and fusion stay eager. ``state_dict`` keys do not change."""
