@@ -15,6 +15,7 @@ from lightning.fabric.utilities.types import _PATH
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from fgzoom.errors import ConfigError
+from fgzoom.model_folder import is_model_folder, load_model_folder, read_folder_meta
 from fgzoom.models.module import FGVCModule
 
 
@@ -55,8 +56,6 @@ def read_checkpoint_meta(path: str) -> dict:
     """The ``fgzoom`` entry of the checkpoint at ``path``: ``class_names``, ``config`` (the run's resolved
     config) and ``progress``; ``path`` may also be a model folder (``fgzoom.model_folder``). Raises ConfigError when
     it is not a readable fgzoom checkpoint."""
-    from fgzoom.model_folder import is_model_folder, read_folder_meta
-
     if is_model_folder(path):
         return read_folder_meta(path)
     try:
@@ -73,8 +72,6 @@ def load_model(path: str) -> FGVCModule:
     """Rebuild the LightningModule stored in ``path`` on the CPU (no pretrained download: the weights come
     from the file; ``path`` may also be a model folder). Raises ConfigError when the weights do not fit the model
     the checkpoint describes."""
-    from fgzoom.model_folder import is_model_folder, load_model_folder
-
     if is_model_folder(path):
         return load_model_folder(path)
     try:

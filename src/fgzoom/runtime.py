@@ -20,6 +20,7 @@ from omegaconf.errors import MissingMandatoryValue
 from fgzoom.checkpoint_io import atomic_write
 from fgzoom.data.readers import GENERATED
 from fgzoom.errors import ConfigError, FGZoomError
+from fgzoom.model_folder import is_model_folder
 from fgzoom.models.backbone import BackboneConfig, backbone_normalization, check_pretrained_available
 from fgzoom.models.loss import FGVCLoss
 from fgzoom.models.options import config_from
@@ -59,8 +60,6 @@ def resolved_container(cfg: DictConfig) -> dict:
 def resolve_ckpt_path(ckpt_path: str | None, output_dir: str) -> str | None:
     """``last`` -> ``<output_dir>/checkpoints/last.ckpt``; any path must exist (a checkpoint file, or a model
     folder of ``scripts/save_model.py``)."""
-    from fgzoom.model_folder import is_model_folder
-
     if ckpt_path is None:
         return None
     path = Path(output_dir) / "checkpoints" / "last.ckpt" if str(ckpt_path) == "last" else Path(str(ckpt_path))

@@ -145,7 +145,7 @@ def backbone_normalization(name: str) -> tuple[tuple[float, ...], tuple[float, .
     return tuple(config["mean"]), tuple(config["std"])
 
 
-def fixed_input_size(name: str) -> bool:
+def built_for_one_input_size(name: str) -> bool:
     """Whether timm builds ``name`` for one input size (``pretrained_cfg.fixed_input_size``: ViT, Swin, ...)."""
     cfg = timm.get_pretrained_cfg(name)
     return bool(cfg is not None and cfg.fixed_input_size)
@@ -165,7 +165,7 @@ def create_backbone(config: BackboneConfig, num_classes: int, input_size: int | 
     if config.drop_path_rate is not None:
         options["drop_path_rate"] = config.drop_path_rate
     img_size = input_size if input_size is not None else config.img_size
-    if img_size is not None and fixed_input_size(config.name):
+    if img_size is not None and built_for_one_input_size(config.name):
         options["img_size"] = img_size
     if config.pretrained_path is not None:
         options.update(pretrained=True, pretrained_cfg_overlay=dict(file=str(Path(config.pretrained_path).expanduser())))

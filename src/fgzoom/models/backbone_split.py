@@ -272,8 +272,8 @@ class BackboneSplit(nn.Module):
         self.grad_checkpointing = enable
         # the feature stages only, not an in-place activation (a resnet's stage 0 is act1): in-place ops would
         # modify a checkpointed input (timm's checkpoint_seq likewise wraps the stages)
-        modules = getattr(self, "_modules_by_name", {})  # TokenSplit runs blocks, not stage modules
-        stages = {i["module"] for i in getattr(self.model, "feature_info", [])}
+        modules = self._modules_by_name
+        stages = {i["module"] for i in self.model.feature_info}
         stages = {n for n in stages if n in modules and not getattr(modules[n], "inplace", False)}
         self._checkpointed = frozenset(stages) if enable else frozenset()
 
@@ -432,6 +432,11 @@ class TokenSplit(BackboneSplit):
         if isinstance(self.model, Eva) and getattr(self.model, "rope", None) is not None:
             return tuple(self.model.patch_embed.grid_size)  # rope built for the patch grid of img_size
         return None
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """timm's switch only: ``forward_intermediates`` and ``_run_blocks`` checkpoint the blocks when it is set."""
+        self.model.set_grad_checkpointing(enable)
+        self.grad_checkpointing = enable
 
     def compile_stages(self, **options) -> None:
         self._compiled = (torch.compile(_tokens_to, **options), torch.compile(_tokens_from, **options))
