@@ -62,7 +62,7 @@ def main() -> None:
     parser.add_argument("--no-box-variants", action="store_true",
                         help="step: leave out the zoom feature slice / learned / regions=2 rows")
     parser.add_argument("--switches", action="store_true",
-                        help="step: add the practitioner switches' rows (zoom feature with grad_checkpointing)")
+                        help="step: add the practitioner switches' rows (zoom feature with grad_checkpointing, EMA, mixup+CutMix)")
     parser.add_argument("--precision", choices=["32", "bf16", "16"], default="32")
     parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--compile", action="store_true", help="torch.compile the backbones (model.compile=true)")

@@ -12,7 +12,7 @@ import safetensors.torch
 import timm
 import torch
 from lightning.pytorch.callbacks import Callback
-from timm.optim import create_optimizer_v2
+from timm.optim import create_optimizer_v2, param_groups_layer_decay
 from torch.utils.data import DataLoader
 
 from fgzoom.errors import ConfigError
@@ -128,8 +128,11 @@ def test_bad_values_are_config_errors():
     module = _module(None)
     with pytest.raises(ConfigError, match=r"model.optimizer.lr_mult_new=0.0: must be > 0"):
         param_groups(module, 0.05, lr_mult_new=0.0)
-    with pytest.raises(ConfigError, match=r"model.optimizer.layer_decay=0.7: not supported"):
-        create_optimizer(module, layer_decay=0.7)
+    for bad in (0.0, 1.5):
+        with pytest.raises(ConfigError, match=rf"^model.optimizer.layer_decay={bad}: must be in \(0, 1\]"):
+            create_optimizer(module, layer_decay=bad)
+    with pytest.raises(ConfigError, match=r"model.optimizer.param_group_fn=.*not supported"):
+        create_optimizer(module, param_group_fn="x")
     create_optimizer(module, layer_decay=None)  # null is fine
 
 
@@ -137,6 +140,50 @@ def test_weight_decay_zero_puts_everything_in_no_decay_groups():
     module = _module({"level": "feature"})
     groups = _by_name(create_optimizer(module, lr=1e-3, weight_decay=0.0, lr_mult_new=10.0))
     assert list(groups) == ["backbone_no_decay", "new_no_decay"]
+
+
+# ------------------------------------------------------------------ layer-wise learning-rate decay
+@pytest.mark.parametrize("zoom", [None, {"level": "feature"}, {"level": "image"}], ids=["plain", "feature", "image"])
+def test_layer_decay_scales_are_timms_and_new_layers_keep_their_multiplier(zoom):
+    """Every pretrained parameter gets the lr_scale timm's param_groups_layer_decay gives it on the bare timm
+    model, the new layers (outside timm, the classifier) lr_mult_new, and weight decay stays as without it."""
+    module = _module(zoom, mult=10.0)
+    groups = create_optimizer(module, lr=1e-3, weight_decay=0.05, lr_mult_new=10.0, layer_decay=0.75).param_groups
+    timm_model = module.net.split.model if zoom else module.net.model
+    expected = {id(p): g["lr_scale"] for g in param_groups_layer_decay(timm_model, layer_decay=0.75) for p in g["params"]}
+    new = {id(p) for n, p in module.named_parameters() if n in new_parameter_names(module)}
+    without = {id(p): g["weight_decay"] for g in create_optimizer(module, lr=1e-3, weight_decay=0.05,
+                                                                 lr_mult_new=10.0).param_groups for p in g["params"]}
+    seen = set()
+    for group in groups:
+        for param in group["params"]:
+            seen.add(id(param))
+            assert group["lr_scale"] == (10.0 if id(param) in new else expected[id(param)]), group["name"]
+            assert group["weight_decay"] == without[id(param)], group["name"]
+    assert seen == {id(p) for p in module.parameters()}
+    scales = sorted({g["lr_scale"] for g in groups if g["name"].startswith("backbone")})
+    assert len(scales) > 3 and scales[-1] < 1.0  # several layers; the top layer (the classifier) is new
+    names = [g["name"] for g in groups]
+    assert names[0].startswith("backbone_depth") and names[-1] == "new"  # stem first, new layers last
+
+
+def test_layer_decay_one_changes_no_rate():
+    module = _module({"level": "feature"}, mult=1.0)
+    groups = create_optimizer(module, lr=1e-3, weight_decay=0.05, layer_decay=1.0).param_groups
+    assert {g["lr_scale"] for g in groups} == {1.0}
+
+
+def test_layer_decay_reaches_the_training_steps_through_the_schedule():
+    module = _module({"level": "feature"}, mult=4.0)
+    module.optimizer_factory = partial(create_optimizer, opt="adamw", lr=1e-3, weight_decay=0.05, lr_mult_new=4.0,
+                                       layer_decay=0.5)
+    module.scheduler_factory = partial(warmup_cosine, warmup_epochs=1.0)
+    lrs = _fit(module)
+    depths = sorted({int(n.split("depth")[1].split("_")[0]) for n in lrs[0] if "depth" in n})
+    for step in lrs:
+        top = step["new"] / 4.0  # the schedule's lr; the new layers run at 4x
+        for d in depths:
+            assert step[f"backbone_depth{d}"] == pytest.approx(top * 0.5**d, rel=1e-9)
 
 
 # ------------------------------------------------------------------ learning rates through the schedule

@@ -13,7 +13,9 @@ import time
 import pytest
 import torch
 from hydra.core.global_hydra import GlobalHydra
+from lightning.pytorch.callbacks import Callback
 
+from fgzoom import train as train_module
 from fgzoom.checkpoint_io import AtomicCheckpointIO
 from fgzoom.errors import NonFiniteLossError
 from fgzoom.train import train
@@ -153,3 +155,51 @@ def test_ddp_cpu_two_processes_write_one_run_folder(tmp_path, synthetic_root):
     assert 0.0 <= metrics["val/acc"] <= 1.0 and 0.0 <= metrics["test/acc"] <= 1.0
     assert (runs[0] / "checkpoints" / "last.ckpt").is_file()
     assert (runs[0] / "train_ddp_process_1.log").is_file()  # rank 1 ran, into the same folder
+
+
+# the practitioner switches that carry state across steps: the EMA (its average and update count), the optimizer's
+# layer-wise groups, the mixup draws (a function of the batch, not of generator state)
+RESUMABLE_SWITCHES = {
+    "ema": ["model.ema.decay=0.8"],
+    "layer_decay": ["model.optimizer.layer_decay=0.7", "model.optimizer.lr_mult_new=5"],
+    "mixup": ["data.mixup.mixup_alpha=0.8", "data.mixup.cutmix_alpha=1.0", "data.mixup.mode=elem"],
+}
+
+
+class _Killed(Exception):
+    pass
+
+
+class _KillAtEpoch(Callback):
+    """Stops the fit at the start of ``epoch``, after the previous epoch's last.ckpt was written."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        if trainer.current_epoch == self.epoch:
+            raise _Killed
+
+
+@pytest.mark.parametrize("switch", list(RESUMABLE_SWITCHES))
+def test_switch_state_resumes_exactly(tmp_path, synthetic_root, switch, monkeypatch):
+    """In-process and fast (the SIGKILL test above is the slow, real one): stopped after epoch 0, resumed
+    with ckpt_path=last in the same folder, the run reports what the uninterrupted run reports."""
+    common = [*tiny_overrides(synthetic_root), "trainer.max_epochs=2", "model.backbone.drop_rate=0.2",
+              "figures_every_n_epochs=0", *RESUMABLE_SWITCHES[switch]]
+    reference = train(compose_config("train.yaml", common, tmp_path / "reference"))
+
+    build = train_module.build
+
+    def build_killed_at_epoch_1(cfg):
+        datamodule, module, trainer = build(cfg)
+        trainer.callbacks.append(_KillAtEpoch(1))
+        return datamodule, module, trainer
+
+    run = tmp_path / "killed"
+    with monkeypatch.context() as patch:
+        patch.setattr(train_module, "build", build_killed_at_epoch_1)
+        with pytest.raises(_Killed):
+            train(compose_config("train.yaml", common, run))
+    assert torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["epoch"] == 0
+    assert train(compose_config("train.yaml", [*common, "ckpt_path=last"], run)) == reference

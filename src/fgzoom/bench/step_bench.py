@@ -17,7 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch.optim.swa_utils import AveragedModel
 
+from fgzoom.data.mixing import BatchMixing, MixupConfig
+from fgzoom.ema import ema_multi_avg_fn
 from fgzoom.models.module import FGVCModule
 
 
@@ -54,8 +57,12 @@ BOX_VARIANTS: list[dict[str, Any]] = [
 
 
 SWITCH_VARIANTS: list[dict[str, Any]] = [
-    # the practitioner switches at the zoom defaults; "module" holds further FGVCModule arguments
+    # the practitioner switches at the zoom defaults; "module" holds further FGVCModule arguments, "ema" the
+    # decay of an EMA updated after every step (as fgzoom.ema.EMA does), "mixup" data.mixup options
     {"name": "zoom feature grad_checkpointing", "zoom": {"level": "feature"}, "module": {"grad_checkpointing": True}},
+    {"name": "zoom feature ema", "zoom": {"level": "feature"}, "ema": 0.999},
+    {"name": "zoom feature mixup+cutmix", "zoom": {"level": "feature"},
+     "mixup": {"mixup_alpha": 0.8, "cutmix_alpha": 1.0}},
 ]
 
 
@@ -116,13 +123,21 @@ def bench_train_step(
     cuda = device_t.type == "cuda"
     sync = (lambda: torch.cuda.synchronize(device_t)) if cuda else (lambda: None)
 
-    def step(module: FGVCModule, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler) -> None:
+    batch = {"image": x, "label": y, "index": torch.arange(batch_size)}
+    steps_done = [0]
+
+    def step(module: FGVCModule, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+             ema: AveragedModel | None = None, mixing: BatchMixing | None = None) -> None:
+        steps_done[0] += 1
+        data = mixing(batch, seed=steps_done[0]) if mixing is not None else batch
         with torch.autocast(device_t.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-            loss = module.criterion(module(x), y)
+            loss = module.criterion(module(data["image"]), data["label"], data.get("target"))
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(optimizer)
         scaler.update()
+        if ema is not None:
+            ema.update_parameters(module)
 
     built = []
     peaks: dict[str, float | None] = {}
@@ -143,22 +158,26 @@ def bench_train_step(
         module.train()
         optimizer = torch.optim.AdamW(module.parameters(), lr=1e-4)
         scaler = torch.amp.GradScaler(device_t.type, enabled=precision == "16")
+        extras = {
+            "ema": AveragedModel(module, use_buffers=True, multi_avg_fn=ema_multi_avg_fn(v["ema"])) if "ema" in v else None,
+            "mixing": BatchMixing(MixupConfig(**v["mixup"]), num_classes) if "mixup" in v else None,
+        }
         for _ in range(warmup):
-            step(module, optimizer, scaler)
+            step(module, optimizer, scaler, **extras)
         sync()
         if cuda:
             peaks[v["name"]] = (torch.cuda.max_memory_allocated(device_t) - mem_base) / 2**20
         else:
             peak = _status_mib("VmHWM")
             peaks[v["name"]] = peak - mem_base if peak is not None and mem_base is not None else None
-        built.append((v["name"], module, optimizer, scaler))
+        built.append((v["name"], module, optimizer, scaler, extras))
 
     times: dict[str, list[float]] = {name: [] for name, *_ in built}
     for _ in range(repeats):
-        for name, module, optimizer, scaler in built:
+        for name, module, optimizer, scaler, extras in built:
             sync()
             t0 = time.perf_counter()
-            step(module, optimizer, scaler)
+            step(module, optimizer, scaler, **extras)
             sync()
             times[name].append((time.perf_counter() - t0) * 1e3)
     base = statistics.median(times[built[0][0]])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 import logging
 import secrets
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import lightning as L
@@ -15,12 +15,13 @@ from torch.utils.data import DataLoader
 
 from fgzoom.data.dataset import FGVCDataset, decode_errors
 from fgzoom.data.index import DatasetIndex, Sample
+from fgzoom.data.mixing import BatchMixing, MixupConfig
 from fgzoom.data.readers import PREPARERS, get_reader
 from fgzoom.data.splits import stratified_split
 from fgzoom.data.stats import channel_stats
 from fgzoom.data.transforms import build_transforms
 from fgzoom.errors import ConfigError
-from fgzoom.seeding import EpochSeededSampler
+from fgzoom.seeding import EpochSeededSampler, derive_seed
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,8 @@ class FGVCDataModule(L.LightningDataModule):
         mean, std: normalization: three floats each, ``"auto"`` for the training split's own statistics
             (:meth:`resolve_normalization`, computed once at setup), or ``None`` for ImageNet's. The entry
             point fills ``None`` in: the backbone's timm values with pretrained weights, ``auto`` without.
+        mixup: ``data.mixup``: timm Mixup/CutMix of training batches (:class:`fgzoom.data.mixing.MixupConfig`;
+            both alphas 0 or null: off). Applied after the batch reaches the device.
         download: let torchvision download the dataset when it supports it (opt-in).
         annotation_level: FGVC-Aircraft label granularity (variant | family | manufacturer).
         reader_options: other dataset-specific options passed to the reader.
@@ -96,6 +99,7 @@ class FGVCDataModule(L.LightningDataModule):
         pin_memory: bool | None = None,
         persistent_workers: bool = True,
         download: bool = False,
+        mixup: Mapping | None = None,
         annotation_level: str | None = None,
         reader_options: dict | None = None,
         seed: int | None = None,
@@ -134,6 +138,8 @@ class FGVCDataModule(L.LightningDataModule):
         if annotation_level is not None:
             self.reader_options.setdefault("annotation_level", annotation_level)
         self.seed = int(seed) if seed is not None else secrets.randbits(62)
+        self.mixup = MixupConfig.from_options(mixup)
+        self._mixing: BatchMixing | None = None
         self.index: DatasetIndex | None = None
         self.splits: dict[str, list[Sample]] = {}
         self.skipped: dict[str, int] = {}
@@ -245,3 +251,13 @@ class FGVCDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test")
+
+    def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
+        """Mix training batches (``data.mixup``) on their device; other batches pass unchanged."""
+        trainer = self.trainer
+        if self.mixup is None or trainer is None or not trainer.training:
+            return batch
+        if self._mixing is None:
+            self._mixing = BatchMixing(self.mixup, self.num_classes)
+        seed = derive_seed(self.seed, trainer.current_epoch, int(batch["index"][0]), trainer.global_rank)
+        return self._mixing(batch, seed)

@@ -53,25 +53,29 @@ class FGVCLoss(nn.Module):
         else:
             self.centers = None
 
-    def _ce(self, logits: Tensor, labels: Tensor) -> Tensor:
-        return F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)
+    def _ce(self, logits: Tensor, target: Tensor) -> Tensor:
+        """Cross-entropy against class indices Tensor[B] or class probabilities Tensor[B, K] (mixup)."""
+        return F.cross_entropy(logits, target, label_smoothing=self.label_smoothing)
 
-    def forward(self, out: dict[str, Tensor], labels: Tensor) -> Tensor:
-        """``out``: the network's outputs; labels Tensor[B] int64 -> the scalar loss."""
+    def forward(self, out: dict[str, Tensor], labels: Tensor, targets: Tensor | None = None) -> Tensor:
+        """``out``: the network's outputs; labels Tensor[B] int64; targets Tensor[B, K] float, the mixed
+        labels of a mixup/CutMix batch (None: one-hot ``labels``), which the cross-entropy terms then use
+        while the center and ranking terms use ``labels`` (each image's dominant class) -> the scalar loss."""
         w = self.weights
-        loss = w["raw"] * self._ce(out["logits_raw"], labels)
+        target = labels if targets is None else targets
+        loss = w["raw"] * self._ce(out["logits_raw"], target)
         views = out.get("logits_views")  # [B, k, K] with k > 1 regions
         if views is not None:
-            loss = loss + w["zoom"] * self._ce(views.flatten(0, 1), labels.repeat_interleave(views.shape[1]))
+            loss = loss + w["zoom"] * self._ce(views.flatten(0, 1), target.repeat_interleave(views.shape[1], dim=0))
         elif "logits_zoom" in out:
-            loss = loss + w["zoom"] * self._ce(out["logits_zoom"], labels)
+            loss = loss + w["zoom"] * self._ce(out["logits_zoom"], target)
         if self.rank_margin is not None and w["rank"] > 0:
             zoom = out["logits_zoom"] if views is None else views
             loss = loss + w["rank"] * ranking_loss(out["logits_raw"], zoom, labels, self.rank_margin)
         if "logits_attention" in out and w["attention"] > 0:
-            loss = loss + w["attention"] * self._ce(out["logits_attention"], labels)
+            loss = loss + w["attention"] * self._ce(out["logits_attention"], target)
         if "logits_drop" in out:
-            loss = loss + w["drop"] * self._ce(out["logits_drop"], labels)
+            loss = loss + w["drop"] * self._ce(out["logits_drop"], target)
         if self.centers is not None and "part_features" in out:
             features = out["part_features"].float()
             centers = self.centers[labels]

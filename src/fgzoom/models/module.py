@@ -10,6 +10,7 @@ import lightning as L
 import torch
 from torch import Tensor
 
+from fgzoom.ema import EMA
 from fgzoom.errors import ConfigError, NonFiniteLossError
 from fgzoom.models.backbone import BackboneConfig
 from fgzoom.models.loss import FGVCLoss
@@ -62,6 +63,9 @@ class FGVCModule(L.LightningModule):
             ``compile=false`` and the other way round.
         input_size: run the backbone on the batch resized to this side (``InputView``); with zoom level=image
             the zoomed view is still cropped from the batch as loaded. None = the batch as loaded.
+        ema: ``model.ema``: ``decay`` (null: off) and ``warmup`` of an exponential moving average of the
+            weights (``fgzoom.ema.EMA``, attached by :meth:`configure_callbacks`); the average replaces the raw
+            weights in validation and in every checkpoint's ``state_dict``.
         grad_checkpointing: recompute the backbone's activations in backward instead of storing them (timm's
             ``set_grad_checkpointing``; for zoom, both sides of the split): less memory, about one more forward.
             BatchNorm layers see the recomputed forward too, so their running statistics move twice per step,
@@ -83,6 +87,7 @@ class FGVCModule(L.LightningModule):
         compile: bool = False,
         input_size: int | None = None,
         grad_checkpointing: bool = False,
+        ema: Mapping | None = None,
     ) -> None:
         super().__init__()
         if class_names is not None and len(class_names) != num_classes:
@@ -101,6 +106,8 @@ class FGVCModule(L.LightningModule):
             raise ConfigError(f"model.grad_checkpointing={grad_checkpointing!r}: must be true or false")
         if grad_checkpointing:
             self.net.set_grad_checkpointing(True)
+        self.ema_options = dict(ema or {})
+        self.configure_callbacks()  # a bad model.ema fails at build time, not when fit starts
         self.criterion = FGVCLoss(loss, num_classes, self.net.part_features_dim, self.net.rank_margin,
                                   label_smoothing, center_momentum)
         self.net.attention_drop = self.criterion.weights["drop"] > 0
@@ -118,6 +125,17 @@ class FGVCModule(L.LightningModule):
             self.net.compile_backbone(dynamic=False)
             self._compiled = True
 
+    def configure_callbacks(self) -> list[L.Callback]:
+        """The EMA of the weights when ``model.ema.decay`` is set (Lightning adds model callbacks to the
+        Trainer's for every fit/validate/test/predict)."""
+        options = dict(self.ema_options)
+        unknown = sorted(set(options) - {"decay", "warmup"})
+        if unknown:
+            raise ConfigError(f"model.ema.{unknown[0]}: unknown key; valid: decay, warmup")
+        if options.get("decay") is None:
+            return []
+        return [EMA(**options)]
+
     def metrics(self, split: str) -> SplitMetrics:
         """The ``SplitMetrics`` of ``split`` (train, val or test)."""
         return getattr(self, f"{split}_metrics")
@@ -132,7 +150,7 @@ class FGVCModule(L.LightningModule):
     def _shared_step(self, batch: dict, split: str) -> Tensor:
         labels = batch["label"]
         out = self(batch["image"])
-        loss = self.criterion(out, labels)
+        loss = self.criterion(out, labels, batch.get("target"))  # target: the mixed labels of a mixup batch
         self.metrics(split).update(out, labels, loss, batch if split != "train" else None)
         return loss
 

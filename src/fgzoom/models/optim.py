@@ -10,6 +10,11 @@ common FGVC practice). "New" is decided from the network's structure (``new_para
   pretrained weights (``pretrained_cfg["num_classes"]``): timm loads the classifier only then, and drops
   and re-initialises it otherwise (the usual FGVC case).
 
+Layer-wise learning-rate decay (``model.optimizer.layer_decay``, timm's ``param_groups_layer_decay``):
+the pretrained parameters of each timm model get ``lr_scale = layer_decay ** (L - 1 - layer)``, layers
+numbered by timm's ``group_matcher`` (stem 0, each block or stage, the head last), so the stem learns slowest;
+the new layers keep ``lr_scale = lr_mult_new`` (they sit above the top of the network).
+
 The rule is structural, so it applies with and without pretrained weights; from scratch a multiplier
 just gives the head a larger learning rate (harmless, pointless): the key is meant for fine-tuning.
 
@@ -24,15 +29,16 @@ lr at every step, warmup included. Without a scheduler, ``apply_lr_scale`` appli
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
-from timm.optim import create_optimizer_v2, param_groups_weight_decay
+from timm.optim import create_optimizer_v2, param_groups_layer_decay, param_groups_weight_decay
 from torch import nn
 from torch.optim import Optimizer
 
 from fgzoom.errors import ConfigError
 
-UNSUPPORTED = ("layer_decay", "param_group_fn")
+UNSUPPORTED = ("param_group_fn",)
 # the recipe's defaults for ``lr: null`` and ``lr_mult_new: null``, measured in the README's recipe section
 # (from ImageNet weights 2e-3 beat 1e-3 on both measured datasets; kept separate so photographs can differ)
 LR_SCRATCH, LR_PRETRAINED = 2e-3, 2e-3
@@ -111,6 +117,28 @@ def _no_weight_decay(net: nn.Module) -> set[str]:
     return names
 
 
+def layer_scales(net: nn.Module, layer_decay: float) -> dict[int, float]:
+    """``id(parameter) -> lr_scale`` for the parameters of every timm model in ``net``, as timm's
+    ``param_groups_layer_decay`` assigns them (layers by the model's ``group_matcher``; the top layer at 1)."""
+    if not 0.0 < layer_decay <= 1.0:
+        raise ConfigError(f"model.optimizer.layer_decay={layer_decay}: must be in (0, 1] (e.g. 0.75), or null for none")
+    models = timm_models(net)
+    if not models:
+        raise ConfigError(f"model.optimizer.layer_decay: found no timm model in {type(net).__name__} whose layers "
+                          "could be numbered; set model.optimizer.layer_decay=null")
+    return {
+        id(param): float(group["lr_scale"])
+        for _, model in models
+        for group in param_groups_layer_decay(model, weight_decay=0.0, layer_decay=layer_decay)
+        for param in group["params"]
+    }
+
+
+def _depth(scale: float, layer_decay: float) -> int:
+    """Layers below the top that ``scale = layer_decay ** depth`` stands for (for the group's name)."""
+    return 0 if layer_decay == 1.0 or scale >= 1.0 else round(math.log(scale) / math.log(layer_decay))
+
+
 def param_groups(
     net: nn.Module,
     weight_decay: float,
@@ -118,18 +146,23 @@ def param_groups(
     filter_bias_and_bn: bool = True,
     fallback_list: tuple[str, ...] = (),
     fallback_no_weight_decay: bool = False,
+    layer_decay: float | None = None,
 ) -> list[dict[str, Any]]:
-    """timm's weight-decay groups of ``net``, each split into its pretrained and new parameters.
+    """timm's weight-decay groups of ``net``, each split into its pretrained and new parameters and, with
+    ``layer_decay``, the pretrained ones further by layer.
 
     Returns:
         Groups ``{"params", "weight_decay", "name"[, "lr_scale"][, "use_fallback"]}`` in the order
         backbone_no_decay, backbone, new_no_decay, new (empty ones dropped); the new ones have
-        ``lr_scale = lr_mult_new``. With ``lr_mult_new == 1`` no timm model is needed and every parameter
-        counts as backbone.
+        ``lr_scale = lr_mult_new``. With ``layer_decay`` the backbone groups are per layer, named
+        ``backbone_depth<d>[_no_decay]`` with ``lr_scale = layer_decay ** d`` (``d`` layers below the top),
+        stem first. With ``lr_mult_new == 1`` and no ``layer_decay`` no timm model is needed and every
+        parameter counts as backbone.
     """
     if not lr_mult_new > 0:
         raise ConfigError(f"model.optimizer.lr_mult_new={lr_mult_new}: must be > 0 (1.0 = same lr as the backbone)")
-    new_names = new_parameter_names(net) if lr_mult_new != 1.0 else set()
+    scales = layer_scales(net, float(layer_decay)) if layer_decay is not None else {}
+    new_names = new_parameter_names(net) if lr_mult_new != 1.0 or scales else set()
     new_ids = {id(p) for name, p in net.named_parameters() if name in new_names}
     timm_groups = param_groups_weight_decay(
         net,
@@ -139,19 +172,22 @@ def param_groups(
         fallback_list=fallback_list,
         fallback_no_weight_decay=fallback_no_weight_decay,
     )
-    out: dict[tuple[bool, bool, bool], dict[str, Any]] = {}
+    out: dict[tuple[bool, bool, int, bool], dict[str, Any]] = {}
     for group in timm_groups:
         decays = group["weight_decay"] > 0
         fallback = group.get("use_fallback", False)
-        for is_new in (False, True):
-            params = [p for p in group["params"] if (id(p) in new_ids) == is_new]
-            if not params:
-                continue
-            name = ("new" if is_new else "backbone") + ("" if decays else "_no_decay") + ("_fallback" if fallback else "")
-            entry = {**{k: v for k, v in group.items() if k != "params"}, "params": params, "name": name}
-            if is_new:
-                entry["lr_scale"] = float(lr_mult_new)
-            out[(is_new, fallback, decays)] = entry
+        for param in group["params"]:
+            is_new = id(param) in new_ids
+            scale = float(lr_mult_new) if is_new else scales.get(id(param))
+            depth = 0 if is_new or scale is None else _depth(scale, float(layer_decay))
+            key = (is_new, fallback, -depth, decays)
+            if key not in out:
+                part = "new" if is_new else ("backbone" if scale is None else f"backbone_depth{depth}")
+                name = part + ("" if decays else "_no_decay") + ("_fallback" if fallback else "")
+                out[key] = {**{k: v for k, v in group.items() if k != "params"}, "params": [], "name": name}
+                if scale is not None:
+                    out[key]["lr_scale"] = scale
+            out[key]["params"].append(param)
     # timm's order within each part (no_decay, decay, then the fallback ones): with lr_mult_new=1 the groups
     # are the ones create_optimizer_v2 builds for the module, so older checkpoints resume
     return [out[k] for k in sorted(out)]
@@ -166,6 +202,7 @@ def create_optimizer(
     filter_bias_and_bn: bool = True,
     fallback_list: tuple[str, ...] = (),
     fallback_no_weight_decay: bool = False,
+    layer_decay: float | None = None,
     **kwargs: Any,
 ) -> Optimizer:
     """``timm.optim.create_optimizer_v2`` on ``param_groups(model, ...)``: the same optimizer and
@@ -178,6 +215,7 @@ def create_optimizer(
         opt, lr, weight_decay, filter_bias_and_bn, fallback_list, fallback_no_weight_decay, kwargs: as in
             ``create_optimizer_v2`` (``momentum``, ``betas``, ``eps``, ``foreach``, ...).
         lr_mult_new: learning-rate multiplier of the new layers; 1.0 = none.
+        layer_decay: layer-wise learning-rate decay of the pretrained layers (timm's; e.g. 0.75); None = none.
         lr, lr_mult_new: None takes the recipe's default for how the backbone starts (:func:`recipe_defaults`).
     """
     lr, lr_mult_new = recipe_defaults(model, lr, lr_mult_new)
@@ -187,7 +225,7 @@ def create_optimizer(
                               "fgzoom.models.optim.create_optimizer yet; remove the key (or set it to null)")
         kwargs.pop(key, None)
     groups = param_groups(model, weight_decay, lr_mult_new, filter_bias_and_bn, tuple(fallback_list),
-                          fallback_no_weight_decay)
+                          fallback_no_weight_decay, layer_decay)
     return create_optimizer_v2(groups, opt=opt, lr=lr, weight_decay=0.0, **kwargs)
 
 
