@@ -1,12 +1,18 @@
-"""A CSV logger whose ``metrics.csv`` survives a resumed run (Lightning's deletes it and starts over)."""
+"""What fgzoom adds to Lightning's loggers: a CSV logger whose ``metrics.csv`` survives a resumed run (Lightning's
+deletes it and starts over), and figures sent to every logger that takes images."""
 
 from __future__ import annotations
 
 import csv
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
-from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.loggers import CSVLogger, Logger, MLFlowLogger, TensorBoardLogger, WandbLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 class _AppendingWriter(ExperimentWriter):
@@ -31,3 +37,21 @@ class ResumableCSVLogger(CSVLogger):
             self._fs.makedirs(self.root_dir, exist_ok=True)
             self._experiment = _AppendingWriter(log_dir=self.log_dir)
         return self._experiment
+
+
+def log_figure(loggers: Iterable[Logger], fig: Figure, step: int, tag: str = "figures/zoom_grid") -> int:
+    """Send ``fig`` to every logger in ``loggers`` that takes images: TensorBoard (``add_figure`` under
+    ``tag``), MLflow (the artifact ``<tag>/step_<step>.png`` of its run) and W&B (``log_image`` under ``tag``).
+    Others (CSV) are left alone. Returns how many got it."""
+    sent = 0
+    for logger in loggers:
+        if isinstance(logger, TensorBoardLogger):
+            logger.experiment.add_figure(tag, fig, global_step=step, close=False)
+        elif isinstance(logger, MLFlowLogger):
+            logger.experiment.log_figure(logger.run_id, fig, f"{tag}/step_{step:06d}.png")
+        elif isinstance(logger, WandbLogger):
+            logger.log_image(key=tag, images=[fig], step=step)
+        else:
+            continue
+        sent += 1
+    return sent
