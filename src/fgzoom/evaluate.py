@@ -51,7 +51,7 @@ from fgzoom.eval.predictions import (
     tta_views,
     view_name,
 )
-from fgzoom.loggers import log_figure
+from fgzoom.loggers import finalize_loggers, log_figure
 from fgzoom.models.metrics import SplitMetrics
 from fgzoom.models.module import FGVCModule
 from fgzoom.runtime import instantiate_loggers, pin_run_dir, resolve_ckpt_path, to_float_dict, write_json
@@ -137,6 +137,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     output_dir.mkdir(parents=True, exist_ok=True)
     write_extras(model, datamodule, split, names, preds, output_dir, cfg.eval, metrics, Path(path).name,
                  trainer.loggers)
+    finalize_loggers(trainer.loggers)
     write_json(output_dir / "metrics.json", metrics)
     log.info("metrics: %s", {k: round(v, 4) for k, v in metrics.items() if v is not None})
     return metrics

@@ -1,10 +1,13 @@
-"""What fgzoom adds to Lightning's loggers: a CSV logger whose ``metrics.csv`` survives a resumed run (Lightning's
-deletes it and starts over), and figures sent to every logger that takes images."""
+"""What fgzoom adds to Lightning's loggers: a CSV logger whose ``metrics.csv`` survives a resumed run, an
+MLflow logger whose local store keeps its artifacts beside it, figures sent to every logger that takes
+images, and loggers finalized when a run of fgzoom ends."""
 
 from __future__ import annotations
 
 import csv
+import importlib.util
 from collections.abc import Iterable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lightning.pytorch.loggers import CSVLogger, Logger, MLFlowLogger, TensorBoardLogger, WandbLogger
@@ -13,6 +16,8 @@ from lightning.pytorch.loggers.logger import rank_zero_experiment
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
+
+SQLITE_PREFIX = "sqlite:///"
 
 
 class _AppendingWriter(ExperimentWriter):
@@ -39,6 +44,30 @@ class ResumableCSVLogger(CSVLogger):
         return self._experiment
 
 
+class LocalStoreMLFlowLogger(MLFlowLogger):
+    """``lightning.pytorch.loggers.MLFlowLogger`` with the same arguments. With a SQLite store
+    (``tracking_uri=sqlite:///<folder>/mlflow.db``) and ``artifact_location=None``, a new experiment keeps its
+    artifacts in ``<folder>/mlartifacts`` (MLflow's own default is ``./mlruns`` under the current directory);
+    any other store (a tracking server) decides itself where artifacts go.
+
+    Raises:
+        ModuleNotFoundError: a SQLite store without ``sqlalchemy`` and ``alembic`` (``mlflow-skinny`` lacks
+            them; the ``mlflow`` extra installs them).
+    """
+
+    def __init__(self, *, tracking_uri: str | None = None, artifact_location: str | None = None, **kwargs) -> None:
+        if tracking_uri is not None and tracking_uri.startswith(SQLITE_PREFIX):
+            missing = [m for m in ("sqlalchemy", "alembic") if importlib.util.find_spec(m) is None]
+            if missing:
+                raise ModuleNotFoundError(f"mlflow's SQLite store needs {' and '.join(missing)}")
+            if artifact_location is None:
+                database = Path(tracking_uri[len(SQLITE_PREFIX):]).resolve()
+                artifact_location = (database.parent / "mlartifacts").as_uri()
+        if tracking_uri is not None:  # else Lightning's default: $MLFLOW_TRACKING_URI, or ./mlruns
+            kwargs["tracking_uri"] = tracking_uri
+        super().__init__(artifact_location=artifact_location, **kwargs)
+
+
 def log_figure(loggers: Iterable[Logger], fig: Figure, step: int, tag: str = "figures/zoom_grid") -> int:
     """Send ``fig`` to every logger in ``loggers`` that takes images: TensorBoard (``add_figure`` under
     ``tag``), MLflow (the artifact ``<tag>/step_<step>.png`` of its run) and W&B (``log_image`` under ``tag``).
@@ -55,3 +84,17 @@ def log_figure(loggers: Iterable[Logger], fig: Figure, step: int, tag: str = "fi
             continue
         sent += 1
     return sent
+
+
+def finalize_loggers(loggers: Iterable[Logger]) -> None:
+    """Finalize every logger in ``loggers`` once more (what Lightning does after each stage; an MLflow run that
+    got metrics after the last stage is marked finished) and end the W&B run, which Lightning leaves open
+    until the process exits: its files are complete now, and the next run in this process (a sweep job)
+    starts a run of its own."""
+    loggers = list(loggers)
+    for logger in loggers:
+        logger.finalize("success")
+    if any(isinstance(logger, WandbLogger) for logger in loggers):
+        import wandb
+
+        wandb.finish()
