@@ -10,14 +10,11 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
-from unittest import mock
 
 import lightning as L
 import pytest
 import timm
 import torch
-from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
-from matplotlib.figure import Figure
 from PIL import Image
 
 from fgzoom.errors import ConfigError, FGZoomError
@@ -29,7 +26,6 @@ from fgzoom.eval.confusion import (
     write_confusion_png,
     write_per_class_csv,
 )
-from fgzoom.eval.figure_callback import log_to_tensorboard
 from fgzoom.eval.figures import dataset_batch, grid_data, grid_figure, save_figure, select_indices
 from fgzoom.eval.predictions import box_cells, box_header, gather_predictions, tta_views
 from fgzoom.evaluate import evaluate
@@ -396,16 +392,6 @@ def test_grid_shows_the_zoomed_view_the_model_saw(zoom, datamodule, tmp_path):
     fig = grid_figure(data, datamodule.class_names, datamodule.transform_args["mean"], datamodule.transform_args["std"])
     assert sum(1 for ax in fig.axes if ax.images) == 3 * (1 if zoom is None else 2)
     assert _is_png(save_figure(fig, tmp_path / "grid.png"))
-
-
-def test_figures_go_to_tensorboard_loggers_only(tmp_path):
-    fig = Figure(figsize=(2, 1), dpi=50)
-    fig.add_subplot().plot([0, 1])
-    tensorboard = mock.create_autospec(TensorBoardLogger, instance=True)  # the real one needs tensorboard
-    assert log_to_tensorboard([CSVLogger(tmp_path / "csv"), tensorboard], fig, step=7) == 1
-    tensorboard.experiment.add_figure.assert_called_once_with("figures/zoom_grid", fig, global_step=7, close=False)
-    assert log_to_tensorboard([CSVLogger(tmp_path / "csv")], fig, step=7) == 0
-    assert not (tmp_path / "csv").exists()  # other loggers are left alone
 
 
 ZOOM_OPTIONS = {

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import hydra
 import lightning as L
+from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import Tensor
 from torchmetrics.classification import MulticlassAccuracy
@@ -50,6 +51,7 @@ from fgzoom.eval.predictions import (
     tta_views,
     view_name,
 )
+from fgzoom.loggers import finalize_loggers, log_figure
 from fgzoom.models.metrics import SplitMetrics
 from fgzoom.models.module import FGVCModule
 from fgzoom.runtime import instantiate_loggers, pin_run_dir, resolve_ckpt_path, to_float_dict, write_json
@@ -133,7 +135,9 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         logger.log_metrics({k: v for k, v in metrics.items() if v is not None}, step=0)
         logger.save()
     output_dir.mkdir(parents=True, exist_ok=True)
-    write_extras(model, datamodule, split, names, preds, output_dir, cfg.eval, metrics, Path(path).name)
+    write_extras(model, datamodule, split, names, preds, output_dir, cfg.eval, metrics, Path(path).name,
+                 trainer.loggers)
+    finalize_loggers(trainer.loggers)
     write_json(output_dir / "metrics.json", metrics)
     log.info("metrics: %s", {k: round(v, 4) for k, v in metrics.items() if v is not None})
     return metrics
@@ -149,15 +153,18 @@ def write_extras(
     options: DictConfig,
     metrics: dict[str, float],
     ckpt_name: str,
+    loggers: Sequence[Logger] = (),
 ) -> None:
-    """The confusion matrix, per-class accuracy and per-image CSV from ``preds``, and the picture grid."""
+    """The confusion matrix, per-class accuracy and per-image CSV from ``preds``, and the picture grid; the
+    two pictures also go to every logger in ``loggers`` that takes images."""
     if options.confusion:
         matrix = confusion_matrix(preds.probs, preds.labels, len(names))
         write_confusion_csv(output_dir / "confusion_matrix.csv", matrix, names)
         write_per_class_csv(output_dir / "per_class_accuracy.csv", preds.probs, preds.labels, names)
         title = (f"{split} confusion matrix, {len(names)} classes, top-1 {metrics[f'{split}/acc']:.3f} "
                  "(rows normalized)")
-        write_confusion_png(output_dir / "confusion_matrix.png", matrix, names, title)
+        fig = write_confusion_png(output_dir / "confusion_matrix.png", matrix, names, title)
+        log_figure(loggers, fig, step=0, tag="figures/confusion_matrix")
     dataset = datamodule.dataset(split)
     if options.predictions_csv:
         write_split_predictions(output_dir / f"{split}_predictions.csv", preds, dataset, names)
@@ -166,6 +173,7 @@ def write_extras(
         mean, std = datamodule.transform_args["mean"], datamodule.transform_args["std"]
         fig = zoom_grid(model, dataset, indices, names, mean, std, f"{split} images, {ckpt_name}")
         log.info("wrote %s", save_figure(fig, output_dir / "figures" / "eval_grid.png"))
+        log_figure(loggers, fig, step=0, tag="figures/eval_grid")
 
 
 def write_split_predictions(path: Path, preds: Predictions, dataset, names: list[str]) -> None:

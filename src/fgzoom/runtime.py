@@ -13,7 +13,7 @@ from pathlib import Path
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from lightning import Callback
-from lightning.pytorch.loggers import Logger
+from lightning.pytorch.loggers import Logger, MLFlowLogger, TensorBoardLogger, WandbLogger
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from omegaconf.errors import MissingMandatoryValue
 
@@ -119,8 +119,39 @@ def instantiate_callbacks(cfg: DictConfig | None, has_logger: bool) -> list[Call
     return callbacks
 
 
+# the extra that installs what each optional Lightning logger needs (pyproject.toml)
+LOGGER_EXTRAS = {TensorBoardLogger: "tensorboard", MLFlowLogger: "mlflow", WandbLogger: "wandb"}
+
+
 def instantiate_loggers(cfg: DictConfig | None) -> list[Logger]:
-    return [hydra.utils.instantiate(conf) for conf in (cfg or {}).values() if conf is not None and "_target_" in conf]
+    """The loggers of ``cfg`` (the ``logger`` group: name -> config with ``_target_``). A logger whose package is
+    not installed is one ConfigError line naming the extra to install."""
+    loggers = []
+    for name, conf in (cfg or {}).items():
+        if conf is None or "_target_" not in conf:
+            continue
+        try:
+            loggers.append(hydra.utils.instantiate(conf))
+        except Exception as e:
+            extra = _missing_extra(conf._target_, e)
+            if extra is None:
+                raise
+            raise ConfigError(f"logger={name} needs {extra}: pip install -e '.[{extra}]'") from e
+    return loggers
+
+
+def _missing_extra(target: str, error: BaseException) -> str | None:
+    """The extra of ``LOGGER_EXTRAS`` for logger class ``target`` when ``error`` is (or wraps) a
+    ModuleNotFoundError, else None."""
+    while error is not None and not isinstance(error, ModuleNotFoundError):
+        error = error.__cause__
+    if error is None:
+        return None
+    try:
+        cls = hydra.utils.get_class(target)
+    except Exception:
+        return None
+    return next((extra for base, extra in LOGGER_EXTRAS.items() if issubclass(cls, base)), None)
 
 
 def to_float_dict(metrics: dict) -> dict[str, float]:

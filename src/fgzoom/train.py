@@ -10,6 +10,7 @@ import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
+from fgzoom.loggers import finalize_loggers
 from fgzoom.runtime import (
     fill_normalization,
     instantiate_callbacks,
@@ -70,6 +71,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if cfg.get("test", True):
         metrics.update(trainer.test(model, datamodule=datamodule, ckpt_path=best, verbose=False)[0])
     metrics = {k: v for k, v in to_float_dict(metrics).items() if k.startswith(("val/", "test/"))}
+    finalize_loggers(trainer.loggers)
     if trainer.is_global_zero:
         write_json(output_dir / "metrics.json", metrics)
         log.info("best checkpoint: %s", best)

@@ -100,6 +100,9 @@ def confusion_figure(matrix: Tensor, class_names: Sequence[str], title: str = ""
     return fig
 
 
-def write_confusion_png(path: Path, matrix: Tensor, class_names: Sequence[str], title: str = "") -> None:
+def write_confusion_png(path: Path, matrix: Tensor, class_names: Sequence[str], title: str = "") -> Figure:
+    """Write :func:`confusion_figure` to ``path``; returns the figure (for the loggers)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    confusion_figure(matrix, class_names, title).savefig(path, bbox_inches="tight", pad_inches=0.1)
+    fig = confusion_figure(matrix, class_names, title)
+    fig.savefig(path, bbox_inches="tight", pad_inches=0.1)
+    return fig

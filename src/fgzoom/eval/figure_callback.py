@@ -7,11 +7,11 @@ import logging
 from pathlib import Path
 
 import lightning as L
-from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.trainer.states import TrainerFn
 
 from fgzoom.errors import ConfigError
 from fgzoom.eval.figures import grid_data, grid_figure, save_figure, select_indices, zoom_grid
+from fgzoom.loggers import log_figure
 
 log = logging.getLogger(__name__)
 
@@ -19,8 +19,8 @@ log = logging.getLogger(__name__)
 class ZoomFigures(L.Callback):
     """Every ``every_n_epochs`` training epochs and after the last one, after validation, write ``<dirpath>/epoch{NNN}.png``: the
     grid of :func:`fgzoom.eval.figures.grid_figure` on ``num_images`` fixed images of ``split`` (eval
-    transform; every zoom option: all k boxes, integer or fractional, and the zoomed views), and add it to
-    every attached TensorBoardLogger (:func:`log_to_tensorboard`). Runs on global rank 0 only, during ``fit``
+    transform; every zoom option: all k boxes, integer or fractional, and the zoomed views), and send it to
+    every attached logger that takes images (:func:`fgzoom.loggers.log_figure`). Runs on global rank 0 only, during ``fit``
     only.
 
     Args:
@@ -75,16 +75,7 @@ class ZoomFigures(L.Callback):
         fig = zoom_grid(pl_module, dataset, indices, names, mean, std, f"epoch {epoch}: {self.split} images")
         path = save_figure(fig, self.dirpath / f"epoch{epoch:03d}.png")
         log.info("zoom_figures: wrote %s", path)
-        log_to_tensorboard(trainer.loggers, fig, trainer.global_step)
-
-
-def log_to_tensorboard(loggers, fig, step: int, tag: str = "figures/zoom_grid") -> int:
-    """Add ``fig`` to every TensorBoardLogger in ``loggers`` (its ``SummaryWriter.add_figure``); other loggers
-    are left alone. Returns how many got it."""
-    tensorboards = [lg for lg in loggers if isinstance(lg, TensorBoardLogger)]
-    for logger in tensorboards:
-        logger.experiment.add_figure(tag, fig, global_step=step, close=False)
-    return len(tensorboards)
+        log_figure(trainer.loggers, fig, trainer.global_step)
 
 
 class PredictionFigures(L.Callback):
