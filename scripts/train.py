@@ -10,10 +10,11 @@ from fgzoom.runtime import one_line_errors
 @hydra.main(version_base="1.3", config_path="../configs", config_name="train.yaml")
 @one_line_errors
 def main(cfg: DictConfig) -> float | None:
-    from fgzoom.train import train
+    from fgzoom.train import optimized_value, train
 
     metrics = train(cfg)
-    return metrics.get("val/acc")  # the value a Hydra sweeper optimises
+    name = cfg.get("optimized_metric")  # set by hparams_search=optuna
+    return optimized_value(metrics, name) if name else metrics.get("val/acc")  # what a sweeper optimizes
 
 
 if __name__ == "__main__":

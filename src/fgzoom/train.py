@@ -10,6 +10,7 @@ import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
+from fgzoom.errors import ConfigError
 from fgzoom.loggers import finalize_loggers
 from fgzoom.runtime import (
     fill_normalization,
@@ -45,11 +46,38 @@ def build(cfg: DictConfig):
     return datamodule, model, trainer
 
 
+def check_optimized_metric(name: str | None) -> None:
+    """``optimized_metric`` (what a sweeper optimizes) must be a ``val/*`` key: the test split never selects."""
+    if name is not None and not str(name).startswith("val/"):
+        raise ConfigError(
+            f"optimized_metric={name}: a sweep selects on the validation split; use a val/* key of "
+            "metrics.json (val/acc, val/acc_macro, val/loss, ...)"
+        )
+
+
+def optimized_value(metrics: dict[str, float | None], name: str | None) -> float | None:
+    """The value a Hydra sweeper optimizes: ``metrics[name]`` as a float (NaN when the metric was not
+    finite, which Optuna records as a failed trial); None when ``name`` is None.
+
+    Raises:
+        ConfigError: ``name`` is not a key of ``metrics``.
+    """
+    if name is None:
+        return None
+    if name not in metrics:
+        raise ConfigError(
+            f"optimized_metric={name}: not among this run's metrics; use one of {', '.join(sorted(metrics))}"
+        )
+    value = metrics[name]
+    return float("nan") if value is None else float(value)
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit, then report ``val/*`` of the best checkpoint (by ``val/acc``) and ``test/*`` of that checkpoint.
 
     Writes ``<run dir>/metrics.json`` and ``<run dir>/config.yaml``; returns the metrics.
     """
+    check_optimized_metric(cfg.get("optimized_metric"))
     output_dir = Path(cfg.paths.output_dir)
     pin_run_dir(str(output_dir))
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), str(output_dir))

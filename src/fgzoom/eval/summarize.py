@@ -19,6 +19,12 @@ A sweep folder holds ``multirun.yaml`` and one folder per job with ``.hydra/over
 Status of a job: ``ok`` (``metrics.json`` present), ``no metrics.json`` (the folder exists: the run
 failed or is still running) or ``not started`` (the sweep in ``multirun.yaml`` lists it, no folder has
 its overrides). Only the standard library, OmegaConf/Hydra (to read the sweep) and matplotlib are used.
+
+An Optuna study (``hparams_search=optuna``) has the same layout, one folder per trial, and is read the
+same way; its trials are not known in advance, so none is ``not started``. ``results.md`` then opens
+with an "Optuna study" section: the objective (``optimized_metric`` and the sweeper's direction), the
+best trial that the sweeper wrote to ``optimization_results.yaml``, and every trial ranked by the
+objective with its searched values.
 """
 
 from __future__ import annotations
@@ -48,6 +54,7 @@ LEVEL_ORDER = ("feature", "image")
 _SETTING_OVERRIDES = {"model", "seed", *(f"model.zoom.{k}" for k in SETTING_KEYS[1:])}
 
 OK, NO_METRICS, NOT_STARTED = "ok", "no metrics.json", "not started"
+OPTUNA_RESULTS = "optimization_results.yaml"  # the Optuna sweeper's best trial, in the sweep folder
 
 
 class SummaryError(FGZoomError):
@@ -143,13 +150,16 @@ def interp_label(setting: dict[str, object]) -> str:
 
 def expected_jobs(sweep_dir: Path) -> list[list[str]] | None:
     """The override list of every job the sweep launches, in job-number order, as Hydra's BasicSweeper
-    expands ``hydra.sweeper.params`` and the command line saved in ``multirun.yaml``; None when there is
-    no ``multirun.yaml`` or the sweeper is not the basic one."""
+    expands ``hydra.sweeper.params`` and the command line saved in ``multirun.yaml``; None when that is
+    unknown: no ``multirun.yaml`` (the Optuna sweeper writes none), an Optuna study (its trials are
+    drawn as it runs), or another sweeper."""
     path = sweep_dir / "multirun.yaml"
-    if not path.is_file():
+    if (sweep_dir / OPTUNA_RESULTS).is_file() or not path.is_file():
         return None
     hydra_cfg = OmegaConf.load(path).get("hydra", {})
     sweeper = hydra_cfg.get("sweeper", {})
+    if _is_optuna(sweeper):
+        return None
     if not str(sweeper.get("_target_", "")).endswith("BasicSweeper"):
         log.warning(
             "%s: sweeper %s is not BasicSweeper; cannot list jobs that never started",
@@ -352,6 +362,85 @@ def config_differences(runs: list[Run]) -> dict[str, dict[str, list[str]]]:
     return differences
 
 
+@dataclass
+class OptunaStudy:
+    """What an Optuna sweep adds to the job folders: the objective and the sweeper's best trial."""
+
+    metric: str  # optimized_metric of the trials: a metrics.json key
+    direction: str  # maximize | minimize (a list of them for a multi-objective study)
+    params: list[str]  # the searched keys
+    best_params: dict[str, object] | None = None  # optimization_results.yaml; None until the study ends
+    best_value: float | None = None
+    best_jobs: list[str] = field(default_factory=list)  # the job folder(s) of the best trial
+
+    def format(self, value: float | None) -> str:
+        """An accuracy in % as in the other tables (``75.0``), any other objective as is (``0.4213``)."""
+        return _percent(value, None) if self.metric.rpartition("/")[2].startswith("acc") else _number(value)
+
+    def value(self, run: Run) -> float | None:
+        return run.metrics.get(self.metric) if run.status == OK else None
+
+    def ranked(self, runs: list[Run]) -> list[Run]:
+        """``runs`` best first by the objective; runs without a value last, in job order."""
+        scored = [r for r in runs if self.value(r) is not None]
+        scored.sort(key=lambda r: self.value(r), reverse=self.direction == "maximize")
+        return scored + [r for r in runs if self.value(r) is None]
+
+
+def _is_optuna(sweeper: object) -> bool:
+    return isinstance(sweeper, dict) and str(sweeper.get("_target_", "")).endswith("OptunaSweeper")
+
+
+def read_study(sweep_dir: Path, runs: list[Run]) -> OptunaStudy | None:
+    """The Optuna study of the sweep in ``sweep_dir`` (``optimization_results.yaml``, else a job's
+    ``.hydra/hydra.yaml`` naming the Optuna sweeper); None for any other sweep."""
+    results = _load_yaml(sweep_dir / OPTUNA_RESULTS)
+    sweeper: dict = {}
+    for run in runs:
+        hydra_cfg = _load_yaml(run.path / ".hydra" / "hydra.yaml") if run.path else None
+        if isinstance(hydra_cfg, dict) and isinstance(hydra_cfg.get("hydra"), dict):
+            sweeper = hydra_cfg["hydra"].get("sweeper") or {}
+            break
+    if not isinstance(results, dict) and not _is_optuna(sweeper):
+        return None
+    results = results if isinstance(results, dict) else {}
+    direction = sweeper.get("direction", "minimize")  # the sweeper's default
+    metric = next((str(r.config["optimized_metric"]) for r in runs if r.config.get("optimized_metric")), "val/acc")
+    best_params = results.get("best_params")
+    trials = [_override_values(r.overrides) for r in runs if r.overrides]
+    varying = sorted(k for k in {k for t in trials for k in t} if len({t.get(k) for t in trials}) > 1)
+    params = list(dict.fromkeys([*(best_params or {}), *(sweeper.get("params") or {}), *varying]))
+    study = OptunaStudy(
+        metric=metric,
+        direction=str(direction).lower() if isinstance(direction, str) else str(direction),
+        params=params,
+        best_params=best_params,
+        best_value=_finite(results.get("best_value")),
+    )
+    if best_params:
+        study.best_jobs = [r.job for r in runs if _matches(_override_values(r.overrides), best_params)]
+    return study
+
+
+def _override_values(overrides: list[str]) -> dict[str, str]:
+    return {k.lstrip("+~"): v for k, _, v in (o.partition("=") for o in overrides)}
+
+
+def _matches(values: dict[str, str], params: dict[str, object]) -> bool:
+    """True when the overrides ``values`` set every key of ``params`` to its value (floats compared as numbers)."""
+    for key, want in params.items():
+        have = values.get(str(key))
+        if have is None:
+            return False
+        try:
+            if not math.isclose(float(have), float(want), rel_tol=1e-12):
+                return False
+        except (TypeError, ValueError):
+            if have != str(want):
+                return False
+    return True
+
+
 def group_by_setting(runs: list[Run]) -> list[SettingSummary]:
     """The runs that have a setting, grouped over seeds, in table order: plain, then by level and mode."""
     groups: dict[tuple, SettingSummary] = {}
@@ -429,7 +518,55 @@ def _cell(value: object) -> str:
     return str(value).lower() if isinstance(value, bool) else str(value)
 
 
-def write_markdown(runs: list[Run], summaries: list[SettingSummary], path: Path, title: str) -> None:
+def _number(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return _cell(value)
+
+
+def study_lines(study: OptunaStudy, runs: list[Run]) -> list[str]:
+    """The "Optuna study" section of ``results.md``: objective, best trial, every trial ranked."""
+    finished = sum(study.value(r) is not None for r in runs)
+    lines = [
+        "## Optuna study",
+        "",
+        f"Objective: {study.direction} `{study.metric}` (optimized_metric); {len(runs)} trials, "
+        f"{finished} with a value. Accuracy in %.",
+        "",
+    ]
+    if study.best_params is not None:
+        jobs = ", ".join(study.best_jobs) or "not found"
+        params = ", ".join(f"`{k}={_number(v)}`" for k, v in study.best_params.items())
+        lines += [f"Best trial ({OPTUNA_RESULTS}): job **{jobs}**, {study.metric} = {study.format(study.best_value)}; "
+                  f"{params}.", ""]
+    else:
+        lines += [f"No best trial in {OPTUNA_RESULTS} (the study has not finished, or has several "
+                  "objectives): ranked by the objective below.", ""]
+    accuracies = [m for m in ("val/acc", "test/acc") if m != study.metric]
+    header = ["rank", "job", "status", *study.params, study.metric, *accuracies]
+    lines.append("| " + " | ".join(header) + " |")
+    lines.append("|" + "|".join(["---:", "---", "---", *["---:"] * (len(header) - 3)]) + "|")
+    for i, run in enumerate(study.ranked(runs)):
+        values = _override_values(run.overrides)
+        rank = "–" if study.value(run) is None else str(i + 1)
+        if run.job in study.best_jobs:
+            rank = f"**{rank} (best)**"
+        cells = [rank, run.job, run.status, *(_number(_float_or_str(values.get(k))) for k in study.params)]
+        cells += [study.format(study.value(run)), *(_percent(run.metrics.get(m), None) for m in accuracies)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
+def _float_or_str(value: str | None) -> object:
+    try:
+        return float(value) if value is not None and not value.isdigit() else value
+    except ValueError:
+        return value
+
+
+def write_markdown(
+    runs: list[Run], summaries: list[SettingSummary], path: Path, title: str, study: OptunaStudy | None = None
+) -> None:
     metric_keys = [f"{split}/{m}" for m in TABLE_METRICS for split in SPLITS]
     best = best_setting(summaries)
     ranked = sorted((s for s in summaries if s.mean("val/acc") is not None), key=lambda s: -s.mean("val/acc"))
@@ -451,7 +588,7 @@ def write_markdown(runs: list[Run], summaries: list[SettingSummary], path: Path,
             'vary (see "Config differences" below); the rows may average different setups.'
         )
         lines.append("")
-    if best is not None:
+    if best is not None and study is None:  # a study names its best trial in its own section
         lines.append(
             f"Best setting by mean val/acc: **{best.label}** "
             f"(val/acc {_percent(best.mean('val/acc'), best.std('val/acc'))}, "
@@ -459,6 +596,9 @@ def write_markdown(runs: list[Run], summaries: list[SettingSummary], path: Path,
             f"{len(best.values('val/acc'))} seeds)."
         )
         lines.append("")
+    if study is not None:
+        lines += study_lines(study, runs)
+        lines += ["## Settings", ""]
     header = ["rank", *SETTING_KEYS, *(["other"] if has_other else []), "seeds", *metric_keys]
     lines.append("| " + " | ".join(header) + " |")
     text_columns = len(SETTING_KEYS) + has_other
@@ -559,6 +699,7 @@ def summarize(sweep_dir: Path | str, out_dir: Path | str | None = None) -> dict[
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"csv": out_dir / "results.csv", "md": out_dir / "results.md", "png": out_dir / "results.png"}
     write_csv(runs, paths["csv"])
-    write_markdown(runs, summaries, paths["md"], title=f"Sweep {sweep_dir}")
+    study = read_study(sweep_dir, runs)
+    write_markdown(runs, summaries, paths["md"], title=f"Sweep {sweep_dir}", study=study)
     plot(summaries, paths["png"])
     return paths
