@@ -26,7 +26,7 @@ from fgzoom.models.optim import (
     param_groups,
 )
 from fgzoom.models.schedule import warmup_cosine
-from tests.conftest import compose_config
+from tests.conftest import compose_config, run_script, tiny_overrides
 
 ARCH = "test_resnet"
 NEW_ZOOM_HEAD = {"net.attention.maps.0.weight", "net.attention.maps.1.weight", "net.attention.maps.1.bias",
@@ -267,3 +267,14 @@ def test_config_defaults_follow_scratch_or_pretrained_and_reach_the_optimizer(tm
     groups = _by_name(module.optimizer_factory(module))
     assert groups["new"]["lr_scale"] == 10.0 and "lr_scale" not in groups["backbone"]
     assert groups["backbone"]["lr"] == 3e-4
+
+
+def test_layer_decay_from_the_command_line(tmp_path, synthetic_root):
+    result = run_script("train.py", *tiny_overrides(synthetic_root), "model.optimizer.layer_decay=0.75",
+                        "model.optimizer.lr_mult_new=10", "trainer.limit_train_batches=2", "figures_every_n_epochs=0",
+                        f"hydra.run.dir={tmp_path}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    bad = run_script("train.py", *tiny_overrides(synthetic_root), "model.optimizer.layer_decay=2",
+                     f"hydra.run.dir={tmp_path / 'bad'}")
+    assert bad.returncode != 0
+    assert bad.stderr.strip().splitlines()[-1].startswith("error: model.optimizer.layer_decay=2")
