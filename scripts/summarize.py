@@ -1,7 +1,8 @@
-"""Summarize a sweep: python scripts/summarize.py <sweep dir> [--out DIR]. See README.md.
+"""Summarize a sweep: python scripts/summarize.py <sweep dir | results csv> [--out DIR]. See README.md.
 
-Writes results.csv (one row per run), results.md (mean ± std over seeds per setting, failed runs
-listed) and results.png (test/acc per setting) into the sweep folder, or into --out.
+Writes results.csv (one row per run), results.md (mean ± std over seeds per setting, seed-paired
+comparisons, failed runs listed) and results.png (test/acc per setting, paired differences) into the sweep
+folder, or into --out. Given a results csv (e.g. one under docs/), draws <name>.md and <name>.png from it.
 """
 
 import argparse
@@ -18,7 +19,7 @@ from fgzoom.eval.summarize import summarize
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "sweep_dir", type=Path, help="the multirun folder (holds multirun.yaml and one folder per job)"
+        "sweep_dir", type=Path, help="the multirun folder (holds multirun.yaml and one folder per job), or a results csv"
     )
     parser.add_argument(
         "--out", type=Path, default=None, help="where to write the results (default: sweep_dir)"

@@ -197,7 +197,11 @@ def test_summarize_hand_made_sweep(hand_made_sweep, tmp_path):
     assert rows[3]["status"] == NO_METRICS and rows[3]["val/acc"] == ""
 
     md = paths["md"].read_text()
-    table, failed = md.split("## Failed or unfinished runs")
+    table, rest = md.split("## Paired comparisons")
+    paired, failed = rest.split("## Failed or unfinished runs")
+    # test/acc per seed: plain 0.4, 0.6; bilinear 0.8 (seed 1 only) -> one seed to pair, no interval
+    assert "| feature / bilinear | – | +40.0, 1/0, n=1, noise |" in paired
+    assert "| plain | -40.0, 0/1, n=1, noise | – |" in paired
     setting_rows = [line for line in table.splitlines() if line.startswith("| ") and "rank" not in line]
     assert len(setting_rows) == 2  # plain, feature/bilinear; the never-started nearest has no config
     plain = next(line for line in setting_rows if "| plain |" in line)
@@ -294,3 +298,19 @@ def test_fine_detail_experiment_compares_plain_and_image_zoom_on_the_same_view(t
     assert without_zoom == {k: v for k, v in plain["model"].items() if k != "zoom"}
     for key in ("data", "trainer", "seed"):
         assert plain[key] == zoom[key]
+
+
+def test_summarize_redraws_tables_and_plot_from_a_results_csv(hand_made_sweep, tmp_path):
+    """A results.csv committed without its sweep folder gives the same tables (docs/ keeps only CSVs)."""
+    first = summarize(hand_made_sweep, tmp_path / "out")
+    kept = tmp_path / "docs" / "ablation_x.csv"
+    kept.parent.mkdir()
+    kept.write_bytes(first["csv"].read_bytes())
+    again = summarize(kept)
+    assert set(again) == {"md", "png"} and again["md"] == kept.with_suffix(".md") and again["png"].stat().st_size
+    def tables(path):
+        return path.read_text().split("\n", 1)[1]  # the title names the source
+    assert tables(again["md"]) == tables(first["md"])
+    assert kept.read_bytes() == first["csv"].read_bytes()  # the input is not rewritten
+    result = run_script("summarize.py", str(tmp_path / "missing.csv"))
+    assert result.returncode == 2 and result.stderr.startswith("error: ")

@@ -24,6 +24,7 @@ from fgzoom.runtime import (
     validate_config,
     write_json,
 )
+from fgzoom.sweep_resume import is_sweep_job, previous_run
 
 log = logging.getLogger("fgzoom.train")
 
@@ -75,12 +76,20 @@ def optimized_value(metrics: dict[str, float | None], name: str | None) -> float
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit, then report ``val/*`` of the best checkpoint (by ``val/acc``) and ``test/*`` of that checkpoint.
 
-    Writes ``<run dir>/metrics.json`` and ``<run dir>/config.yaml``; returns the metrics.
+    Writes ``<run dir>/metrics.json`` and ``<run dir>/config.yaml``; returns the metrics. A sweep job whose
+    folder holds a finished run of the same config returns its metrics instead, and a stopped one resumes
+    (``skip_finished``; :mod:`fgzoom.sweep_resume`).
     """
     check_optimized_metric(cfg.get("optimized_metric"))
     output_dir = Path(cfg.paths.output_dir)
     pin_run_dir(str(output_dir))
-    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), str(output_dir))
+    ckpt_path = cfg.get("ckpt_path")
+    if is_sweep_job() and cfg.get("skip_finished", True):  # the same sweep run again: only what is missing
+        finished, resume = previous_run(cfg, output_dir)
+        if finished is not None:
+            return finished
+        ckpt_path = ckpt_path or resume
+    ckpt_path = resolve_ckpt_path(ckpt_path, str(output_dir))
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     datamodule, model, trainer = build(cfg)

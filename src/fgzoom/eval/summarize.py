@@ -41,6 +41,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from fgzoom.errors import FGZoomError
+from fgzoom.eval.paired import PairedComparison, paired_compare
 from fgzoom.ops.interpolation import MODES
 
 log = logging.getLogger("fgzoom.summarize")
@@ -98,6 +99,10 @@ class SettingSummary:
     def std(self, metric: str) -> float | None:
         values = self.values(metric)
         return statistics.stdev(values) if len(values) >= 2 else None
+
+    def by_seed(self, metric: str) -> dict[int, float]:
+        """``{seed: value}`` of the finished runs that have a seed and the metric."""
+        return {r.seed: r.metrics[metric] for r in self.finished if r.seed is not None and r.metrics.get(metric) is not None}
 
     @property
     def label(self) -> str:
@@ -500,6 +505,39 @@ def write_csv(runs: list[Run], path: Path) -> None:
             writer.writerow(row)
 
 
+def _from_csv(key: str, text: str) -> object:
+    """A setting or seed cell of ``results.csv`` back to its value (inverse of ``_csv_value``)."""
+    if text == "":
+        return None
+    if text in ("true", "false"):
+        return text == "true"
+    if key in ("seed", "num_regions") and text.lstrip("-").isdigit():
+        return int(text)
+    return text
+
+
+def read_csv(path: Path) -> list[Run]:
+    """The runs of a ``results.csv`` this module wrote (e.g. one committed under ``docs/``), so its tables
+    and plot can be drawn again without the sweep folder."""
+    with Path(path).open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows or "status" not in rows[0]:
+        raise SummaryError(f"{path}: not a results.csv written by scripts/summarize.py (no rows or no status column)")
+    fixed = {"job", "status", *SETTING_KEYS, "seed", "other", "overrides", "dir"}
+    return [
+        Run(
+            job=row["job"],
+            status=row["status"],
+            overrides=row["overrides"].split(),
+            setting={k: _from_csv(k, row[k]) for k in SETTING_KEYS},
+            seed=_from_csv("seed", row["seed"]),
+            metrics={k: _finite(v) if v != "" else None for k, v in row.items() if k not in fixed},
+            other=row["other"],
+        )
+        for row in rows
+    ]
+
+
 def _csv_value(value: object) -> object:
     if value is None:
         return ""
@@ -564,6 +602,45 @@ def _float_or_str(value: str | None) -> object:
         return value
 
 
+def reference_settings(summaries: list[SettingSummary]) -> list[tuple[str, SettingSummary]]:
+    """What each setting is compared with: the best setting by mean val/acc and the plain model (if run)."""
+    refs = []
+    best = best_setting(summaries)
+    if best is not None:
+        refs.append(("best", best))
+    plain = next((s for s in summaries if s.setting.get("model") == "plain" and s.finished), None)
+    if plain is not None:
+        refs.append(("plain", plain))
+    return refs
+
+
+def _paired_cell(c: PairedComparison | None) -> str:
+    if c is None:
+        return "–"
+    interval = "" if c.ci_low is None else f" [{100 * c.ci_low:+.1f}, {100 * c.ci_high:+.1f}]"
+    verdict = "noise" if c.within_noise else ("**better**" if c.mean_diff > 0 else "**worse**")
+    return f"{100 * c.mean_diff:+.1f}{interval}, {c.wins}/{c.losses}, n={c.seeds}, {verdict}"
+
+
+def comparison_lines(summaries: list[SettingSummary], metric: str = "test/acc") -> list[str]:
+    """The markdown section of seed-paired differences of ``metric`` against each reference setting."""
+    refs = reference_settings(summaries)
+    if not refs:
+        return []
+    lines = ["## Paired comparisons", "",
+             f"Per setting, {metric} minus the reference's, paired by seed, in points: mean [95% t interval], "
+             "seeds better/worse, seeds compared, and whether the interval contains 0 (*noise*) or not "
+             "(**better**/**worse**). The best setting is chosen by mean val/acc; the comparison is on "
+             f"{metric}.", ""]
+    lines.append("| setting | " + " | ".join(f"vs {name} ({ref.label})" for name, ref in refs) + " |")
+    lines.append("|---|" + "---|" * len(refs))
+    for s in summaries:
+        cells = [_paired_cell(None if s is ref else paired_compare(s.by_seed(metric), ref.by_seed(metric)))
+                 for _, ref in refs]
+        lines.append(f"| {s.label} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
 def write_markdown(
     runs: list[Run], summaries: list[SettingSummary], path: Path, title: str, study: OptunaStudy | None = None
 ) -> None:
@@ -614,8 +691,9 @@ def write_markdown(
     if not summaries:
         lines.append("| " + " | ".join(["–"] * len(header)) + " |")
 
+    lines += ["", *comparison_lines(summaries)]
     failed = [r for r in runs if r.status != OK]
-    lines += ["", "## Failed or unfinished runs", ""]
+    lines += ["## Failed or unfinished runs", ""]
     if failed:
         lines.append("| job | status | setting | seed | overrides |")
         lines.append("|---|---|---|---:|---|")
@@ -654,7 +732,14 @@ def plot(summaries: list[SettingSummary], path: Path, metric: str = "test/acc") 
         return interp_label(s.setting) + (f"\n{s.other}" if s.other else "")
 
     categories = list(dict.fromkeys(x_label(s) for s in zoom))
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(categories) + 2), 4.5), layout="constrained")
+    refs = dict(reference_settings(summaries))
+    reference = refs.get("plain") or refs.get("best")
+    paired = {id(s): paired_compare(s.by_seed(metric), reference.by_seed(metric))
+              for s in zoom if reference is not None and s is not reference}
+    show_paired = any(c is not None for c in paired.values())
+    fig, axes = plt.subplots(2 if show_paired else 1, 1, squeeze=False, sharex=True, layout="constrained",
+                             figsize=(max(6.0, 0.9 * len(categories) + 2), 7.5 if show_paired else 4.5))
+    ax = axes[0][0]
     width = 0.8 / max(1, len(levels))
     for i, level in enumerate(levels):
         by_label = {x_label(s): s for s in zoom if str(s.setting["level"]) == level}
@@ -680,26 +765,48 @@ def plot(summaries: list[SettingSummary], path: Path, metric: str = "test/acc") 
             )
             if std:
                 ax.axhspan(mean - std, mean + std, color="black", alpha=0.08)
-    ax.set_xticks(range(len(categories)), categories, rotation=30, ha="right")
     ax.set_ylabel(f"{metric} (%)")
     ax.set_title(f"{metric}: mean ± std over seeds per interpolation setting")
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize="small")
+    if show_paired:  # seed-paired difference to the reference with its 95% interval
+        name = "plain" if reference is refs.get("plain") else f"best ({reference.label})"
+        bottom = axes[1][0]
+        for i, level in enumerate(levels):
+            picked = [(j, paired[id(s)]) for j, c in enumerate(categories) for s in zoom
+                      if x_label(s) == c and str(s.setting["level"]) == level and paired.get(id(s)) is not None]
+            xs = [j + (i - (len(levels) - 1) / 2) * width for j, _ in picked]
+            means = [100 * c.mean_diff for _, c in picked]
+            errors = [[100 * (c.mean_diff - c.ci_low) if c.ci_low is not None else 0.0 for _, c in picked],
+                      [100 * (c.ci_high - c.mean_diff) if c.ci_high is not None else 0.0 for _, c in picked]]
+            bottom.errorbar(xs, means, yerr=errors, fmt="o", capsize=4, label=f"level={level}")
+        bottom.axhline(0.0, color="black", linewidth=1)
+        bottom.set_ylabel(f"{metric} difference (points)")
+        bottom.set_title(f"minus {name}, paired by seed: mean, 95% t interval (crossing 0 = noise)", fontsize="medium")
+        ax = bottom
+    ax.set_xticks(range(len(categories)), categories, rotation=30, ha="right")
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
 
 def summarize(sweep_dir: Path | str, out_dir: Path | str | None = None) -> dict[str, Path]:
     """Write ``results.csv``, ``results.md`` and ``results.png`` for the sweep in ``sweep_dir`` (into
-    ``out_dir``, default the sweep folder); returns their paths."""
-    sweep_dir = Path(sweep_dir)
-    out_dir = Path(out_dir) if out_dir is not None else sweep_dir
-    runs = collect_runs(sweep_dir)
+    ``out_dir``, default the sweep folder); returns their paths. ``sweep_dir`` may also be a ``.csv`` this
+    function wrote: then ``<name>.md`` and ``<name>.png`` are drawn from it, beside it (or in ``out_dir``)."""
+    source = Path(sweep_dir)
+    from_csv = source.suffix == ".csv"
+    if from_csv and not source.is_file():
+        raise SummaryError(f"{source}: file not found; pass a results.csv or a sweep folder")
+    out_dir = Path(out_dir) if out_dir is not None else (source.parent if from_csv else source)
+    runs = read_csv(source) if from_csv else collect_runs(source)
     summaries = group_by_setting(runs)
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {"csv": out_dir / "results.csv", "md": out_dir / "results.md", "png": out_dir / "results.png"}
-    write_csv(runs, paths["csv"])
-    study = read_study(sweep_dir, runs)
-    write_markdown(runs, summaries, paths["md"], title=f"Sweep {sweep_dir}", study=study)
+    stem = source.stem if from_csv else "results"
+    paths = {"md": out_dir / f"{stem}.md", "png": out_dir / f"{stem}.png"}
+    if not from_csv:
+        paths = {"csv": out_dir / "results.csv", **paths}
+        write_csv(runs, paths["csv"])
+    study = None if from_csv else read_study(source, runs)
+    write_markdown(runs, summaries, paths["md"], title=f"Sweep {source}", study=study)
     plot(summaries, paths["png"])
     return paths

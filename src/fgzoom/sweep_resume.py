@@ -1,0 +1,89 @@
+"""Resumable sweeps: a sweep job whose folder already holds a finished run of the same config is not run
+again; one that was stopped continues from its ``last.ckpt``.
+
+Hydra gives every job of a sweep the folder ``<hydra.sweep.dir>/<job number>``, numbered in the order of the
+sweep's settings, so running the same command with the same ``hydra.sweep.dir`` again maps every job to its
+old folder. :func:`previous_run` decides, per job (``skip_finished``, default true, only under ``-m``):
+
+- ``metrics.json`` present: the job finished; its metrics are returned and nothing is trained;
+- else ``checkpoints/last.ckpt`` present: the job was stopped; it resumes from there (``ckpt_path=last``);
+- else: it runs from the start.
+
+The folder's ``config.yaml`` (written when the job started) must describe the same run as the job's config
+now, else one line says which key differs: a changed sweep (other seeds, epochs, data) in an old folder
+would otherwise mix results of two experiments.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+from fgzoom.errors import ConfigError
+from fgzoom.runtime import resolved_container
+
+log = logging.getLogger(__name__)
+
+# keys that do not change what a job computes (or are filled in while it runs), left out of the comparison
+IGNORED = ("ckpt_path", "logger", "skip_finished", "data.mean", "data.std", "optimized_metric")
+
+
+def is_sweep_job() -> bool:
+    """Whether this process runs a job of a Hydra multirun (``-m``)."""
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(tree, dict):
+        out: dict[str, Any] = {}
+        for key, value in tree.items():
+            out.update(_flat(value, f"{prefix}{key}."))
+        return out
+    return {prefix[:-1]: tree}
+
+
+def config_difference(saved: dict, current: dict) -> str | None:
+    """The first key (dotted) whose value differs between two resolved configs, as ``key: saved vs now``,
+    ignoring ``IGNORED``; None when they agree."""
+    a, b = _flat(saved), _flat(current)
+    for key in sorted(set(a) | set(b)):
+        if any(key == k or key.startswith(k + ".") for k in IGNORED):
+            continue
+        if a.get(key, "<missing>") != b.get(key, "<missing>"):
+            return f"{key}: {a.get(key, '<missing>')!r} vs {b.get(key, '<missing>')!r}"
+    return None
+
+
+def previous_run(cfg: DictConfig, output_dir: Path) -> tuple[dict[str, float] | None, str | None]:
+    """``(metrics, ckpt_path)`` of what this job's folder already holds (see the module docstring):
+    ``(metrics, None)`` for a finished job, ``(None, "last")`` for a stopped one, ``(None, None)`` otherwise.
+
+    Raises:
+        ConfigError: the folder holds a run of another config.
+    """
+    saved_config = output_dir / "config.yaml"
+    metrics_file = output_dir / "metrics.json"
+    last = output_dir / "checkpoints" / "last.ckpt"
+    if not saved_config.is_file():
+        return None, None
+    saved = OmegaConf.to_container(OmegaConf.load(saved_config), resolve=True)
+    difference = config_difference(saved, resolved_container(cfg))
+    if difference is not None:
+        raise ConfigError(
+            f"hydra.sweep.dir: job folder {output_dir} holds a run of another config ({difference}); "
+            "give the sweep a new hydra.sweep.dir, or skip_finished=false to run every job again"
+        )
+    if metrics_file.is_file():
+        log.info("%s: finished earlier with the same config; not run again (skip_finished=false reruns it)",
+                 output_dir)
+        return json.loads(metrics_file.read_text()), None
+    if last.is_file():
+        log.info("%s: stopped earlier; resuming from checkpoints/last.ckpt", output_dir)
+        return None, "last"
+    return None, None
