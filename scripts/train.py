@@ -10,11 +10,9 @@ from fgzoom.runtime import one_line_errors
 @hydra.main(version_base="1.3", config_path="../configs", config_name="train.yaml")
 @one_line_errors
 def main(cfg: DictConfig) -> float | None:
-    from fgzoom.train import optimized_value, train
+    from fgzoom.train import objective
 
-    metrics = train(cfg)
-    name = cfg.get("optimized_metric")  # set by hparams_search=optuna
-    return optimized_value(metrics, name) if name else metrics.get("val/acc")  # what a sweeper optimizes
+    return objective(cfg)  # what a sweeper optimizes: optimized_metric (hparams_search=optuna) or val/acc
 
 
 if __name__ == "__main__":

@@ -152,3 +152,23 @@ def test_tiny_optuna_study_end_to_end(tmp_path, synthetic_root):
     assert len(rows) == 2 and {r["status"] for r in rows} == {OK}
     md = (sweep / "results.md").read_text()
     assert "Best trial (optimization_results.yaml): job **" in md and "(best)** |" in md
+
+
+def test_a_diverged_trial_is_nan_for_the_sweeper_and_an_error_otherwise(tmp_path, synthetic_root, monkeypatch):
+    """A trial whose loss turns NaN (a high lr in the search) must not end the study."""
+    from fgzoom.errors import NonFiniteLossError
+    from fgzoom.models.module import FGVCModule
+    from fgzoom.train import objective
+
+    forward = FGVCModule.forward
+
+    def diverging(self, images, **options):
+        out = forward(self, images, **options)
+        return {**out, "logits_raw": out["logits_raw"] * float("nan")} if self.training else out
+
+    monkeypatch.setattr(FGVCModule, "forward", diverging)
+    overrides = [*tiny_overrides(synthetic_root), "model=plain", "figures_every_n_epochs=0"]
+    value = objective(compose_config("train.yaml", [*overrides, "+optimized_metric=val/acc"], tmp_path / "trial"))
+    assert math.isnan(value)
+    with pytest.raises(NonFiniteLossError):
+        objective(compose_config("train.yaml", overrides, tmp_path / "single"))

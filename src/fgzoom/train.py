@@ -10,7 +10,7 @@ import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
-from fgzoom.errors import ConfigError
+from fgzoom.errors import ConfigError, NonFiniteLossError
 from fgzoom.loggers import finalize_loggers
 from fgzoom.runtime import (
     fill_normalization,
@@ -114,3 +114,19 @@ def train(cfg: DictConfig) -> dict[str, float]:
         log.info("best checkpoint: %s", best)
         log.info("metrics: %s", {k: round(v, 4) for k, v in metrics.items() if v is not None})
     return metrics
+
+
+def objective(cfg: DictConfig) -> float | None:
+    """What ``scripts/train.py`` returns to a Hydra sweeper: ``optimized_metric`` of the run when it is set
+    (``hparams_search=optuna``), else ``val/acc``. Under ``optimized_metric`` a run whose loss diverged
+    (``NonFiniteLossError``, common at the high end of a learning-rate search) is a failed trial: one
+    warning line and NaN, which Optuna records as failed and moves on from, instead of ending the study."""
+    name = cfg.get("optimized_metric")
+    try:
+        metrics = train(cfg)
+    except NonFiniteLossError as e:
+        if name is None:
+            raise
+        log.warning("trial failed, reported to the sweeper as NaN: %s", e)
+        return float("nan")
+    return optimized_value(metrics, name) if name else metrics.get("val/acc")
