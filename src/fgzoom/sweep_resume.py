@@ -19,12 +19,12 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from fgzoom.config_tree import flatten_config
 from fgzoom.errors import ConfigError
 from fgzoom.runtime import resolved_container
 
@@ -39,19 +39,10 @@ def is_sweep_job() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
-def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(tree, dict):
-        out: dict[str, Any] = {}
-        for key, value in tree.items():
-            out.update(_flat(value, f"{prefix}{key}."))
-        return out
-    return {prefix[:-1]: tree}
-
-
 def config_difference(saved: dict, current: dict) -> str | None:
     """The first key (dotted) whose value differs between two resolved configs, as ``key: saved vs now``,
     ignoring ``IGNORED``; None when they agree."""
-    a, b = _flat(saved), _flat(current)
+    a, b = flatten_config(saved), flatten_config(current)
     for key in sorted(set(a) | set(b)):
         if any(key == k or key.startswith(k + ".") for k in IGNORED):
             continue

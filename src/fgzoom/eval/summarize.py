@@ -40,6 +40,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from fgzoom.config_tree import flatten_config
 from fgzoom.errors import FGZoomError
 from fgzoom.eval.paired import PairedComparison, paired_compare
 from fgzoom.ops.interpolation import MODES
@@ -245,20 +246,14 @@ def load_run(job_dir: Path, sweep_dir: Path) -> Run:
     )
 
 
-def _flatten(config: dict, job_dir: str, prefix: str = "") -> dict[str, object]:
+def _flatten(config: dict, job_dir: str) -> dict[str, object]:
     """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``; lists as JSON text; the job folder in a path as ``<job>``."""
-    flat: dict[str, object] = {}
-    for key, value in config.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            flat.update(_flatten(value, job_dir, f"{name}."))
-        elif isinstance(value, (list, dict)):
-            flat[name] = json.dumps(value)
-        elif isinstance(value, str):
-            flat[name] = value.replace(job_dir, "<job>")
-        else:
-            flat[name] = value
-    return flat
+    def cell(value: object) -> object:
+        if isinstance(value, (list, dict)):
+            return json.dumps(value)
+        return value.replace(job_dir, "<job>") if isinstance(value, str) else value
+
+    return {key: cell(value) for key, value in flatten_config(config).items()}
 
 
 def _finite(value: object) -> float | None:
