@@ -72,12 +72,6 @@ class EMA(WeightAveraging):
         if warmup not in (True, False):
             raise ConfigError(f"model.ema.warmup={warmup!r}: must be true or false")
         super().__init__(use_buffers=True, multi_avg_fn=ema_multi_avg_fn(float(decay), warmup))
-        self.decay = float(decay)
-        self.warmup = warmup
-
-    @property
-    def state_key(self) -> str:
-        return self._generate_state_key(decay=self.decay, warmup=self.warmup)
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         with warnings.catch_warnings():  # our configure_model only compiles in place; nothing is sharded

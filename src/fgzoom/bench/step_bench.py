@@ -10,6 +10,7 @@ plain step. On CUDA the device is synchronised around every timed step.
 from __future__ import annotations
 
 import ctypes
+import itertools
 import statistics
 import time
 from collections.abc import Sequence
@@ -124,12 +125,11 @@ def bench_train_step(
     sync = (lambda: torch.cuda.synchronize(device_t)) if cuda else (lambda: None)
 
     batch = {"image": x, "label": y, "index": torch.arange(batch_size)}
-    steps_done = [0]
+    mixing_seeds = itertools.count(1)  # a new mix every step
 
     def step(module: FGVCModule, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
              ema: AveragedModel | None = None, mixing: BatchMixing | None = None) -> None:
-        steps_done[0] += 1
-        data = mixing(batch, seed=steps_done[0]) if mixing is not None else batch
+        data = mixing(batch, seed=next(mixing_seeds)) if mixing is not None else batch
         with torch.autocast(device_t.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
             loss = module.criterion(module(data["image"]), data["label"], data.get("target"))
         optimizer.zero_grad(set_to_none=True)
