@@ -92,3 +92,17 @@ def run_script(
         script_command(script, *overrides), cwd=ROOT, env={**SCRIPT_ENV, **(env or {})}, capture_output=True,
         text=True, timeout=timeout,
     )
+
+
+def add_trainer_callbacks(monkeypatch: pytest.MonkeyPatch, *callbacks) -> None:
+    """Make ``fgzoom.train.train`` append ``callbacks`` (probes) to the Trainer it builds."""
+    from fgzoom import train as train_module
+
+    build = train_module.build
+
+    def build_with_callbacks(cfg):
+        datamodule, module, trainer = build(cfg)
+        trainer.callbacks.extend(callbacks)
+        return datamodule, module, trainer
+
+    monkeypatch.setattr(train_module, "build", build_with_callbacks)

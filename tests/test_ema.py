@@ -7,12 +7,11 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from fgzoom import train as train_module
 from fgzoom.ema import ema_decay, ema_multi_avg_fn
 from fgzoom.errors import ConfigError
 from fgzoom.models.module import FGVCModule
 from fgzoom.train import train
-from tests.conftest import compose_config, run_script, tiny_overrides
+from tests.conftest import add_trainer_callbacks, compose_config, run_script, tiny_overrides
 
 
 def test_decay_ramps_up_as_timms_and_is_capped():
@@ -68,14 +67,7 @@ class _ManualEMA(Callback):
 @pytest.mark.parametrize("model", ["zoom", "plain"])
 def test_checkpoints_hold_the_average_and_validation_evaluates_it(tmp_path, synthetic_root, model, monkeypatch):
     manual = _ManualEMA(0.8)
-    build = train_module.build
-
-    def build_with_probe(cfg):
-        datamodule, module, trainer = build(cfg)
-        trainer.callbacks.insert(0, manual)
-        return datamodule, module, trainer
-
-    monkeypatch.setattr(train_module, "build", build_with_probe)
+    add_trainer_callbacks(monkeypatch, manual)
     cfg = compose_config("train.yaml", [*tiny_overrides(synthetic_root), f"model={model}", "model.ema.decay=0.8",
                                         "trainer.max_epochs=2", "figures_every_n_epochs=0"], tmp_path)
     metrics = train(cfg)

@@ -13,7 +13,7 @@ from fgzoom.data.mixing import BatchMixing, MixupConfig
 from fgzoom.errors import ConfigError
 from fgzoom.models.loss import FGVCLoss
 from fgzoom.train import train
-from tests.conftest import compose_config, run_script, tiny_overrides
+from tests.conftest import add_trainer_callbacks, compose_config, run_script, tiny_overrides
 
 
 def _batch(n: int = 6, k: int = 4) -> dict:
@@ -87,16 +87,7 @@ class _SeenBatches(Callback):
 @pytest.mark.parametrize("model", ["zoom", "plain"])
 def test_training_batches_are_mixed_and_evaluation_batches_are_not(tmp_path, synthetic_root, model, monkeypatch):
     seen = _SeenBatches()
-    from fgzoom import train as train_module
-
-    build = train_module.build
-
-    def build_with_probe(cfg):
-        datamodule, module, trainer = build(cfg)
-        trainer.callbacks.append(seen)
-        return datamodule, module, trainer
-
-    monkeypatch.setattr(train_module, "build", build_with_probe)
+    add_trainer_callbacks(monkeypatch, seen)
     cfg = compose_config("train.yaml", [*tiny_overrides(synthetic_root), f"model={model}", "data.mixup.mixup_alpha=0.8",
                                         "data.mixup.cutmix_alpha=1.0", "figures_every_n_epochs=0"], tmp_path)
     metrics = train(cfg)

@@ -15,11 +15,18 @@ import torch
 from hydra.core.global_hydra import GlobalHydra
 from lightning.pytorch.callbacks import Callback
 
-from fgzoom import train as train_module
 from fgzoom.checkpoint_io import AtomicCheckpointIO
 from fgzoom.errors import NonFiniteLossError
 from fgzoom.train import train
-from tests.conftest import ROOT, SCRIPT_ENV, compose_config, run_script, script_command, tiny_overrides
+from tests.conftest import (
+    ROOT,
+    SCRIPT_ENV,
+    add_trainer_callbacks,
+    compose_config,
+    run_script,
+    script_command,
+    tiny_overrides,
+)
 
 # (overrides, text the one-line message must contain: the key and the value or the allowed values)
 BAD_CONFIGS = [
@@ -189,16 +196,9 @@ def test_switch_state_resumes_exactly(tmp_path, synthetic_root, switch, monkeypa
               "figures_every_n_epochs=0", *RESUMABLE_SWITCHES[switch]]
     reference = train(compose_config("train.yaml", common, tmp_path / "reference"))
 
-    build = train_module.build
-
-    def build_killed_at_epoch_1(cfg):
-        datamodule, module, trainer = build(cfg)
-        trainer.callbacks.append(_KillAtEpoch(1))
-        return datamodule, module, trainer
-
     run = tmp_path / "killed"
     with monkeypatch.context() as patch:
-        patch.setattr(train_module, "build", build_killed_at_epoch_1)
+        add_trainer_callbacks(patch, _KillAtEpoch(1))
         with pytest.raises(_Killed):
             train(compose_config("train.yaml", common, run))
     assert torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["epoch"] == 0
