@@ -21,6 +21,7 @@ from fgzoom.models.optim import (
     LR_MULT_NEW_PRETRAINED,
     LR_PRETRAINED,
     LR_SCRATCH,
+    RECIPE_BETAS_PRETRAINED,
     create_optimizer,
     new_parameter_names,
     param_groups,
@@ -267,6 +268,41 @@ def test_config_defaults_follow_scratch_or_pretrained_and_reach_the_optimizer(tm
     groups = _by_name(module.optimizer_factory(module))
     assert groups["new"]["lr_scale"] == 10.0 and "lr_scale" not in groups["backbone"]
     assert groups["backbone"]["lr"] == 3e-4
+
+
+@pytest.mark.parametrize("network", ["zoom", "plain"])
+def test_betas_default_to_the_fine_tuning_recipe_and_stay_the_optimizers_own_otherwise(tmp_path, network):
+    cfg = compose_config("train.yaml", [f"model={network}", f"model.backbone.name={ARCH}"], tmp_path)
+    assert cfg.model.optimizer.betas is None
+    module = hydra.utils.instantiate(cfg.model, num_classes=3)
+    optimizer = module.optimizer_factory(module)  # from scratch: AdamW's own (0.9, 0.999)
+    assert isinstance(optimizer, torch.optim.AdamW)
+    assert all(g["betas"] == (0.9, 0.999) for g in optimizer.param_groups)
+
+    pretrained = compose_config(
+        "train.yaml", [f"model={network}", f"model.backbone.name={ARCH}", "model.backbone.pretrained=true"], tmp_path
+    )
+    module.hparams.backbone = dict(pretrained.model.backbone)  # what instantiating it (with weights) records
+    assert all(g["betas"] == RECIPE_BETAS_PRETRAINED for g in module.optimizer_factory(module).param_groups)
+
+    cfg = compose_config("train.yaml", [f"model={network}", f"model.backbone.name={ARCH}",
+                                        "model.optimizer.betas=[0.95,0.99]"], tmp_path)
+    module = hydra.utils.instantiate(cfg.model, num_classes=3)
+    module.hparams.backbone = dict(pretrained.model.backbone)  # a given value wins over the recipe's
+    assert all(g["betas"] == (0.95, 0.99) for g in module.optimizer_factory(module).param_groups)
+
+    cfg = compose_config("train.yaml", [f"model={network}", f"model.backbone.name={ARCH}",
+                                        "model.optimizer.opt=sgd", "+model.optimizer.momentum=0.9"], tmp_path)
+    module = hydra.utils.instantiate(cfg.model, num_classes=3)
+    module.hparams.backbone = dict(pretrained.model.backbone)
+    optimizer = module.optimizer_factory(module)  # null betas are not passed to an optimizer without them
+    assert isinstance(optimizer, torch.optim.SGD) and "betas" not in optimizer.param_groups[0]
+
+
+@pytest.mark.parametrize("betas", [[0.9], [0.9, 1.0], [-0.1, 0.999]])
+def test_bad_betas_are_one_line(betas):
+    with pytest.raises(ConfigError, match=r"model\.optimizer\.betas=.*two numbers in \[0, 1\)"):
+        create_optimizer(torch.nn.Linear(2, 2), betas=betas)
 
 
 def test_layer_decay_from_the_command_line(tmp_path, synthetic_root):
