@@ -30,6 +30,7 @@ lr at every step, warmup included. Without a scheduler, ``apply_lr_scale`` appli
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 from timm.optim import create_optimizer_v2, param_groups_layer_decay, param_groups_weight_decay
@@ -58,15 +59,21 @@ def loads_pretrained_weights(model: nn.Module) -> bool:
     return bool(backbone.get("pretrained") or backbone.get("pretrained_path"))
 
 
-def recipe_defaults(model: nn.Module, lr: float | None, lr_mult_new: float | None) -> tuple[float, float]:
-    """``(lr, lr_mult_new)`` with each null filled in: from scratch ``2e-3`` and ``1``; with pretrained
-    weights ``2e-3`` for the backbone and ``10`` for the new layers (FGVC fine-tuning practice)."""
+def recipe_defaults(
+    model: nn.Module, lr: float | None, lr_mult_new: float | None, opt: str = "adamw",
+    betas: Sequence[float] | None = None,
+) -> tuple[float, float, Sequence[float] | None]:
+    """``(lr, lr_mult_new, betas)`` with each null filled in: from scratch ``2e-3``, ``1`` and the optimizer's
+    own betas (None); with pretrained weights ``2e-3`` for the backbone, ``10`` for the new layers (FGVC
+    fine-tuning practice) and, for ``adam``/``adamw``, ``RECIPE_BETAS_PRETRAINED``."""
     pretrained = loads_pretrained_weights(model)
     if lr is None:
         lr = LR_PRETRAINED if pretrained else LR_SCRATCH
     if lr_mult_new is None:
         lr_mult_new = LR_MULT_NEW_PRETRAINED if pretrained else 1.0
-    return float(lr), float(lr_mult_new)
+    if betas is None and pretrained and opt.lower() in RECIPE_BETAS_OPTS:
+        betas = RECIPE_BETAS_PRETRAINED
+    return float(lr), float(lr_mult_new), betas
 
 
 def timm_models(net: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -225,11 +232,9 @@ def create_optimizer(
         layer_decay: layer-wise learning-rate decay of the pretrained layers (timm's; e.g. 0.75); None = none.
         betas: Adam's ``(beta1, beta2)``; None: ``RECIPE_BETAS_PRETRAINED`` for ``adam``/``adamw`` with pretrained
             weights, else the optimizer's own default (a value given to an optimizer without betas is its error).
-        lr, lr_mult_new: None takes the recipe's default for how the backbone starts (:func:`recipe_defaults`).
+        lr, lr_mult_new, betas: None takes the recipe's default for how the backbone starts (:func:`recipe_defaults`).
     """
-    lr, lr_mult_new = recipe_defaults(model, lr, lr_mult_new)
-    if betas is None and opt.lower() in RECIPE_BETAS_OPTS and loads_pretrained_weights(model):
-        betas = RECIPE_BETAS_PRETRAINED
+    lr, lr_mult_new, betas = recipe_defaults(model, lr, lr_mult_new, opt, betas)
     if betas is not None:
         if len(betas) != 2 or not all(0.0 <= float(b) < 1.0 for b in betas):
             raise ConfigError(f"model.optimizer.betas={list(betas)}: must be two numbers in [0, 1), e.g. [0.85, 0.999]")
