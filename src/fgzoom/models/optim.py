@@ -230,8 +230,7 @@ def create_optimizer(
             ``create_optimizer_v2`` (``momentum``, ``betas``, ``eps``, ``foreach``, ...).
         lr_mult_new: learning-rate multiplier of the new layers; 1.0 = none.
         layer_decay: layer-wise learning-rate decay of the pretrained layers (timm's; e.g. 0.75); None = none.
-        betas: Adam's ``(beta1, beta2)``; None: ``RECIPE_BETAS_PRETRAINED`` for ``adam``/``adamw`` with pretrained
-            weights, else the optimizer's own default (a value given to an optimizer without betas is its error).
+        betas: Adam's ``(beta1, beta2)`` (a value given to an optimizer without betas is its error).
         lr, lr_mult_new, betas: None takes the recipe's default for how the backbone starts (:func:`recipe_defaults`).
     """
     lr, lr_mult_new, betas = recipe_defaults(model, lr, lr_mult_new, opt, betas)
