@@ -26,7 +26,7 @@ from fgzoom.models.optim import (
     new_parameter_names,
     param_groups,
 )
-from fgzoom.models.schedule import warmup_cosine
+from fgzoom.models.schedule import one_cycle, warmup_cosine
 from tests.conftest import compose_config, run_script, tiny_overrides
 
 ARCH = "test_resnet"
@@ -242,6 +242,46 @@ def test_training_steps_use_the_multiplied_lr(with_scheduler):
         assert len({round(s["backbone"], 12) for s in lrs}) == 6  # the schedule moved every step
     else:
         assert all(s["backbone"] == 1e-3 for s in lrs)
+
+
+def test_one_cycle_peaks_each_group_at_its_scaled_lr_and_cycles_beta1():
+    """torch's OneCycleLR: every group warms up from lr / 25 to its lr * lr_scale at pct_start and anneals to
+    about 0; the new layers stay at lr_mult_new times the backbone's lr; Adam's beta1 goes 0.95 -> 0.85 -> 0.95."""
+    module = _module({"level": "feature"}, mult=10.0)
+    optimizer = module.optimizer_factory(module)
+    scheduler = one_cycle(optimizer, total_steps=20, pct_start=0.3)
+    seen = []
+    for _ in range(20):
+        groups = _by_name(optimizer)
+        seen.append((groups["backbone"]["lr"], groups["new"]["lr"], groups["backbone"]["betas"][0]))
+        assert groups["new"]["lr"] == pytest.approx(10.0 * groups["backbone"]["lr"], rel=1e-9)
+        optimizer.step()
+        scheduler.step()
+    backbone = [b for b, _, _ in seen]
+    assert backbone[0] == pytest.approx(1e-3 / 25) and max(backbone) == pytest.approx(1e-3)
+    assert backbone.index(max(backbone)) == 5  # 0.3 * (20 - 1), rounded down: the peak step
+    assert backbone[-1] < 1e-5
+    betas = [beta for _, _, beta in seen]
+    assert betas[0] == pytest.approx(0.95) and betas[5] == pytest.approx(0.85) and betas[-1] > 0.94
+
+
+def test_one_cycle_rejects_a_warmup_share_outside_0_1():
+    module = _module(None, mult=1.0)
+    with pytest.raises(ConfigError, match="model.scheduler.pct_start"):
+        one_cycle(module.optimizer_factory(module), total_steps=10, pct_start=1.0)
+
+
+def test_training_steps_follow_one_cycle_to_the_last_update():
+    """The wiring for a torch scheduler: Lightning steps it once per update, through the last one."""
+    module = _module({"level": "feature"}, mult=4.0)
+    module.scheduler_factory = partial(one_cycle, pct_start=0.5)
+    lrs = _fit(module)
+    assert len(lrs) == 6
+    backbone = [s["backbone"] for s in lrs]
+    assert backbone[0] == pytest.approx(1e-3 / 25)
+    assert backbone.index(max(backbone)) == 2 and backbone[-1] < backbone[1]
+    for step in lrs:
+        assert step["new"] == pytest.approx(4.0 * step["backbone"], rel=1e-9)
 
 
 # ------------------------------------------------------------------ config

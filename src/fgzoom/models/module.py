@@ -256,7 +256,10 @@ class FGVCModule(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def lr_scheduler_step(self, scheduler, metric) -> None:
-        scheduler.step_update(num_updates=self.global_step)
+        if hasattr(scheduler, "step_update"):  # timm: set from the update count (exact on resume)
+            scheduler.step_update(num_updates=self.global_step)
+        else:  # torch: one step per update (its state_dict is restored on resume)
+            scheduler.step()
 
     # ------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict) -> None:

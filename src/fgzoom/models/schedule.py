@@ -1,9 +1,16 @@
-"""Learning-rate schedule: linear warmup then cosine decay, stepped per optimizer update (timm)."""
+"""Learning-rate schedules, stepped per optimizer update: timm's warmup + cosine, or torch's one-cycle.
+
+Both keep each parameter group's ``lr_scale`` (the new layers' ``lr_mult_new``, layer decay): timm's scheduler
+multiplies it into every lr it sets; ``one_cycle`` gives each group ``lr * lr_scale`` as its peak.
+"""
 
 from __future__ import annotations
 
 from timm.scheduler import CosineLRScheduler
 from torch.optim import Optimizer
+from torch.optim.lr_scheduler import OneCycleLR
+
+from fgzoom.errors import ConfigError
 
 
 def warmup_cosine(
@@ -28,4 +35,36 @@ def warmup_cosine(
         warmup_lr_init=warmup_lr_init,
         warmup_prefix=False,
         t_in_epochs=False,
+    )
+
+
+def one_cycle(
+    optimizer: Optimizer,
+    total_steps: int,
+    steps_per_epoch: int = 1,
+    pct_start: float = 0.3,
+    div_factor: float = 25.0,
+    final_div_factor: float = 1e4,
+    cycle_momentum: bool = True,
+    base_momentum: float = 0.85,
+    max_momentum: float = 0.95,
+) -> OneCycleLR:
+    """torch's OneCycleLR over ``total_steps`` updates, each group peaking at its ``lr * lr_scale``.
+
+    The LightningModule calls ``step()`` after every optimizer step. ``steps_per_epoch`` is accepted for the
+    common factory signature and unused.
+    """
+    if not 0.0 < pct_start < 1.0:
+        raise ConfigError(f"model.scheduler.pct_start={pct_start}: must be in (0, 1), the warm-up's share of training")
+    peaks = [group["lr"] * group.get("lr_scale", 1.0) for group in optimizer.param_groups]
+    return OneCycleLR(
+        optimizer,
+        max_lr=peaks,
+        total_steps=max(2, total_steps),
+        pct_start=pct_start,
+        div_factor=div_factor,
+        final_div_factor=final_div_factor,
+        cycle_momentum=cycle_momentum,
+        base_momentum=base_momentum,
+        max_momentum=max_momentum,
     )
