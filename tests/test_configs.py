@@ -46,10 +46,23 @@ def test_eval_config_falls_back_to_the_checkpoint_data(tmp_path):
     assert cfg.get("data") is None  # eval reads the data config saved in the checkpoint unless data= is given
 
 
-# every model option, sub-folders included (model=interp/feature/bilinear, model=boxes/learned, ...)
+# every model option, sub-folders included (model=interp/feature/bilinear, model=boxes/learned, ...); the
+# scheduler folder holds options of the model's scheduler key (model/scheduler=cosine), not models
+SCHEDULES = sorted(p.stem for p in (CONFIGS / "model" / "scheduler").glob("*.yaml"))
 MODEL_OPTIONS = sorted(
     str(p.relative_to(CONFIGS / "model").with_suffix("")) for p in (CONFIGS / "model").glob("**/*.yaml")
+    if p.parent.name != "scheduler"
 )
+
+
+@pytest.mark.parametrize("schedule", SCHEDULES)
+def test_every_schedule_option_instantiates_for_every_network(schedule, tmp_path, synthetic_root):
+    for model in ("zoom", "plain", "interp/image/bilinear"):
+        cfg = compose_config("train.yaml", [*tiny_overrides(synthetic_root), f"model={model}",
+                                            f"model/scheduler={schedule}"], tmp_path)
+        optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
+        scheduler = hydra.utils.instantiate(cfg.model.scheduler)(optimizer, total_steps=10, steps_per_epoch=2)
+        assert scheduler.optimizer is optimizer
 
 
 def test_model_options_include_the_sub_folders():

@@ -144,10 +144,11 @@ class _LearningRates(Callback):
         self.lrs.append(optimizer.param_groups[0]["lr"])
 
 
-def test_gradient_accumulation_steps_the_schedule_once_per_optimizer_step(tmp_path, synthetic_root):
+@pytest.mark.parametrize("schedule", ["cosine", "one_cycle"])
+def test_gradient_accumulation_steps_the_schedule_once_per_optimizer_step(tmp_path, synthetic_root, schedule):
     cfg = compose_config(
         "train.yaml",
-        _tiny(synthetic_root, "callbacks=none", "logger=none", "trainer.max_epochs=2",
+        _tiny(synthetic_root, "callbacks=none", "logger=none", "trainer.max_epochs=2", f"model/scheduler={schedule}",
               "trainer.limit_train_batches=4", "trainer.limit_val_batches=1", "trainer.accumulate_grad_batches=2"),
         tmp_path,
     )
@@ -156,17 +157,20 @@ def test_gradient_accumulation_steps_the_schedule_once_per_optimizer_step(tmp_pa
     trainer.callbacks.append(seen)
     trainer.fit(model, datamodule=datamodule)
     assert seen.batches == 8 and trainer.global_step == 4 == trainer.estimated_stepping_batches
-    # The schedule runs over the 4 optimizer steps (2 per epoch, so warmup_epochs=1 is 2 steps), one
-    # scheduler step after each optimizer step; not over the 8 batches.
-    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=LR_SCRATCH)  # model.optimizer.lr=null
+    # The schedule runs over the 4 optimizer steps (2 per epoch), one scheduler step after each optimizer
+    # step; not over the 8 batches.
+    optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=LR_SCRATCH)  # model.optimizer.lr=null
     scheduler = hydra.utils.instantiate(cfg.model.scheduler)(optimizer, total_steps=4, steps_per_epoch=2)
     expected = []
     for step in range(4):
         expected.append(optimizer.param_groups[0]["lr"])
-        scheduler.step_update(num_updates=step + 1)
+        scheduler.step_update(num_updates=step + 1) if schedule == "cosine" else scheduler.step()
     assert seen.lrs == pytest.approx(expected)
-    assert seen.lrs[0] == pytest.approx(cfg.model.scheduler.warmup_lr_init)
-    assert max(seen.lrs) == pytest.approx(seen.lrs[2]) and seen.lrs[2] > 10 * seen.lrs[0]  # warmup over 2 steps
+    if schedule == "cosine":  # warmup_epochs=1: 2 steps from warmup_lr_init
+        assert seen.lrs[0] == pytest.approx(cfg.model.scheduler.warmup_lr_init)
+        assert max(seen.lrs) == pytest.approx(seen.lrs[2]) and seen.lrs[2] > 10 * seen.lrs[0]
+    else:  # one-cycle from lr / 25, the warm-up ending at step 0.3 * 4 - 1 (the peak is passed at step 1)
+        assert seen.lrs[0] == pytest.approx(LR_SCRATCH / 25) and seen.lrs[-1] < seen.lrs[1] == max(seen.lrs)
 
 
 # ------------------------------------------------------------------ host synchronisation

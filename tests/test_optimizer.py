@@ -265,10 +265,35 @@ def test_one_cycle_peaks_each_group_at_its_scaled_lr_and_cycles_beta1():
     assert betas[0] == pytest.approx(0.95) and betas[5] == pytest.approx(0.85) and betas[-1] > 0.94
 
 
-def test_one_cycle_rejects_a_warmup_share_outside_0_1():
+def test_one_cycle_rejects_a_warmup_share_outside_0_1_and_momentum_an_optimizer_lacks():
     module = _module(None, mult=1.0)
     with pytest.raises(ConfigError, match="model.scheduler.pct_start"):
         one_cycle(module.optimizer_factory(module), total_steps=10, pct_start=1.0)
+    adagrad = torch.optim.Adagrad([torch.nn.Parameter(torch.zeros(1))], lr=1e-2)
+    with pytest.raises(ConfigError, match="model.scheduler.cycle_momentum=false"):
+        one_cycle(adagrad, total_steps=10)
+    one_cycle(adagrad, total_steps=10, cycle_momentum=False)
+
+
+def test_one_cycle_resumed_with_more_steps_continues_on_the_new_plan():
+    """A run resumed with a larger budget (trainer.max_epochs raised, ckpt_path=last): the step count comes from
+    the checkpoint, the plan (total steps) from the new config; torch's own OneCycleLR would stop at the old
+    total ("Tried to step 6 times")."""
+    def adamw():
+        return torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
+
+    first, reference = adamw(), adamw()
+    scheduler, planned = one_cycle(first, total_steps=5), one_cycle(reference, total_steps=10)
+    for _ in range(5):
+        first.step(), scheduler.step(), reference.step(), planned.step()
+    resumed_optimizer = adamw()
+    resumed = one_cycle(resumed_optimizer, total_steps=10)
+    resumed_optimizer.load_state_dict(first.state_dict())
+    resumed.load_state_dict(scheduler.state_dict())
+    assert resumed.last_epoch == 5 and resumed.total_steps == 10
+    for _ in range(5):
+        resumed_optimizer.step(), resumed.step(), reference.step(), planned.step()
+        assert resumed_optimizer.param_groups[0]["lr"] == pytest.approx(reference.param_groups[0]["lr"])
 
 
 def test_training_steps_follow_one_cycle_to_the_last_update():

@@ -38,6 +38,19 @@ def warmup_cosine(
     )
 
 
+class OneCycle(OneCycleLR):
+    """torch's OneCycleLR whose plan follows the run's config on resume: ``load_state_dict`` restores the step
+    count and keeps this run's total steps and phases, so a run resumed with a larger ``trainer.max_epochs``
+    anneals over the new total (a resume with the same config continues exactly)."""
+
+    PLAN = ("total_steps", "_schedule_phases")
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        plan = {key: getattr(self, key) for key in self.PLAN}
+        super().load_state_dict(state_dict)
+        self.__dict__.update(plan)
+
+
 def one_cycle(
     optimizer: Optimizer,
     total_steps: int,
@@ -48,7 +61,7 @@ def one_cycle(
     cycle_momentum: bool = True,
     base_momentum: float = 0.85,
     max_momentum: float = 0.95,
-) -> OneCycleLR:
+) -> OneCycle:
     """torch's OneCycleLR over ``total_steps`` updates, each group peaking at its ``lr * lr_scale``.
 
     The LightningModule calls ``step()`` after every optimizer step. ``steps_per_epoch`` is accepted for the
@@ -56,8 +69,11 @@ def one_cycle(
     """
     if not 0.0 < pct_start < 1.0:
         raise ConfigError(f"model.scheduler.pct_start={pct_start}: must be in (0, 1), the warm-up's share of training")
+    if cycle_momentum and not {"momentum", "betas"} & set(optimizer.defaults):
+        raise ConfigError(f"model.scheduler.cycle_momentum=true: {type(optimizer).__name__} has no momentum or beta1 "
+                          "to cycle; set model.scheduler.cycle_momentum=false")
     peaks = [group["lr"] * group.get("lr_scale", 1.0) for group in optimizer.param_groups]
-    return OneCycleLR(
+    return OneCycle(
         optimizer,
         max_lr=peaks,
         total_steps=max(2, total_steps),
