@@ -250,6 +250,6 @@ def create_optimizer(
 
 def apply_lr_scale(optimizer: Optimizer) -> None:
     """Multiply each group's ``lr`` by its ``lr_scale`` once (and drop the key), for training without a timm
-    scheduler, which would otherwise apply it at every update."""
+    scheduler, which would otherwise apply it at every update (no scheduler, or torch's ``one_cycle``)."""
     for group in optimizer.param_groups:
         group["lr"] = group["lr"] * group.pop("lr_scale", 1.0)

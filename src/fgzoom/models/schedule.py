@@ -11,6 +11,7 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import OneCycleLR
 
 from fgzoom.errors import ConfigError
+from fgzoom.models.optim import apply_lr_scale
 
 
 def warmup_cosine(
@@ -72,10 +73,10 @@ def one_cycle(
     if cycle_momentum and not {"momentum", "betas"} & set(optimizer.defaults):
         raise ConfigError(f"model.scheduler.cycle_momentum=true: {type(optimizer).__name__} has no momentum or beta1 "
                           "to cycle; set model.scheduler.cycle_momentum=false")
-    peaks = [group["lr"] * group.get("lr_scale", 1.0) for group in optimizer.param_groups]
+    apply_lr_scale(optimizer)  # torch's scheduler ignores lr_scale: each group's own lr is its peak
     return OneCycle(
         optimizer,
-        max_lr=peaks,
+        max_lr=[group["lr"] for group in optimizer.param_groups],
         total_steps=max(2, total_steps),
         pct_start=pct_start,
         div_factor=div_factor,
