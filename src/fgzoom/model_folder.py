@@ -110,7 +110,9 @@ def load_model_folder(folder: str | Path) -> FGVCModule:
     hparams["backbone"] = backbone
     try:
         module = FGVCModule(**hparams)
-        module.load_state_dict(load_file(str(Path(str(folder)).expanduser() / WEIGHTS)))
+        state = load_file(str(Path(str(folder)).expanduser() / WEIGHTS))
+        module.add_missing_zoom_stats(state)
+        module.load_state_dict(state)
     except (RuntimeError, KeyError, TypeError, ValueError) as e:
         first = str(e).strip().splitlines()[0][:300]
         raise ConfigError(f"ckpt_path={folder}: the weights do not match the model it describes ({first})") from e

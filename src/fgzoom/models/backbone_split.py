@@ -36,6 +36,7 @@ from torch.utils.checkpoint import checkpoint
 
 from fgzoom.errors import ConfigError
 from fgzoom.models.attention import class_token_attention
+from fgzoom.models.branch_norm import recompute_context
 
 HEAD_MODULES = {"global_pool", "head", "fc", "classifier", "head_drop", "fc_norm", "pre_logits", "flatten"}
 SUPPORTED_FAMILIES = (
@@ -108,7 +109,8 @@ def _run_stages(modules: dict[str, nn.Module], names: tuple[str, ...], x: Tensor
     below), so that their compiled forms hold no reference to one network: a deep copy runs its own."""
     for name in names:
         if name in checkpointed and torch.is_grad_enabled():
-            x = checkpoint(modules[name], x, use_reentrant=False)
+            # recomputed in backward with the BatchNorm statistics of its forward (fgzoom.models.branch_norm)
+            x = checkpoint(modules[name], x, use_reentrant=False, context_fn=recompute_context)
         else:
             x = modules[name](x)
     return x
@@ -246,6 +248,11 @@ class BackboneSplit(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.forward_head(self.forward_from(*self.forward_to(x)))
+
+    def tail_modules(self) -> list[nn.Module]:
+        """The modules ``forward_from`` and ``forward_head`` run (those a feature-level zoomed view passes)."""
+        head = [child for name, child in self.model.named_children() if name in HEAD_MODULES]
+        return [self._modules_by_name[n] for n in self.after] + head
 
     def zoom_grid(self, level: str) -> tuple[int, int] | None:
         """The grid a zoomed view must have at ``level`` (``feature``: the stage grid, ``image``: the input
@@ -396,6 +403,9 @@ class TokenSplit(BackboneSplit):
         """Patch grid Tensor[B', C, h', w'] and the prefix tokens of ``forward_to`` -> the final tokens
         Tensor[B', P + h'*w', C] (input of ``forward_head``)."""
         return self._tail(f, context)[0]
+
+    def tail_modules(self) -> list[nn.Module]:
+        return [self.model]  # the blocks after the cut share the model's containers; ViTs hold no BatchNorm
 
     def forward_from_attention(self, f: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
         """``forward_from`` and the last block's class-token attention to the patch tokens, averaged over heads:

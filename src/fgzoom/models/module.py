@@ -13,6 +13,7 @@ from torch import Tensor
 from fgzoom.ema import EMA
 from fgzoom.errors import ConfigError, NonFiniteLossError
 from fgzoom.models.backbone import BackboneConfig
+from fgzoom.models.branch_norm import missing_zoom_stats
 from fgzoom.models.loss import FGVCLoss
 from fgzoom.models.metrics import SplitMetrics
 from fgzoom.models.network import FGVCNet
@@ -274,3 +275,11 @@ class FGVCModule(L.LightningModule):
         state = checkpoint.get("state_dict", {})
         if "centers" in state:  # saved before the loss became its own module
             state["criterion.centers"] = state.pop("centers")
+        self.add_missing_zoom_stats(state)
+
+    def add_missing_zoom_stats(self, state: dict) -> None:
+        """A state_dict saved before the zoom pass had its own BatchNorm statistics (``model.zoom.norm_stats``):
+        start them as copies of the shared ones, which is what that model was evaluated with. In place."""
+        own = self.state_dict()
+        for zoom_key, raw_key in missing_zoom_stats(state, lambda k: k in own).items():
+            state[zoom_key] = state[raw_key].clone()

@@ -25,6 +25,7 @@ The prediction fuses both branches (mean of probabilities by default).
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -34,6 +35,7 @@ from fgzoom.errors import ConfigError
 from fgzoom.models.attention import ATTENTION_KINDS, AttentionHead
 from fgzoom.models.backbone import BackboneConfig, create_backbone
 from fgzoom.models.backbone_split import check_zoom_size, split_backbone
+from fgzoom.models.branch_norm import BranchStats
 from fgzoom.models.input_view import InputView
 from fgzoom.models.learned_box import LearnedBox
 from fgzoom.models.network import FGVCNet
@@ -55,6 +57,7 @@ LEVELS = ("feature", "image")
 BOX_RULES = (*RULE_BOXES, "glimpse", "learned")
 SAMPLERS = ("slice", "affine")
 FUSIONS = ("mean_prob", "mean_logit", "raw", "zoom")
+NORM_STATS = ("branch", "shared")
 
 
 @dataclass(frozen=True)
@@ -93,6 +96,8 @@ class ZoomConfig:
         drop_threshold: attention-drop augmentation masks the region above this (used when
             ``model.loss.drop`` > 0).
         fusion: ``mean_prob`` (default), ``mean_logit``, or one branch (``raw``/``zoom``).
+        norm_stats: ``branch`` (default): the zoom pass keeps its own BatchNorm running statistics
+            (``fgzoom.models.branch_norm``); ``shared``: both passes update one set, as WS-DAN's code does.
     """
 
     level: str = "feature"
@@ -121,6 +126,7 @@ class ZoomConfig:
     num_maps: int = 8
     drop_threshold: float = 0.5
     fusion: str = "mean_prob"
+    norm_stats: str = "branch"
 
     def __post_init__(self) -> None:
         for key in ("threshold_range", "size"):  # a config file's lists, as the hashable tuples of the fields
@@ -201,6 +207,8 @@ class ZoomConfig:
             raise bad("drop_threshold", self.drop_threshold, "must be in (0, 1)")
         if self.fusion not in FUSIONS:
             raise bad("fusion", self.fusion, f"must be one of {FUSIONS}")
+        if self.norm_stats not in NORM_STATS:
+            raise bad("norm_stats", self.norm_stats, f"must be one of {NORM_STATS}")
 
 
 def fuse(logits_raw: Tensor, logits_zoom: Tensor, fusion: str) -> Tensor:
@@ -254,6 +262,9 @@ class ZoomNet(FGVCNet):
             LearnedBox(self.split.channels, zoom.num_regions, zoom.min_scale, zoom.max_scale)
             if zoom.box == "learned" else None
         )
+        # the layers the zoomed views pass: the tail of the split (feature level) or the whole backbone (image)
+        tail = self.split.tail_modules() if zoom.level == "feature" else [self.split]
+        self.branch_stats = BranchStats(tail) if zoom.norm_stats == "branch" else None
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Checkpoint the backbone on both sides of the split (``BackboneSplit.set_grad_checkpointing``)."""
@@ -350,6 +361,10 @@ class ZoomNet(FGVCNet):
             recompute_scale_factor=cfg.recompute_scale_factor, check_boxes=False,
         )
 
+    def zoom_pass(self):
+        """Context of the zoomed views' pass: their own BatchNorm statistics (``model.zoom.norm_stats``)."""
+        return self.branch_stats.zoom() if self.branch_stats is not None else nullcontext()
+
     def _drop(self, maps: Tensor, grid: tuple[int, int]) -> Tensor:
         """Keep-mask Tensor[B, 1, *grid]: zero where one random map per sample is above drop_threshold."""
         b, m = maps.shape[:2]
@@ -376,11 +391,13 @@ class ZoomNet(FGVCNet):
         if cfg.level == "feature":
             boxes, boxes_image, degenerate = self.boxes(mean_map, source_grid, feature_grid, f, maps, threshold)
             zoomed = self.zoom(f, boxes, feature_grid)
-            logits_views = self.split.forward_head(self.split.forward_from(zoomed, context))
+            with self.zoom_pass():
+                logits_views = self.split.forward_head(self.split.forward_from(zoomed, context))
         else:
             boxes, boxes_image, degenerate = self.boxes(mean_map, source_grid, source_grid, f, maps, threshold)
             zoomed = self.zoom(source, boxes, image_grid)
-            logits_views = self.split(zoomed)
+            with self.zoom_pass():
+                logits_views = self.split(zoomed)
         k = boxes.shape[1]
         if k == 1:
             logits_zoom = logits_views
