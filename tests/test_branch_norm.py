@@ -50,7 +50,7 @@ def test_zoom_pass_updates_only_its_own_statistics(level):
     x = batch()
     with torch.no_grad():
         net.train()
-        raw_only = net.split.forward_head(net.split.forward_from(*net.split.forward_to(x)))  # noqa: F841
+        net.split.forward_head(net.split.forward_from(*net.split.forward_to(x)))  # the raw pass alone
     after_raw = bn_state(net)
     for bn in layers:  # the raw pass moved the raw statistics, not the zoom ones
         assert not torch.equal(bn.running_mean, bn.zoom_running_mean)

@@ -36,12 +36,8 @@ _ACTIVE: contextvars.ContextVar[BranchStats | None] = contextvars.ContextVar("fg
 def _norms(modules: list[nn.Module]) -> list[_BatchNorm]:
     """The BatchNorm layers (any subclass, e.g. timm's ``BatchNormAct2d``) under ``modules`` that keep running
     statistics, each once."""
-    seen: dict[int, _BatchNorm] = {}
-    for root in modules:
-        for m in root.modules():
-            if isinstance(m, _BatchNorm) and m.track_running_stats and m.running_mean is not None:
-                seen.setdefault(id(m), m)
-    return list(seen.values())
+    layers = (m for root in modules for m in root.modules())
+    return list(dict.fromkeys(m for m in layers if isinstance(m, _BatchNorm) and m.running_mean is not None))
 
 
 class BranchStats:
@@ -58,9 +54,6 @@ class BranchStats:
             for name in STATS:
                 bn.register_buffer(PREFIX + name, getattr(bn, name).detach().clone())
 
-    def __len__(self) -> int:
-        return len(self.norms)
-
     def _swap(self) -> None:
         for bn in self.norms:
             buffers = bn._buffers
@@ -70,7 +63,7 @@ class BranchStats:
     @contextmanager
     def zoom(self) -> Iterator[None]:
         """Within the block, the layers normalise with (and in training update) the zoom statistics."""
-        if _ACTIVE.get() is self:  # already in (a recomputation inside the zoom pass)
+        if _ACTIVE.get() is self:  # already swapped in: a second swap would bring the raw statistics back
             yield
             return
         self._swap()
