@@ -314,3 +314,20 @@ def test_summarize_redraws_tables_and_plot_from_a_results_csv(hand_made_sweep, t
     assert kept.read_bytes() == first["csv"].read_bytes()  # the input is not rewritten
     result = run_script("summarize.py", str(tmp_path / "missing.csv"))
     assert result.returncode == 2 and result.stderr.startswith("error: ")
+
+
+def test_fine_detail_interp_sweep_runs_the_interp_settings_on_the_fine_detail_view(tmp_path):
+    """experiment=ablate_interp_fine: ablate_interp's settings and seeds, fine_detail's data, view and
+    budget, ablate_interp's parallel launcher and quiet callbacks."""
+    assert _sweep_params("ablate_interp_fine", tmp_path) == _sweep_params("ablate_interp", tmp_path)
+    fine = resolved_container(compose_config("train.yaml", ["experiment=ablate_interp_fine"], tmp_path))
+    detail = resolved_container(compose_config("train.yaml", ["experiment=fine_detail"], tmp_path))
+    interp = resolved_container(compose_config("train.yaml", ["experiment=ablate_interp"], tmp_path))
+    assert fine["model"]["input_size"] == 96 and fine["trainer"]["max_epochs"] == detail["trainer"]["max_epochs"]
+    assert {k: v for k, v in fine["data"].items() if k != "num_workers"} == {
+        k: v for k, v in detail["data"].items() if k != "num_workers"
+    }
+    assert fine["data"]["num_workers"] == interp["data"]["num_workers"] == 0
+    assert fine["callbacks"] == interp["callbacks"] and fine["task_name"] == "ablate_interp_fine"
+    cfg = compose_config("train.yaml", ["experiment=ablate_interp_fine"], tmp_path)
+    assert cfg.hydra.launcher._target_.endswith("joblib_launcher.JoblibLauncher")
