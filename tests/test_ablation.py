@@ -320,7 +320,8 @@ def test_fine_detail_interp_sweep_runs_the_interp_settings_on_the_fine_detail_vi
     """experiment=ablate_interp_fine: ablate_interp's settings and seeds, fine_detail's data, view and
     budget, ablate_interp's parallel launcher and quiet callbacks."""
     assert _sweep_params("ablate_interp_fine", tmp_path) == _sweep_params("ablate_interp", tmp_path)
-    fine = resolved_container(compose_config("train.yaml", ["experiment=ablate_interp_fine"], tmp_path))
+    cfg = compose_config("train.yaml", ["experiment=ablate_interp_fine"], tmp_path)
+    fine = resolved_container(cfg)
     detail = resolved_container(compose_config("train.yaml", ["experiment=fine_detail"], tmp_path))
     interp = resolved_container(compose_config("train.yaml", ["experiment=ablate_interp"], tmp_path))
     assert fine["model"]["input_size"] == 96 and fine["trainer"]["max_epochs"] == detail["trainer"]["max_epochs"]
@@ -329,5 +330,4 @@ def test_fine_detail_interp_sweep_runs_the_interp_settings_on_the_fine_detail_vi
     }
     assert fine["data"]["num_workers"] == interp["data"]["num_workers"] == 0
     assert fine["callbacks"] == interp["callbacks"] and fine["task_name"] == "ablate_interp_fine"
-    cfg = compose_config("train.yaml", ["experiment=ablate_interp_fine"], tmp_path)
     assert cfg.hydra.launcher._target_.endswith("joblib_launcher.JoblibLauncher")

@@ -37,7 +37,8 @@ def _norms(modules: list[nn.Module]) -> list[_BatchNorm]:
     """The BatchNorm layers (any subclass, e.g. timm's ``BatchNormAct2d``) under ``modules`` that keep running
     statistics, each once."""
     layers = (m for root in modules for m in root.modules())
-    return list(dict.fromkeys(m for m in layers if isinstance(m, _BatchNorm) and m.running_mean is not None))
+    keeps_stats = (m for m in layers if isinstance(m, _BatchNorm) and m.track_running_stats and m.running_mean is not None)
+    return list(dict.fromkeys(keeps_stats))
 
 
 class BranchStats:
