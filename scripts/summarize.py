@@ -1,8 +1,10 @@
-"""Summarize a sweep: python scripts/summarize.py <sweep dir | results csv> [--out DIR]. See README.md.
+"""Summarize a sweep: python scripts/summarize.py <sweep dir | results csv> [...] [--out DIR] [--name NAME].
 
 Writes results.csv (one row per run), results.md (mean ± std over seeds per setting, seed-paired
 comparisons, failed runs listed) and results.png (test/acc per setting, paired differences) into the sweep
 folder, or into --out. Given a results csv (e.g. one under docs/), draws <name>.md and <name>.png from it.
+Given several (folders and/or csv files: one sweep run in parts), merges them by job overrides into
+<name>.csv/.md/.png. See README.md.
 """
 
 import argparse
@@ -19,15 +21,22 @@ from fgzoom.eval.summarize import summarize
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "sweep_dir", type=Path, help="the multirun folder (holds multirun.yaml and one folder per job), or a results csv"
+        "sweep_dir",
+        type=Path,
+        nargs="+",
+        help="the multirun folder (holds multirun.yaml and one folder per job), or a results csv; "
+        "several are merged into one sweep",
     )
     parser.add_argument(
-        "--out", type=Path, default=None, help="where to write the results (default: sweep_dir)"
+        "--out", type=Path, default=None, help="where to write the results (default: sweep_dir, or beside the csv)"
+    )
+    parser.add_argument(
+        "--name", default=None, help="file stem of the results (default: results, or the first csv's stem)"
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        paths = summarize(args.sweep_dir, args.out)
+        paths = summarize(args.sweep_dir, args.out, args.name)
     except FGZoomError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

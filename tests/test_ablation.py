@@ -331,3 +331,37 @@ def test_fine_detail_interp_sweep_runs_the_interp_settings_on_the_fine_detail_vi
     assert fine["data"]["num_workers"] == interp["data"]["num_workers"] == 0
     assert fine["callbacks"] == interp["callbacks"] and fine["task_name"] == "ablate_interp_fine"
     assert cfg.hydra.launcher._target_.endswith("joblib_launcher.JoblibLauncher")
+
+
+def test_summarize_merges_a_sweep_run_in_parts(hand_made_sweep, tmp_path):
+    """A sweep finished in two parts (two machines or sessions): the first part kept only as a results.csv
+    under docs/, the second a folder with the jobs the first missed. Merged by overrides: the finished
+    run of a job wins over a failed or never-started one; the csv under docs/ is rewritten with the union."""
+    docs = tmp_path / "docs"
+    first = summarize(hand_made_sweep, docs, name="ablation_x")
+    assert first["csv"] == docs / "ablation_x.csv"
+    rest = tmp_path / "rest"
+    nearest = {"level": "feature", "mode": "nearest", "align_corners": None, "antialias": False}
+    bilinear = {"level": "feature", "mode": "bilinear", "align_corners": None, "antialias": False}
+    _job(rest, 0, "interp/feature/bilinear", 2, bilinear, _metrics(0.8))  # the crashed job, rerun
+    _job(rest, 1, "interp/feature/nearest", 1, nearest, _metrics(0.6))
+    _job(rest, 2, "plain", 1, None, _metrics(0.5))  # rerun of a finished job: the first source's is kept
+
+    result = run_script("summarize.py", str(first["csv"]), str(rest), "--out", str(docs), "--name", "ablation_x")
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = list(csv.DictReader((docs / "ablation_x.csv").open()))
+    status = {(next(o for o in r["overrides"].split() if o.startswith("model=")), r["seed"]): r["status"] for r in rows}
+    assert status == {
+        ("model=plain", "1"): OK,
+        ("model=plain", "2"): OK,
+        ("model=interp/feature/bilinear", "1"): OK,
+        ("model=interp/feature/bilinear", "2"): OK,
+        ("model=interp/feature/nearest", "1"): OK,
+        ("model=interp/feature/nearest", "2"): NOT_STARTED,
+    }
+    md = (docs / "ablation_x.md").read_text()
+    bilinear_row = next(line for line in md.splitlines() if line.startswith("| ") and "| bilinear |" in line)
+    assert "| 2 | 85.0 ± 7.1 | 75.0 ± 7.1 |" in bilinear_row  # seeds 1 (0.9) and 2 (0.8) together
+    assert "| #5 | not started |" in md.split("## Failed or unfinished runs")[1]
+    assert (docs / "ablation_x.png").stat().st_size > 0
+    assert all(r["other"] == "" for r in rows)  # the parts ran the same experiment: nothing else varies

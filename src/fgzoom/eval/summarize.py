@@ -784,24 +784,72 @@ def plot(summaries: list[SettingSummary], path: Path, metric: str = "test/acc") 
     plt.close(fig)
 
 
-def summarize(sweep_dir: Path | str, out_dir: Path | str | None = None) -> dict[str, Path]:
+def _load_source(source: Path) -> list[Run]:
+    if source.suffix == ".csv":
+        if not source.is_file():
+            raise SummaryError(f"{source}: file not found; pass a results.csv or a sweep folder")
+        return read_csv(source)
+    return collect_runs(source)
+
+
+_STATUS_RANK = {OK: 0, NO_METRICS: 1, NOT_STARTED: 2}
+
+
+def merge_runs(sources: list[list[Run]]) -> list[Run]:
+    """The runs of several sweeps of one experiment as one sweep (e.g. a sweep run in parts, on several
+    machines or sessions, each part's ``results.csv`` kept under ``docs/``). A job is identified by its
+    overrides; where several sources hold it, a finished run beats a failed one, which beats one never
+    started; of two finished runs the first source's is kept (a warning names the job when their
+    ``test/acc`` differ). ``other`` is worked out again over the merged runs."""
+    merged: dict[tuple, Run] = {}
+    unkeyed: list[Run] = []
+    for runs in sources:
+        for run in runs:
+            if not run.overrides:
+                unkeyed.append(run)
+                continue
+            key = tuple(sorted(run.overrides))
+            kept = merged.get(key)
+            if kept is None or _STATUS_RANK[run.status] < _STATUS_RANK[kept.status]:
+                merged[key] = run
+            elif run.status == kept.status == OK and run.metrics.get("test/acc") != kept.metrics.get("test/acc"):
+                log.warning(
+                    "%s: finished in two sources with test/acc %s and %s; keeping the first",
+                    " ".join(run.overrides), kept.metrics.get("test/acc"), run.metrics.get("test/acc"),
+                )
+    runs = [*merged.values(), *unkeyed]
+    _mark_other_overrides(runs)
+    return runs
+
+
+def summarize(
+    sweep_dir: Path | str | list[Path | str], out_dir: Path | str | None = None, name: str | None = None
+) -> dict[str, Path]:
     """Write ``results.csv``, ``results.md`` and ``results.png`` for the sweep in ``sweep_dir`` (into
     ``out_dir``, default the sweep folder); returns their paths. ``sweep_dir`` may also be a ``.csv`` this
-    function wrote: then ``<name>.md`` and ``<name>.png`` are drawn from it, beside it (or in ``out_dir``)."""
-    source = Path(sweep_dir)
-    from_csv = source.suffix == ".csv"
-    if from_csv and not source.is_file():
-        raise SummaryError(f"{source}: file not found; pass a results.csv or a sweep folder")
-    out_dir = Path(out_dir) if out_dir is not None else (source.parent if from_csv else source)
-    runs = read_csv(source) if from_csv else collect_runs(source)
-    summaries = group_by_setting(runs)
+    function wrote: then ``<name>.md`` and ``<name>.png`` are drawn from it, beside it (or in ``out_dir``).
+    A list of sweep folders and/or csv files is merged into one sweep (:func:`merge_runs`) and written as
+    ``<name>.csv/.md/.png`` (``name`` default: the first csv's stem, else ``results``) into ``out_dir``
+    (default: beside the first csv, else the first folder)."""
+    sources = [Path(s) for s in (sweep_dir if isinstance(sweep_dir, (list, tuple)) else [sweep_dir])]
+    if not sources:
+        raise SummaryError("no sweep folder or results csv given")
+    first = sources[0]
+    csv_sources = [s for s in sources if s.suffix == ".csv"]
+    if len(sources) == 1:
+        runs = _load_source(first)
+    else:
+        runs = merge_runs([_load_source(s) for s in sources])
+    out_dir = Path(out_dir) if out_dir is not None else (csv_sources[0].parent if csv_sources else first)
     out_dir.mkdir(parents=True, exist_ok=True)
-    stem = source.stem if from_csv else "results"
+    stem = name or (csv_sources[0].stem if csv_sources else "results")
     paths = {"md": out_dir / f"{stem}.md", "png": out_dir / f"{stem}.png"}
-    if not from_csv:
-        paths = {"csv": out_dir / "results.csv", **paths}
+    if len(sources) > 1 or first.suffix != ".csv":  # a single csv is the input: not rewritten
+        paths = {"csv": out_dir / f"{stem}.csv", **paths}
         write_csv(runs, paths["csv"])
-    study = None if from_csv else read_study(source, runs)
-    write_markdown(runs, summaries, paths["md"], title=f"Sweep {source}", study=study)
+    study = read_study(first, runs) if len(sources) == 1 and first.suffix != ".csv" else None
+    title = f"Sweep {first}" if len(sources) == 1 else "Sweep " + " + ".join(str(s) for s in sources)
+    summaries = group_by_setting(runs)
+    write_markdown(runs, summaries, paths["md"], title=title, study=study)
     plot(summaries, paths["png"])
     return paths
