@@ -3,6 +3,7 @@
     python scripts/bench.py crop_resize            # crop_resize vs the per-sample F.interpolate loop
     python scripts/bench.py step                   # train step: plain vs zoom (feature: per stage at the
                                                    # defaults, slice sampler, learned boxes, 2 regions; image)
+    python scripts/bench.py step --interp          # train step: plain vs every interpolation ablation setting
     python scripts/bench.py baseline --seeds 1,2,3 data=mnist_clutter trainer.max_epochs=10
                                                    # test/acc: the reference loop vs model=plain vs model=zoom
 
@@ -61,6 +62,9 @@ def main() -> None:
     parser.add_argument("--stages", default="-2,-3", help="feature stages to benchmark, comma-separated")
     parser.add_argument("--no-box-variants", action="store_true",
                         help="step: leave out the zoom feature slice / learned / regions=2 rows")
+    parser.add_argument("--interp", action="store_true",
+                        help="step: plain and one row per setting of the interpolation ablation "
+                        "(configs/model/interp/<level>/*, both samplers and levels) instead of the default rows")
     parser.add_argument("--switches", action="store_true",
                         help="step: add the practitioner switches' rows (zoom feature with grad_checkpointing, EMA, mixup+CutMix)")
     parser.add_argument("--precision", choices=["32", "bf16", "16"], default="32")
@@ -79,7 +83,7 @@ def main() -> None:
         parser.error(f"unrecognized arguments: {' '.join(overrides)} (config overrides go with 'baseline')")
 
     from fgzoom.bench.crop_resize_bench import bench_crop_resize, format_table
-    from fgzoom.bench.step_bench import bench_train_step, default_variants, format_step_table
+    from fgzoom.bench.step_bench import bench_train_step, default_variants, format_step_table, interp_variants
 
     report: dict = {"machine": machine(args.device), "args": vars(args)}
     print(f"machine: {report['machine']}")
@@ -89,7 +93,10 @@ def main() -> None:
         print("\ncrop_resize vs per-sample loop (forward, fp32, median ms)\n" + format_table(rows))
     if args.what in ("step", "all"):
         stages = [int(s) for s in args.stages.split(",") if s]
-        variants = default_variants(stages, box_variants=not args.no_box_variants, switches=args.switches)
+        if args.interp:
+            variants = interp_variants(ROOT / "configs")
+        else:
+            variants = default_variants(stages, box_variants=not args.no_box_variants, switches=args.switches)
         rows = bench_train_step(
             backbone=args.backbone, image_size=args.image_size, batch_size=args.batch_size,
             variants=variants, repeats=args.repeats, device=args.device,

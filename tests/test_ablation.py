@@ -365,3 +365,23 @@ def test_summarize_merges_a_sweep_run_in_parts(hand_made_sweep, tmp_path):
     assert "| #5 | not started |" in md.split("## Failed or unfinished runs")[1]
     assert (docs / "ablation_x.png").stat().st_size > 0
     assert all(r["other"] == "" for r in rows)  # the parts ran the same experiment: nothing else varies
+
+
+def test_step_bench_interp_rows_are_the_sweep_settings_as_composed(tmp_path):
+    """bench.py step --interp: plain plus one row per zoom setting of experiment=ablate_interp, each the
+    zoom config that model=interp/<level>/<setting> composes; a tiny bench of two rows runs."""
+    from fgzoom.bench.step_bench import bench_train_step, interp_variants
+    from tests.conftest import CONFIGS
+
+    variants = interp_variants(CONFIGS)
+    choices = [c.strip() for c in _sweep_params("ablate_interp", tmp_path)["model"].split(",")]
+    assert [v["name"] for v in variants] == ["plain"] + [
+        "zoom " + c.removeprefix("interp/").replace("/", " ") for c in choices if c != "plain"
+    ]
+    for v, choice in zip(variants[1:], [c for c in choices if c != "plain"], strict=True):
+        composed = resolved_container(compose_config("train.yaml", [f"model={choice}"], tmp_path))["model"]["zoom"]
+        assert v["zoom"] == {k: val for k, val in composed.items() if not k.startswith("_")}, choice
+        config_from(ZoomConfig, v["zoom"], "model.zoom")
+    rows = bench_train_step(backbone="resnet10t", image_size=32, batch_size=2, repeats=1, warmup=1,
+                            variants=[variants[0], variants[-1]], num_classes=3)
+    assert [r["name"] for r in rows] == ["plain", variants[-1]["name"]] and rows[1]["step_ms"] > 0

@@ -83,6 +83,25 @@ def default_variants(stages: Sequence[int] = (-2,), box_variants: bool = True,
     return variants
 
 
+def interp_variants(config_dir: Path | str, experiment: str = "ablate_interp") -> list[dict[str, Any]]:
+    """plain, then one zoom variant per setting of the interpolation ablation, in its sweep order: the
+    ``zoom`` section of ``configs/model/zoom.yaml`` with each ``configs/model/interp/<level>/<setting>.yaml``
+    merged over it, as ``model=interp/<level>/<setting>`` composes it (the backbone is the bench's)."""
+    from omegaconf import OmegaConf
+
+    config_dir = Path(config_dir)
+    params = OmegaConf.load(config_dir / "experiment" / f"{experiment}.yaml").hydra.sweeper.params
+    defaults = OmegaConf.load(config_dir / "model" / "zoom.yaml").zoom
+    variants: list[dict[str, Any]] = [{"name": "plain", "zoom": None}]
+    for choice in (c.strip() for c in str(params.model).split(",")):
+        if not choice.startswith("interp/"):
+            continue
+        zoom = OmegaConf.merge(defaults, OmegaConf.load(config_dir / "model" / f"{choice}.yaml").zoom)
+        zoom = {k: v for k, v in OmegaConf.to_container(zoom).items() if not k.startswith("_")}
+        variants.append({"name": f"zoom {choice.removeprefix('interp/').replace('/', ' ')}", "zoom": zoom})
+    return variants
+
+
 def bench_train_step(
     backbone: str = "resnet50",
     image_size: int = 224,
