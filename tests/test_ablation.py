@@ -26,7 +26,7 @@ from fgzoom.models.zoom import BOX_RULES, LEVELS, ZoomConfig
 from fgzoom.ops import MODES
 from fgzoom.ops.crop_affine import AFFINE_MODES
 from fgzoom.runtime import resolved_container
-from tests.conftest import compose_config, run_script, tiny_overrides
+from tests.conftest import CONFIGS, compose_config, run_script, tiny_overrides
 
 
 def _sweep_params(experiment: str, tmp_path: Path) -> dict[str, str]:
@@ -385,3 +385,14 @@ def test_step_bench_interp_rows_are_the_sweep_settings_as_composed(tmp_path):
     rows = bench_train_step(backbone="resnet10t", image_size=32, batch_size=2, repeats=1, warmup=1,
                             variants=[variants[0], variants[-1]], num_classes=3)
     assert [r["name"] for r in rows] == ["plain", variants[-1]["name"]] and rows[1]["step_ms"] > 0
+
+
+@pytest.mark.parametrize("kept", sorted((CONFIGS.parent / "docs").glob("ablation_*.csv")), ids=lambda p: p.name)
+def test_committed_ablation_results_redraw_as_committed(kept, tmp_path):
+    """Every results csv under docs/ (the README's ablation tables) redraws into the tables committed beside
+    it: `python scripts/summarize.py docs/<name>.csv` gives the same .md, apart from the title line."""
+    redrawn = summarize(kept, tmp_path)
+    def tables(path):
+        return path.read_text().split("\n", 1)[1]
+    assert tables(redrawn["md"]) == tables(kept.with_suffix(".md"))
+    assert redrawn["png"].stat().st_size > 0

@@ -493,11 +493,20 @@ def write_csv(runs: list[Run], path: Path) -> None:
                 "seed": run.seed,
                 "other": run.other,
                 "overrides": " ".join(run.overrides),
-                "dir": str(run.path) if run.path else "",
+                "dir": _relative(run.path) if run.path else "",
             }
             row.update({k: _csv_value(run.setting.get(k)) for k in SETTING_KEYS})
             row.update({k: _csv_value(run.metrics.get(k)) for k in metric_keys})
             writer.writerow(row)
+
+
+def _relative(path: Path) -> str:
+    """``path`` relative to the working folder when it lies inside it (a csv kept under docs/ names no
+    machine's folders), else as it is."""
+    try:
+        return Path(path).resolve().relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return str(path)
 
 
 def _from_csv(key: str, text: str) -> object:
