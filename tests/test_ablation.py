@@ -300,6 +300,11 @@ def test_fine_detail_experiment_compares_plain_and_image_zoom_on_the_same_view(t
         assert plain[key] == zoom[key]
 
 
+def _tables(md: Path) -> str:
+    """A results .md without its title line (the title names the source)."""
+    return md.read_text().split("\n", 1)[1]
+
+
 def test_summarize_redraws_tables_and_plot_from_a_results_csv(hand_made_sweep, tmp_path):
     """A results.csv committed without its sweep folder gives the same tables (docs/ keeps only CSVs)."""
     first = summarize(hand_made_sweep, tmp_path / "out")
@@ -308,9 +313,7 @@ def test_summarize_redraws_tables_and_plot_from_a_results_csv(hand_made_sweep, t
     kept.write_bytes(first["csv"].read_bytes())
     again = summarize(kept)
     assert set(again) == {"md", "png"} and again["md"] == kept.with_suffix(".md") and again["png"].stat().st_size
-    def tables(path):
-        return path.read_text().split("\n", 1)[1]  # the title names the source
-    assert tables(again["md"]) == tables(first["md"])
+    assert _tables(again["md"]) == _tables(first["md"])
     assert kept.read_bytes() == first["csv"].read_bytes()  # the input is not rewritten
     result = run_script("summarize.py", str(tmp_path / "missing.csv"))
     assert result.returncode == 2 and result.stderr.startswith("error: ")
@@ -371,7 +374,6 @@ def test_step_bench_interp_rows_are_the_sweep_settings_as_composed(tmp_path):
     """bench.py step --interp: plain plus one row per zoom setting of experiment=ablate_interp, each the
     zoom config that model=interp/<level>/<setting> composes; a tiny bench of two rows runs."""
     from fgzoom.bench.step_bench import bench_train_step, interp_variants
-    from tests.conftest import CONFIGS
 
     variants = interp_variants(CONFIGS)
     choices = [c.strip() for c in _sweep_params("ablate_interp", tmp_path)["model"].split(",")]
@@ -392,7 +394,5 @@ def test_committed_ablation_results_redraw_as_committed(kept, tmp_path):
     """Every results csv under docs/ (the README's ablation tables) redraws into the tables committed beside
     it: `python scripts/summarize.py docs/<name>.csv` gives the same .md, apart from the title line."""
     redrawn = summarize(kept, tmp_path)
-    def tables(path):
-        return path.read_text().split("\n", 1)[1]
-    assert tables(redrawn["md"]) == tables(kept.with_suffix(".md"))
+    assert _tables(redrawn["md"]) == _tables(kept.with_suffix(".md"))
     assert redrawn["png"].stat().st_size > 0

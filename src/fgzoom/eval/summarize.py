@@ -284,9 +284,9 @@ def collect_runs(sweep_dir: Path) -> list[Run]:
 
     expected = expected_jobs(sweep_dir)
     if expected is not None:
-        seen = {tuple(sorted(r.overrides)) for r in runs if r.overrides}
+        seen = {job_key(r.overrides) for r in runs if r.overrides}
         for index, overrides in enumerate(expected):
-            if tuple(sorted(overrides)) not in seen:
+            if job_key(overrides) not in seen:
                 runs.append(
                     Run(
                         job=f"#{index}",
@@ -303,6 +303,11 @@ def collect_runs(sweep_dir: Path) -> list[Run]:
         )
     _mark_other_overrides(runs)
     return runs
+
+
+def job_key(overrides: list[str]) -> tuple[str, ...]:
+    """What identifies a job across sweep folders and csv files: its overrides, in any order."""
+    return tuple(sorted(overrides))
 
 
 def _job_sort_key(path: Path) -> tuple:
@@ -817,7 +822,7 @@ def merge_runs(sources: list[list[Run]]) -> list[Run]:
             if not run.overrides:
                 unkeyed.append(run)
                 continue
-            key = tuple(sorted(run.overrides))
+            key = job_key(run.overrides)
             kept = merged.get(key)
             if kept is None or _STATUS_RANK[run.status] < _STATUS_RANK[kept.status]:
                 merged[key] = run
@@ -844,20 +849,19 @@ def summarize(
     if not sources:
         raise SummaryError("no sweep folder or results csv given")
     first = sources[0]
+    merged = len(sources) > 1
+    from_csv = not merged and first.suffix == ".csv"  # the input itself: drawn from, not rewritten
     csv_sources = [s for s in sources if s.suffix == ".csv"]
-    if len(sources) == 1:
-        runs = _load_source(first)
-    else:
-        runs = merge_runs([_load_source(s) for s in sources])
+    runs = merge_runs([_load_source(s) for s in sources]) if merged else _load_source(first)
     out_dir = Path(out_dir) if out_dir is not None else (csv_sources[0].parent if csv_sources else first)
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = name or (csv_sources[0].stem if csv_sources else "results")
     paths = {"md": out_dir / f"{stem}.md", "png": out_dir / f"{stem}.png"}
-    if len(sources) > 1 or first.suffix != ".csv":  # a single csv is the input: not rewritten
+    if not from_csv:
         paths = {"csv": out_dir / f"{stem}.csv", **paths}
         write_csv(runs, paths["csv"])
-    study = read_study(first, runs) if len(sources) == 1 and first.suffix != ".csv" else None
-    title = f"Sweep {first}" if len(sources) == 1 else "Sweep " + " + ".join(str(s) for s in sources)
+    study = None if merged or from_csv else read_study(first, runs)
+    title = "Sweep " + " + ".join(str(s) for s in sources)
     summaries = group_by_setting(runs)
     write_markdown(runs, summaries, paths["md"], title=title, study=study)
     plot(summaries, paths["png"])
