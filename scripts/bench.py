@@ -59,6 +59,8 @@ def main() -> None:
     parser.add_argument("--backbone", default="resnet50")
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--input-size", type=int, default=None,
+                        help="step: the backbone's view of the batch (model.input_size), e.g. 96 for fine_detail")
     parser.add_argument("--stages", default="-2,-3", help="feature stages to benchmark, comma-separated")
     parser.add_argument("--no-box-variants", action="store_true",
                         help="step: leave out the zoom feature slice / learned / regions=2 rows")
@@ -99,12 +101,13 @@ def main() -> None:
             variants = default_variants(stages, box_variants=not args.no_box_variants, switches=args.switches)
         rows = bench_train_step(
             backbone=args.backbone, image_size=args.image_size, batch_size=args.batch_size,
-            variants=variants, repeats=args.repeats, device=args.device,
+            input_size=args.input_size, variants=variants, repeats=args.repeats, device=args.device,
             precision=args.precision, channels_last=args.channels_last, compile=args.compile,
         )
         report["step"] = rows
         extras = "".join(f", {k}" for k in ("channels_last", "compile") if getattr(args, k))
-        print(f"\ntrain step, {args.backbone} at {args.image_size}px, batch {args.batch_size}, precision "
+        view = f" (backbone view {args.input_size}px)" if args.input_size else ""
+        print(f"\ntrain step, {args.backbone} at {args.image_size}px{view}, batch {args.batch_size}, precision "
               f"{args.precision}{extras}\n" + format_step_table(rows))
     if args.what == "baseline":
         import time

@@ -1,10 +1,11 @@
-"""Summarize a sweep: python scripts/summarize.py <sweep dir | results csv> [...] [--out DIR] [--name NAME].
+"""Summarize a sweep: summarize.py <sweep dir | results csv> [...] [--out DIR] [--name N] [--step-bench JSON].
 
 Writes results.csv (one row per run), results.md (mean ± std over seeds per setting, seed-paired
 comparisons, failed runs listed) and results.png (test/acc per setting, paired differences) into the sweep
 folder, or into --out. Given a results csv (e.g. one under docs/), draws <name>.md and <name>.png from it.
 Given several (folders and/or csv files: one sweep run in parts), merges them by job overrides into
-<name>.csv/.md/.png. See README.md.
+<name>.csv/.md/.png. --step-bench adds each setting's train-step cost (a `scripts/bench.py step --interp`
+JSON) to the paired comparisons. See README.md.
 """
 
 import argparse
@@ -33,10 +34,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--name", default=None, help="file stem of the results (default: results, or the first csv's stem)"
     )
+    parser.add_argument(
+        "--step-bench", type=Path, default=None,
+        help="a JSON of `scripts/bench.py step --interp --out FILE`: adds each setting's step time over plain",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        paths = summarize(args.sweep_dir, args.out, args.name)
+        paths = summarize(args.sweep_dir, args.out, args.name, step_bench=args.step_bench)
     except FGZoomError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from itertools import product
 from pathlib import Path
 
@@ -200,8 +201,9 @@ def test_summarize_hand_made_sweep(hand_made_sweep, tmp_path):
     table, rest = md.split("## Paired comparisons")
     paired, failed = rest.split("## Failed or unfinished runs")
     # test/acc per seed: plain 0.4, 0.6; bilinear 0.8 (seed 1 only) -> one seed to pair, no interval
-    assert "| feature / bilinear | – | +40.0, 1/0, n=1, noise |" in paired
-    assert "| plain | -40.0, 0/1, n=1, noise | – |" in paired
+    assert "| feature | slice | bilinear | 1 | 80.0 | 80.0 | 90.0 | +40.0, 1/0, noise | **best by val/acc** |" in paired
+    assert "| plain (no zoom) | – | – | 2 | 40.0 / 60.0 | 50.0 ± 14.1 | 60.0 ± 14.1 | – | -40.0, 0/1, n=1, noise |" in paired
+    assert "step x plain" not in paired  # no step bench given
     setting_rows = [line for line in table.splitlines() if line.startswith("| ") and "rank" not in line]
     assert len(setting_rows) == 2  # plain, feature/bilinear; the never-started nearest has no config
     plain = next(line for line in setting_rows if "| plain |" in line)
@@ -387,12 +389,46 @@ def test_step_bench_interp_rows_are_the_sweep_settings_as_composed(tmp_path):
     rows = bench_train_step(backbone="resnet10t", image_size=32, batch_size=2, repeats=1, warmup=1,
                             variants=[variants[0], variants[-1]], num_classes=3)
     assert [r["name"] for r in rows] == ["plain", variants[-1]["name"]] and rows[1]["step_ms"] > 0
+    # fine_detail's shape: a 64 px batch seen by the backbone at 32 px (model.input_size)
+    rows = bench_train_step(backbone="resnet10t", image_size=64, input_size=32, batch_size=2, repeats=1,
+                            warmup=1, variants=[variants[0], variants[-1]], num_classes=3)
+    assert rows[1]["step_ms"] > 0
+
+
+def test_summarize_adds_the_step_cost_of_each_setting_from_a_step_bench(hand_made_sweep, tmp_path):
+    """--step-bench: each setting's row gets its `bench.py step --interp` ratio (matched by its model=
+    option), a setting the bench lacks gets "–", and the caption names the file and what it measured; a
+    file that is not a step bench is one line."""
+    bench = tmp_path / "bench.json"
+    bench.write_text(json.dumps({
+        "machine": "test cpu", "args": {"backbone": "resnet10t", "image_size": 64, "batch_size": 8},
+        "step": [{"name": "plain", "ratio": 1.0}, {"name": "zoom feature bilinear", "ratio": 1.375}],
+    }))
+    md = summarize(hand_made_sweep, tmp_path / "out", step_bench=bench)["md"].read_text()
+    paired = md.split("## Paired comparisons")[1].split("## Failed")[0]
+    assert f"from `{bench}` (resnet10t, 64 px, batch 8, test cpu)" in paired
+    assert "| +40.0, 1/0, noise | **best by val/acc** | 1.38 |" in paired
+    assert "| – | -40.0, 0/1, n=1, noise | 1.00 |" in paired
+    (tmp_path / "bad.json").write_text("{}")
+    result = run_script("summarize.py", str(hand_made_sweep), "--step-bench", str(tmp_path / "bad.json"))
+    assert result.returncode == 2 and "bad.json: not a step bench JSON" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
 
 
 @pytest.mark.parametrize("kept", sorted((CONFIGS.parent / "docs").glob("ablation_*.csv")), ids=lambda p: p.name)
 def test_committed_ablation_results_redraw_as_committed(kept, tmp_path):
-    """Every results csv under docs/ (the README's ablation tables) redraws into the tables committed beside
-    it: `python scripts/summarize.py docs/<name>.csv` gives the same .md, apart from the title line."""
-    redrawn = summarize(kept, tmp_path)
-    assert _tables(redrawn["md"]) == _tables(kept.with_suffix(".md"))
+    """Every results csv under docs/ redraws into the tables committed beside it: `python
+    scripts/summarize.py docs/<name>.csv [--step-bench <the json its caption names>]` gives the same .md,
+    apart from the title line; and the README quotes that answer table row for row."""
+    root = CONFIGS.parent
+    committed = kept.with_suffix(".md").read_text()
+    step = re.search(r"from `(docs/bench_[^`]+\.json)`", committed)
+    redrawn = summarize(kept, tmp_path, step_bench=root / step.group(1) if step else None)
+    redrawn_text = redrawn["md"].read_text().replace(str(root / "docs"), "docs")
+    assert redrawn_text.split("\n", 1)[1] == _tables(kept.with_suffix(".md"))
     assert redrawn["png"].stat().st_size > 0
+    answer = committed.split("## Paired comparisons")[1].split("## Failed")[0]
+    rows = [line for line in answer.splitlines() if line.startswith("| ")]
+    readme = (root / "README.md").read_text()
+    missing = [row for row in rows if row not in readme]
+    assert rows and not missing, f"README lacks rows of {kept.with_suffix('.md').name}'s answer: {missing[:2]}"

@@ -22,6 +22,7 @@ from torch.optim.swa_utils import AveragedModel
 
 from fgzoom.data.mixing import BatchMixing, MixupConfig
 from fgzoom.ema import ema_multi_avg_fn
+from fgzoom.eval.summarize import bench_name
 from fgzoom.models.module import FGVCModule
 
 
@@ -98,7 +99,7 @@ def interp_variants(config_dir: Path | str, experiment: str = "ablate_interp") -
             continue
         zoom = OmegaConf.merge(defaults, OmegaConf.load(config_dir / "model" / f"{choice}.yaml").zoom)
         zoom = {k: v for k, v in OmegaConf.to_container(zoom).items() if not k.startswith("_")}
-        variants.append({"name": f"zoom {choice.removeprefix('interp/').replace('/', ' ')}", "zoom": zoom})
+        variants.append({"name": bench_name(choice), "zoom": zoom})
     return variants
 
 
@@ -107,6 +108,7 @@ def bench_train_step(
     image_size: int = 224,
     batch_size: int = 16,
     variants: Sequence[dict[str, Any]] | None = None,
+    input_size: int | None = None,
     repeats: int = 5,
     warmup: int = 2,
     device: str = "cpu",
@@ -118,6 +120,8 @@ def bench_train_step(
     """Median train-step time, images/s and peak memory of each variant (same backbone and batch).
 
     Args:
+        input_size: the backbone's view of the ``image_size`` batch (``model.input_size``; None: the batch's
+            own size), e.g. 96 for ``experiment=fine_detail``'s 192 px batch.
         device: ``cpu`` or ``cuda`` (or ``cuda:N``).
         precision: ``32``, ``bf16`` or ``16`` (autocast on the device; ``16`` adds a gradient scaler).
         channels_last: run models and inputs in channels_last.
@@ -170,8 +174,8 @@ def bench_train_step(
             mem_base = _status_mib("VmRSS")
         torch.manual_seed(0)
         module = FGVCModule(
-            backbone={"name": backbone, "img_size": image_size}, num_classes=num_classes, zoom=v["zoom"],
-            channels_last=channels_last, compile=compile, **v.get("module", {}),
+            backbone={"name": backbone, "img_size": input_size or image_size}, num_classes=num_classes,
+            zoom=v["zoom"], input_size=input_size, channels_last=channels_last, compile=compile, **v.get("module", {}),
         ).to(device_t)
         module.configure_model()  # compiles when compile=True, as the Trainer would
         module.train()

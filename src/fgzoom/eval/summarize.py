@@ -623,35 +623,112 @@ def reference_settings(summaries: list[SettingSummary]) -> list[tuple[str, Setti
     return refs
 
 
-def _paired_cell(c: PairedComparison | None) -> str:
+def _paired_cell(c: PairedComparison | None, seeds: int | None = None) -> str:
+    """``+1.2 [-0.3, +2.7], 2/1, noise``: mean difference in points, 95% interval, seeds better/worse and the
+    verdict; ``n=<k>`` is added when the shared seeds are fewer than the row's own ``seeds``."""
     if c is None:
         return "–"
     interval = "" if c.ci_low is None else f" [{100 * c.ci_low:+.1f}, {100 * c.ci_high:+.1f}]"
     verdict = "noise" if c.within_noise else ("**better**" if c.mean_diff > 0 else "**worse**")
-    return f"{100 * c.mean_diff:+.1f}{interval}, {c.wins}/{c.losses}, n={c.seeds}, {verdict}"
+    shared = "" if c.seeds == seeds else f", n={c.seeds}"
+    return f"{100 * c.mean_diff:+.1f}{interval}, {c.wins}/{c.losses}{shared}, {verdict}"
 
 
-def comparison_lines(summaries: list[SettingSummary], metric: str = "test/acc") -> list[str]:
-    """The markdown section of seed-paired differences of ``metric`` against each reference setting."""
-    refs = reference_settings(summaries)
+@dataclass(frozen=True)
+class StepCost:
+    """Train-step time per setting over the plain model's, from a ``scripts/bench.py step --interp`` JSON."""
+
+    source: str  # the JSON's path as given
+    ratios: dict[str, float]  # bench row name -> step time / plain step time
+    measured_on: str  # backbone, sizes, batch and machine, for the table's caption
+
+
+def read_step_cost(path: Path | str) -> StepCost:
+    """The ``step`` rows of a bench JSON (``python scripts/bench.py step --interp ... --out <path>``)."""
+    try:
+        report = json.loads(Path(path).read_text())
+        rows, args = report["step"], report.get("args", {})
+        ratios = {row["name"]: float(row["ratio"]) for row in rows}
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise SummaryError(f"{path}: not a step bench JSON of scripts/bench.py step --out ({e})") from e
+    size = f"{args.get('image_size')} px"
+    if args.get("input_size"):
+        size += f" (backbone view {args['input_size']} px)"
+    measured_on = f"{args.get('backbone')}, {size}, batch {args.get('batch_size')}, {report.get('machine')}"
+    return StepCost(source=str(path), ratios=ratios, measured_on=measured_on)
+
+
+def bench_name(model_choice: str) -> str:
+    """The step bench's row name of a ``model=`` option: ``plain``, or ``zoom <level> <setting>`` for
+    ``interp/<level>/<setting>`` (``scripts/bench.py step --interp`` names its rows so)."""
+    return model_choice if model_choice == "plain" else "zoom " + model_choice.removeprefix("interp/").replace("/", " ")
+
+
+def _model_choice(summary: SettingSummary) -> str | None:
+    return next((o.split("=", 1)[1] for r in summary.runs for o in r.overrides if o.startswith("model=")), None)
+
+
+def _mode_cell(setting: dict[str, object]) -> str:
+    """``bilinear, align_corners=true``, ``lanczos, antialias``: the interpolation of a zoom setting."""
+    cell = str(setting.get("mode"))
+    if setting.get("align_corners") is not None:
+        cell += f", align_corners={str(setting['align_corners']).lower()}"
+    return cell + (", antialias" if setting.get("antialias") else "")
+
+
+def comparison_lines(
+    summaries: list[SettingSummary], metric: str = "test/acc", step: StepCost | None = None
+) -> list[str]:
+    """The markdown section that answers the sweep: per setting its seeds, ``metric`` per seed and mean ±
+    std, mean val/acc, the seed-paired differences against the plain model and the best setting, and (with
+    ``step``) the train step's cost against the plain model's."""
+    refs = dict(reference_settings(summaries))
     if not refs:
         return []
+    zoom = [s for s in summaries if s.setting.get("model") == "zoom"]
+    extra = [k for k in ("box", "num_regions") if len({s.setting.get(k) for s in zoom}) > 1]
+    has_other = any(s.other for s in summaries)
     lines = ["## Paired comparisons", "",
-             f"Per setting, {metric} minus the reference's, paired by seed, in points: mean [95% t interval], "
-             "seeds better/worse, seeds compared, and whether the interval contains 0 (*noise*) or not "
-             "(**better**/**worse**). The best setting is chosen by mean val/acc; the comparison is on "
-             f"{metric}.", ""]
-    lines.append("| setting | " + " | ".join(f"vs {name} ({ref.label})" for name, ref in refs) + " |")
-    lines.append("|---|" + "---|" * len(refs))
+             f"{metric} in %: per seed, then mean ± std over seeds; val/acc in % (mean ± std). \"vs plain\" and "
+             f"\"vs best\": the setting's {metric} minus the reference's, paired by seed, in points: mean [95% t "
+             "interval], seeds better/worse (and `n=` seeds compared where fewer than the row's), *noise* when "
+             "the interval contains 0, else **better**/**worse**. The best setting is the one with the highest "
+             f"mean val/acc; the comparison is on {metric}."]
+    if step is not None:
+        lines[-1] += (f" \"step x plain\": the train step's time over the plain model's, from `{step.source}` "
+                      f"({step.measured_on}).")
+    header = ["level", "sampler", "mode", *(["box"] if "box" in extra else []),
+              *(["regions"] if "num_regions" in extra else []), *(["other"] if has_other else []),
+              "seeds", f"{metric} % per seed", f"{metric} %", "val/acc %", "vs plain (points, 95% CI)",
+              "vs best (points, 95% CI)", *(["step x plain"] if step is not None else [])]
+    lines += ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    best, plain = refs.get("best"), refs.get("plain")
     for s in summaries:
-        cells = [_paired_cell(None if s is ref else paired_compare(s.by_seed(metric), ref.by_seed(metric)))
-                 for _, ref in refs]
-        lines.append(f"| {s.label} | " + " | ".join(cells) + " |")
+        seeds = len(s.finished)
+        if s.setting.get("model") == "plain":
+            cells = ["plain (no zoom)", "–", "–", *["–"] * len(extra)]
+        else:
+            cells = [str(s.setting.get("level")), str(s.setting.get("sampler")), _mode_cell(s.setting),
+                     *(_cell(s.setting.get(k)) for k in extra)]
+        cells += [s.other or "–"] if has_other else []
+        per_seed = s.by_seed(metric)
+        cells += [str(seeds), " / ".join(f"{100 * per_seed[k]:.1f}" for k in sorted(per_seed)) or "–",
+                  _percent(s.mean(metric), s.std(metric)), _percent(s.mean("val/acc"), s.std("val/acc"))]
+        cells.append("–" if plain is None or s is plain
+                     else _paired_cell(paired_compare(s.by_seed(metric), plain.by_seed(metric)), seeds))
+        cells.append("**best by val/acc**" if s is best
+                     else _paired_cell(paired_compare(s.by_seed(metric), best.by_seed(metric)), seeds))
+        if step is not None:
+            choice = _model_choice(s)
+            ratio = step.ratios.get(bench_name(choice)) if choice else None
+            cells.append("–" if ratio is None else f"{ratio:.2f}")
+        lines.append("| " + " | ".join(cells) + " |")
     return lines + [""]
 
 
 def write_markdown(
-    runs: list[Run], summaries: list[SettingSummary], path: Path, title: str, study: OptunaStudy | None = None
+    runs: list[Run], summaries: list[SettingSummary], path: Path, title: str, study: OptunaStudy | None = None,
+    step: StepCost | None = None,
 ) -> None:
     metric_keys = [f"{split}/{m}" for m in TABLE_METRICS for split in SPLITS]
     best = best_setting(summaries)
@@ -700,7 +777,7 @@ def write_markdown(
     if not summaries:
         lines.append("| " + " | ".join(["–"] * len(header)) + " |")
 
-    lines += ["", *comparison_lines(summaries)]
+    lines += ["", *comparison_lines(summaries, step=step)]
     failed = [r for r in runs if r.status != OK]
     lines += ["## Failed or unfinished runs", ""]
     if failed:
@@ -837,15 +914,18 @@ def merge_runs(sources: list[list[Run]]) -> list[Run]:
 
 
 def summarize(
-    sweep_dir: Path | str | list[Path | str], out_dir: Path | str | None = None, name: str | None = None
+    sweep_dir: Path | str | list[Path | str], out_dir: Path | str | None = None, name: str | None = None,
+    step_bench: Path | str | None = None,
 ) -> dict[str, Path]:
     """Write ``results.csv``, ``results.md`` and ``results.png`` for the sweep in ``sweep_dir`` (into
     ``out_dir``, default the sweep folder); returns their paths. ``sweep_dir`` may also be a ``.csv`` this
     function wrote: then ``<name>.md`` and ``<name>.png`` are drawn from it, beside it (or in ``out_dir``).
     A list of sweep folders and/or csv files is merged into one sweep (:func:`merge_runs`) and written as
     ``<name>.csv/.md/.png`` (``name`` default: the first csv's stem, else ``results``) into ``out_dir``
-    (default: beside the first csv, else the first folder)."""
+    (default: beside the first csv, else the first folder). ``step_bench``: a ``scripts/bench.py step
+    --interp`` JSON whose ratios fill a "step x plain" column of the paired comparisons."""
     sources = [Path(s) for s in (sweep_dir if isinstance(sweep_dir, (list, tuple)) else [sweep_dir])]
+    step = read_step_cost(step_bench) if step_bench is not None else None
     if not sources:
         raise SummaryError("no sweep folder or results csv given")
     first = sources[0]
@@ -863,6 +943,6 @@ def summarize(
     study = None if merged or from_csv else read_study(first, runs)
     title = "Sweep " + " + ".join(str(s) for s in sources)
     summaries = group_by_setting(runs)
-    write_markdown(runs, summaries, paths["md"], title=title, study=study)
+    write_markdown(runs, summaries, paths["md"], title=title, study=study, step=step)
     plot(summaries, paths["png"])
     return paths
