@@ -17,6 +17,7 @@ from fgzoom.eval.summarize import (
     NO_METRICS,
     NOT_STARTED,
     OK,
+    SettingSummary,
     SummaryError,
     collect_runs,
     expand_sweep,
@@ -393,6 +394,22 @@ def test_step_bench_interp_rows_are_the_sweep_settings_as_composed(tmp_path):
     rows = bench_train_step(backbone="resnet10t", image_size=64, input_size=32, batch_size=2, repeats=1,
                             warmup=1, variants=[variants[0], variants[-1]], num_classes=3)
     assert rows[1]["step_ms"] > 0
+
+
+def test_plot_gives_each_setting_of_a_level_its_own_bar(tmp_path):
+    """Settings that differ only in the sampler (or box rule, or region count) are labelled apart, so no bar
+    hides another; a sweep of one sampler keeps the short mode labels."""
+    from fgzoom.eval.summarize import plot_labels
+
+    def summary(**setting):
+        full = {"model": "zoom", "level": "feature", "mode": "bilinear", "align_corners": None,
+                "antialias": False, "sampler": "slice", "box": "moments", "num_regions": 1, **setting}
+        return SettingSummary(setting=full, other="", runs=[])
+
+    both = [summary(), summary(sampler="affine"), summary(mode="nearest"), summary(level="image", sampler="affine")]
+    assert plot_labels(both) == ["slice bilinear", "affine bilinear", "slice nearest", "affine bilinear"]
+    assert plot_labels([summary(), summary(mode="nearest")]) == ["bilinear", "nearest"]
+    assert plot_labels([summary(), summary(num_regions=2)]) == ["bilinear k=1", "bilinear k=2"]
 
 
 def test_summarize_adds_the_step_cost_of_each_setting_from_a_step_bench(hand_made_sweep, tmp_path):

@@ -799,6 +799,19 @@ def write_markdown(
     path.write_text("\n".join(lines) + "\n")
 
 
+def plot_labels(zoom: list[SettingSummary]) -> list[str]:
+    """The x label of each zoom setting in the plot (its level is the bar's colour): the interpolation, led
+    by the box rule and sampler and followed by the region count where these vary across the sweep (so
+    ``slice bilinear`` and ``affine bilinear`` get bars of their own), then any other override."""
+    varying = [k for k in ("box", "sampler", "num_regions") if len({s.setting.get(k) for s in zoom}) > 1]
+    labels = []
+    for s in zoom:
+        prefix = "".join(f"{s.setting.get(k)} " for k in ("box", "sampler") if k in varying)
+        regions = f" k={s.setting.get('num_regions')}" if "num_regions" in varying else ""
+        labels.append(prefix + interp_label(s.setting) + regions + (f"\n{s.other}" if s.other else ""))
+    return labels
+
+
 def plot(summaries: list[SettingSummary], path: Path, metric: str = "test/acc") -> None:
     """Bar chart of mean ``metric`` ± std per setting, grouped by level; plain as a reference line."""
     import matplotlib
@@ -814,8 +827,10 @@ def plot(summaries: list[SettingSummary], path: Path, metric: str = "test/acc") 
     ]
     levels = list(dict.fromkeys(levels))
 
+    labels = dict(zip(map(id, zoom), plot_labels(zoom), strict=True))
+
     def x_label(s: SettingSummary) -> str:
-        return interp_label(s.setting) + (f"\n{s.other}" if s.other else "")
+        return labels[id(s)]
 
     categories = list(dict.fromkeys(x_label(s) for s in zoom))
     refs = dict(reference_settings(summaries))
