@@ -72,7 +72,7 @@ def default_variants(stages: Sequence[int] = (-2,), box_variants: bool = True,
                      switches: bool = False) -> list[dict[str, Any]]:
     """plain, zoom at level=feature for each stage (the zoom defaults: affine sampler, moments boxes), then
     (``box_variants``) level=feature at the default stage with the slice sampler (threshold boxes), with
-    learned boxes and with 2 regions, then level=image."""
+    learned boxes and with 2 regions, then level=image (and, with ``box_variants``, its two-step recursion)."""
     variants: list[dict[str, Any]] = [{"name": "plain", "zoom": None}]
     for stage in stages:
         variants.append({"name": f"zoom feature stage={stage}", "zoom": {"level": "feature", "stage": stage}})
@@ -81,6 +81,8 @@ def default_variants(stages: Sequence[int] = (-2,), box_variants: bool = True,
     if switches:
         variants += [{**v, "zoom": dict(v["zoom"])} for v in SWITCH_VARIANTS]
     variants.append({"name": "zoom image", "zoom": {"level": "image"}})
+    if box_variants:  # the recursive zoom: a third backbone pass and the attention head on the first view
+        variants.append({"name": "zoom image steps=2", "zoom": {"level": "image", "steps": 2}})
     return variants
 
 

@@ -52,6 +52,7 @@ class GridData:
             Tensor[N, k, 3, h, w].
         degenerate: Tensor[N] (or Tensor[N, k]) bool, or None.
         zoom_note: how the zoomed view was made (panel title).
+        steps: the k boxes are the steps of a recursive zoom (each inside the one before), not k regions.
     """
 
     images: Tensor
@@ -64,6 +65,7 @@ class GridData:
     zoomed: Tensor | None = None
     degenerate: Tensor | None = None
     zoom_note: str = ""
+    steps: bool = False
 
     def select(self, rows: Sequence[int]) -> GridData:
         """The same data for the images ``rows`` only."""
@@ -149,6 +151,13 @@ def grid_data(model: nn.Module, batch: dict[str, Tensor]) -> GridData:
         return data
     grid = tuple(images.shape[-2:])
     boxes = out["boxes_image"]
+    if "boxes_steps" in out:  # a recursive zoom: every step's box, and every step's view cut the same way
+        boxes = out["boxes_steps"]
+        data.attention = resize_attention(out["attention"].float(), grid).clamp(0, 1).cpu()
+        data.boxes, data.degenerate, data.steps = boxes.cpu(), out["degenerate"].cpu(), True
+        data.zoomed = image_crops(images, boxes, config, tuple(out["zoomed"].shape[-2:])).cpu()
+        data.zoom_note = f"zoomed input ({boxes.shape[1]} steps, {_interp_note(config)})"
+        return data
     data.attention = resize_attention(out["attention"].float(), grid).clamp(0, 1).cpu()
     data.boxes = boxes.cpu()
     data.degenerate = out["degenerate"].cpu()
@@ -214,13 +223,17 @@ def _legend_handles(data: GridData) -> list:
     handles = []
     if zoom:
         k = _regions(data.boxes).shape[1]
+        if data.steps:
+            first, rest = "zoom box, step 1", (f"steps 2-{k}" if k > 2 else "step 2 (inside step 1)")
+        else:
+            first, rest = "zoom box 1 (most salient)", (f"zoom boxes 2-{k}" if k > 2 else "zoom box 2")
         handles.append(
             Rectangle((0, 0), 1, 1, fill=False, edgecolor=ZOOM_COLOR, linewidth=1.8,
-                      label="zoom box" if k == 1 else "zoom box 1 (most salient)")
+                      label="zoom box" if k == 1 else first)
         )
         if k > 1:
             handles.append(Line2D([], [], color=REGION_COLORS[0], linestyle="--", linewidth=1.3,
-                                  label=f"zoom boxes 2-{k}" if k > 2 else "zoom box 2"))
+                                  label=rest))
     if data.has_box is not None and bool(data.has_box.any()):
         handles.append(
             Line2D([], [], color=GT_COLOR, linestyle="--", linewidth=1.8, label="ground-truth box")

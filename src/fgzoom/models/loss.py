@@ -20,7 +20,8 @@ class FGVCLoss(nn.Module):
 
     * ``raw``: cross-entropy of ``logits_raw`` (the plain model's only term),
     * ``zoom``: cross-entropy of ``logits_zoom``, or of every view of ``logits_views`` Tensor[B, k, K],
-    * ``attention``: cross-entropy of ``logits_attention`` (BAP auxiliary classifier),
+    * ``attention``: cross-entropy of ``logits_attention`` (BAP auxiliary classifier), and of each view of
+      ``logits_attention_views`` Tensor[B, n - 1, K] (a recursive zoom's views that chose the next box),
     * ``drop``: cross-entropy of ``logits_drop`` (attention-drop branch),
     * ``center``: squared distance of ``part_features`` to their class centers, kept as an EMA buffer,
     * ``rank``: ranking loss of learned boxes (zoomed true-class probability must beat the raw one).
@@ -74,6 +75,10 @@ class FGVCLoss(nn.Module):
             loss = loss + w["rank"] * ranking_loss(out["logits_raw"], zoom, labels, self.rank_margin)
         if "logits_attention" in out and w["attention"] > 0:
             loss = loss + w["attention"] * self._ce(out["logits_attention"], target)
+            step_views = out.get("logits_attention_views")  # [B, n - 1, K] of a recursive zoom
+            if step_views is not None:
+                repeated = target.repeat_interleave(step_views.shape[1], dim=0)
+                loss = loss + w["attention"] * self._ce(step_views.flatten(0, 1), repeated)
         if "logits_drop" in out:
             loss = loss + w["drop"] * self._ce(out["logits_drop"], target)
         if self.centers is not None and "part_features" in out:

@@ -7,6 +7,9 @@ level=feature::
       crop_resize(f, boxes, size=(h, w)) -> stage k+1..end -> head -> logits_zoom
 
 level=image: the image is cropped and resized to H x W, and the whole backbone runs again on the zoomed image.
+With ``steps`` = n > 1 (level=image) the zoom recurses, as RA-CNN does: the attention of each zoomed view
+picks a box inside that view, which is cropped again from the batch as loaded, so each step magnifies more
+and reads the source pixels afresh; every step's view is classified.
 
 Boxes are always computed on the image grid (the mean map resized to H x W, ``rule_boxes``), so they are
 continuous and may be narrower than one feature cell; at level=feature they are mapped to the feature grid.
@@ -43,10 +46,13 @@ from fgzoom.ops import crop_resize
 from fgzoom.ops.boxes import RULES as RULE_BOXES
 from fgzoom.ops.boxes import (
     glimpse_boxes,
+    grow_boxes,
+    nest_boxes,
     normalize_attention,
     region_boxes,
     resize_attention,
     round_boxes,
+    rule_boxes,
     scale_boxes,
     scale_float_boxes,
 )
@@ -98,6 +104,10 @@ class ZoomConfig:
         fusion: ``mean_prob`` (default), ``mean_logit``, or one branch (``raw``/``zoom``).
         norm_stats: ``branch`` (default): the zoom pass keeps its own BatchNorm running statistics
             (``fgzoom.models.branch_norm``); ``shared``: both passes update one set, as WS-DAN's code does.
+        steps: zoom steps (level=image, rule boxes, one region): step s > 1 computes the attention of step
+            s - 1's view (the same head, with BatchNorm statistics of the zoomed views), takes the rule box
+            inside it and crops that from the loaded batch (RA-CNN's recursion); every step's box is at least
+            ``min_size`` of the frame; the zoomed branch is the mean of the steps' probabilities.
     """
 
     level: str = "feature"
@@ -127,6 +137,7 @@ class ZoomConfig:
     drop_threshold: float = 0.5
     fusion: str = "mean_prob"
     norm_stats: str = "branch"
+    steps: int = 1
 
     def __post_init__(self) -> None:
         for key in ("threshold_range", "size"):  # a config file's lists, as the hashable tuples of the fields
@@ -209,6 +220,13 @@ class ZoomConfig:
             raise bad("fusion", self.fusion, f"must be one of {FUSIONS}")
         if self.norm_stats not in NORM_STATS:
             raise bad("norm_stats", self.norm_stats, f"must be one of {NORM_STATS}")
+        if self.steps < 1:
+            raise bad("steps", self.steps, "must be >= 1")
+        if self.steps > 1 and (self.level != "image" or self.box not in RULE_BOXES or self.sampler != "affine"
+                               or self.num_regions != 1 or self.attention != "head"):
+            raise bad("steps", self.steps, "a recursive zoom needs model.zoom.level=image, a rule box "
+                      f"(model.zoom.box one of {RULE_BOXES}), model.zoom.sampler=affine, model.zoom.num_regions=1 "
+                      "and model.zoom.attention=head")
 
 
 def fuse(logits_raw: Tensor, logits_zoom: Tensor, fusion: str) -> Tensor:
@@ -225,13 +243,16 @@ class ZoomNet(FGVCNet):
     """Backbone + attention head + zoom branch.
 
     forward(x Tensor[B, 3, H, W]) returns a dict:
-        logits (fused log-probs), logits_raw, logits_zoom: Tensor[B, K] (for k > 1 regions logits_zoom is the
-            log of the mean of the k views' probabilities, and logits_views Tensor[B, k, K] holds each view);
-        logits_attention: Tensor[B, K] (BAP auxiliary, learned head only);
+        logits (fused log-probs), logits_raw, logits_zoom: Tensor[B, K] (for k > 1 regions or n > 1 steps
+            logits_zoom is the log of the mean of the views' probabilities, and logits_views Tensor[B, k or n, K]
+            holds each view);
+        logits_attention: Tensor[B, K] (BAP auxiliary, learned head only); logits_attention_views:
+            Tensor[B, n - 1, K], the same classifier on each zoomed view that picked the next box (n > 1 steps);
         part_features: Tensor[B, M*C] (learned head only);
         attention: Tensor[B, h, w] mean map in [0, 1], detached;
         boxes: on the grid that was cropped, Tensor[B, 4] (k = 1) or Tensor[B, k, 4]; int64 for the slice
-            sampler, float for affine; boxes_image: the same regions on the grid of x;
+            sampler, float for affine; boxes_image: the same regions on the grid of x; with n > 1 steps the
+            last step's box, and boxes_steps Tensor[B, n, 4] every step's box on the grid of x;
         degenerate: Tensor[B] (or [B, k]) bool, maps that fell back to the whole frame;
         logits_drop: Tensor[B, K] (training with ``attention_drop`` set only);
         zoomed: the zoomed tensor, Tensor[B*k, ...] (only with ``return_zoomed=True``).
@@ -264,6 +285,8 @@ class ZoomNet(FGVCNet):
         )
         # the layers the zoomed views pass: the tail of the split (feature level) or the whole backbone (image)
         tail = self.split.tail_modules() if zoom.level == "feature" else [self.split]
+        if zoom.steps > 1:  # the attention head also reads the zoomed views: statistics of their own there
+            tail.append(self.attention)
         self.branch_stats = BranchStats(tail) if zoom.norm_stats == "branch" else None
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
@@ -373,6 +396,44 @@ class ZoomNet(FGVCNet):
         norm, _ = normalize_attention(resize_attention(chosen, grid))
         return (norm < self.config.drop_threshold).to(maps.dtype)[:, None]
 
+    def _recurse(self, source: Tensor, view_grid: tuple[int, int], first: tuple[Tensor, Tensor, Tensor],
+                 threshold: float | None) -> tuple[Tensor, Tensor, Tensor, Tensor, dict[str, Tensor]]:
+        """The recursive zoom (``steps`` = n > 1, level=image): crop ``first`` (``self.boxes``' result on the
+        source grid) from ``source`` Tensor[B, 3, H, W], classify the view and (but at the last step) box the
+        view's attention (the same head, with the rule, theta and padding of the first step), nest that box in
+        the one cropped, grow it to ``min_size`` of the source frame, crop again; n views in all.
+
+        Returns:
+            (last boxes Tensor[B, 1, 4] on the source grid, degenerate Tensor[B, 1] (any step's map was flat),
+            logits Tensor[B, n, K] per step, the last view, {boxes_steps Tensor[B, n, 4],
+            logits_attention_views Tensor[B, n - 1, K]}).
+        """
+        cfg = self.config
+        source_grid = tuple(source.shape[-2:])
+        boxes, _, degenerate = first
+        steps_boxes, logits, logits_attention = [boxes[:, 0]], [], []
+        for step in range(cfg.steps):
+            zoomed = self.zoom(source, boxes, view_grid)
+            with self.zoom_pass():
+                if step == cfg.steps - 1:
+                    logits.append(self.split(zoomed))
+                    break
+                f, context = self.split.forward_to(zoomed)
+                logits.append(self.split.forward_head(self.split.forward_from(f, context)))
+                maps, view_logits_attention, _ = self.attention(f)
+            logits_attention.append(view_logits_attention)
+            mean_map = resize_attention(maps.detach().float().mean(dim=1), view_grid)
+            inner, inner_degenerate = rule_boxes(
+                mean_map, cfg.box, threshold=self.thresholds(mean_map.shape[0], mean_map.device, threshold),
+                mass=cfg.mass, sigmas=cfg.sigmas, padding=cfg.padding)
+            # min_size is a fraction of the source frame at every step, not of the view (it would compound)
+            boxes = grow_boxes(nest_boxes(boxes[:, 0], inner, view_grid), source_grid, 0.0, self.min_size())[:, None]
+            steps_boxes.append(boxes[:, 0])
+            degenerate = degenerate | inner_degenerate[:, None]
+        extra = {"boxes_steps": torch.stack(steps_boxes, dim=1),
+                 "logits_attention_views": torch.stack(logits_attention, dim=1)}
+        return boxes, degenerate, torch.stack(logits, dim=1), zoomed, extra
+
     def forward(self, x: Tensor, threshold: float | None = None, return_zoomed: bool = False) -> dict[str, Tensor]:
         cfg = self.config
         source, x = x, self.view(x)  # the batch as loaded, the backbone's view of it
@@ -393,13 +454,22 @@ class ZoomNet(FGVCNet):
             zoomed = self.zoom(f, boxes, feature_grid)
             with self.zoom_pass():
                 logits_views = self.split.forward_head(self.split.forward_from(zoomed, context))
+        elif cfg.steps > 1:
+            boxes, degenerate, logits_views, zoomed, steps_out = self._recurse(
+                source, image_grid, self.boxes(mean_map, source_grid, source_grid, f, maps, threshold), threshold)
+            boxes_image = boxes
+            out.update(steps_out)
         else:
             boxes, boxes_image, degenerate = self.boxes(mean_map, source_grid, source_grid, f, maps, threshold)
             zoomed = self.zoom(source, boxes, image_grid)
             with self.zoom_pass():
                 logits_views = self.split(zoomed)
         k = boxes.shape[1]
-        if k == 1:
+        if cfg.steps > 1:
+            out["logits_views"] = logits_views  # [B, n, K]
+            logits_zoom = logits_views.float().softmax(-1).mean(dim=1).clamp_min(1e-12).log()
+            boxes, boxes_image, degenerate = boxes[:, 0], boxes_image[:, 0], degenerate[:, 0]
+        elif k == 1:
             logits_zoom = logits_views
             boxes, boxes_image, degenerate = boxes[:, 0], boxes_image[:, 0], degenerate[:, 0]
         else:

@@ -29,6 +29,7 @@ __all__ = [
     "grow_boxes",
     "mass_extent",
     "moments_extent",
+    "nest_boxes",
     "normalize_attention",
     "region_boxes",
     "resize_attention",
@@ -480,6 +481,31 @@ def scale_float_boxes(boxes: Tensor, src: tuple[int, int], dst: tuple[int, int])
     H, W = _check_grid(dst, "dst")
     factor = torch.tensor([H / h, W / w, H / h, W / w], device=boxes.device, dtype=torch.float32)
     return boxes.float() * factor
+
+
+def nest_boxes(outer: Tensor, inner: Tensor, inner_grid: tuple[int, int]) -> Tensor:
+    """Boxes chosen inside a zoomed view, on the grid the view was cropped from.
+
+    The view of ``outer`` spans exactly that box (``crop_affine``'s convention), resized to ``inner_grid``;
+    ``inner`` is a box on the view's grid. Returns it on ``outer``'s grid: ``y0 + y * (y1 - y0) / H``.
+
+    Args:
+        outer: ``Tensor[..., 4]`` float ``(y0, x0, y1, x1)``, the cropped boxes on the source grid.
+        inner: ``Tensor[..., 4]`` float, boxes on the views' ``inner_grid = (H, W)``, same leading shape.
+
+    Returns:
+        ``Tensor[..., 4]`` float32 on the source grid, inside ``outer`` when ``inner`` is inside the view.
+    """
+    if not isinstance(outer, Tensor) or outer.dim() < 1 or outer.shape[-1] != 4:
+        raise ValueError(f"outer={_describe(outer)}: must be a Tensor[..., 4] of (y0, x0, y1, x1)")
+    if not isinstance(inner, Tensor) or inner.shape != outer.shape:
+        raise ValueError(f"inner={_describe(inner)}: must be a Tensor of outer's shape {tuple(outer.shape)}")
+    h, w = _check_grid(inner_grid, "inner_grid")
+    outer = outer.float()
+    start = outer[..., :2].repeat(*([1] * (outer.dim() - 1)), 2)  # (y0, x0, y0, x0)
+    side = (outer[..., 2:] - outer[..., :2]).repeat(*([1] * (outer.dim() - 1)), 2)
+    per_cell = torch.tensor([1 / h, 1 / w, 1 / h, 1 / w], device=outer.device)
+    return start + inner.float() * per_cell * side
 
 
 # ---------------------------------------------------------------------------------------- argument checks
