@@ -140,3 +140,13 @@ def test_predict_with_test_time_augmentation():
     assert result["boxes_image"].shape == (2, 4) and result["probs_tta"].shape == (2, 4)
     torch.testing.assert_close(result["probs_tta"].sum(-1), torch.ones(2))
     assert torch.isfinite(result["loss"])
+
+
+def test_exports_as_one_program():
+    from fgzoom.export import LogitsModel, export_program
+
+    wrapped = LogitsModel(_net().eval()).eval()
+    image = torch.randn(2, 3, 64, 64)
+    program = export_program(wrapped, image)
+    with torch.no_grad():
+        torch.testing.assert_close(program.module()(image), wrapped(image))
