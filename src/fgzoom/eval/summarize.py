@@ -144,13 +144,15 @@ def setting_label(setting: dict[str, object], other: str = "") -> str:
     return f"{label} [{other}]" if other else label
 
 
-def interp_label(setting: dict[str, object]) -> str:
-    """``<mode>[ ac=<v>][ aa]``: the interpolation part of a zoom setting."""
+def interp_label(setting: dict[str, object], long: bool = False) -> str:
+    """The interpolation part of a zoom setting: ``<mode>[ ac=<v>][ aa]`` (plot labels) or, ``long``,
+    ``<mode>[, align_corners=<v>][, antialias]`` (table cells)."""
+    sep, align, antialias = (", ", "align_corners=", "antialias") if long else (" ", "ac=", "aa")
     label = str(setting.get("mode"))
     if setting.get("align_corners") is not None:
-        label += f" ac={str(setting['align_corners']).lower()}"
+        label += f"{sep}{align}{str(setting['align_corners']).lower()}"
     if setting.get("antialias"):
-        label += " aa"
+        label += f"{sep}{antialias}"
     return label
 
 
@@ -668,14 +670,6 @@ def _model_choice(summary: SettingSummary) -> str | None:
     return next((o.split("=", 1)[1] for r in summary.runs for o in r.overrides if o.startswith("model=")), None)
 
 
-def _mode_cell(setting: dict[str, object]) -> str:
-    """``bilinear, align_corners=true``, ``lanczos, antialias``: the interpolation of a zoom setting."""
-    cell = str(setting.get("mode"))
-    if setting.get("align_corners") is not None:
-        cell += f", align_corners={str(setting['align_corners']).lower()}"
-    return cell + (", antialias" if setting.get("antialias") else "")
-
-
 def comparison_lines(
     summaries: list[SettingSummary], metric: str = "test/acc", step: StepCost | None = None
 ) -> list[str]:
@@ -708,7 +702,7 @@ def comparison_lines(
         if s.setting.get("model") == "plain":
             cells = ["plain (no zoom)", "–", "–", *["–"] * len(extra)]
         else:
-            cells = [str(s.setting.get("level")), str(s.setting.get("sampler")), _mode_cell(s.setting),
+            cells = [str(s.setting.get("level")), str(s.setting.get("sampler")), interp_label(s.setting, long=True),
                      *(_cell(s.setting.get(k)) for k in extra)]
         cells += [s.other or "–"] if has_other else []
         per_seed = s.by_seed(metric)
