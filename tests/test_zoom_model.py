@@ -171,3 +171,13 @@ def test_train_script_path_at_each_level(level, tmp_path, synthetic_root):
         "train.yaml", [*overrides, f"model.zoom.level={level}", "model.zoom.mode=bicubic", "debug=fast"], tmp_path
     )
     assert "test/acc_zoom" in train(cfg)
+
+
+def test_mean_prob_keeps_the_order_of_classes_far_below_the_top():
+    """Probabilities below 1e-12 used to tie at a clamp before the log, so top-5 accuracy picked among ties."""
+    raw = torch.tensor([[60.0, 30.0, 20.0, 10.0, 0.0, -10.0]])
+    zoom = torch.tensor([[50.0, 25.0, 15.0, 5.0, -5.0, -15.0]])
+    fused = fuse(raw, zoom, "mean_prob")
+    assert fused.argsort(-1, descending=True).tolist() == [[0, 1, 2, 3, 4, 5]]
+    assert fused.diff(dim=-1).lt(0).all()  # strictly decreasing: no ties
+    torch.testing.assert_close(fused.exp().sum(-1), torch.ones(1))

@@ -28,6 +28,7 @@ The prediction fuses both branches (mean of probabilities by default).
 
 from __future__ import annotations
 
+import math
 from contextlib import nullcontext
 from dataclasses import dataclass
 
@@ -229,11 +230,18 @@ class ZoomConfig:
                       "and model.zoom.attention=head")
 
 
+def mean_prob_log(logits: Tensor) -> Tensor:
+    """Log of the mean of the views' probabilities, logits Tensor[B, n, K] -> Tensor[B, K] float32, computed
+    in log space (log-mean-exp of the log-softmaxes), so classes far below the top keep their order instead of
+    tying at a clamp (which top-k accuracy would read)."""
+    log_probs = logits.float().log_softmax(-1)
+    return torch.logsumexp(log_probs, dim=1) - math.log(logits.shape[1])
+
+
 def fuse(logits_raw: Tensor, logits_zoom: Tensor, fusion: str) -> Tensor:
     """Combine the branches into log-probabilities Tensor[B, K] (argmax = prediction)."""
     if fusion == "mean_prob":
-        probs = (logits_raw.float().softmax(-1) + logits_zoom.float().softmax(-1)) / 2
-        return probs.clamp_min(1e-12).log()
+        return mean_prob_log(torch.stack([logits_raw.float(), logits_zoom.float()], dim=1))
     if fusion == "mean_logit":
         return ((logits_raw.float() + logits_zoom.float()) / 2).log_softmax(-1)
     return (logits_raw if fusion == "raw" else logits_zoom).float().log_softmax(-1)
@@ -467,7 +475,7 @@ class ZoomNet(FGVCNet):
         k = boxes.shape[1]
         if cfg.steps > 1:
             out["logits_views"] = logits_views  # [B, n, K]
-            logits_zoom = logits_views.float().softmax(-1).mean(dim=1).clamp_min(1e-12).log()
+            logits_zoom = mean_prob_log(logits_views)
             boxes, boxes_image, degenerate = boxes[:, 0], boxes_image[:, 0], degenerate[:, 0]
         elif k == 1:
             logits_zoom = logits_views
@@ -475,7 +483,7 @@ class ZoomNet(FGVCNet):
         else:
             logits_views = logits_views.view(-1, k, logits_views.shape[-1])  # [B, k, K]
             out["logits_views"] = logits_views
-            logits_zoom = logits_views.float().softmax(-1).mean(dim=1).clamp_min(1e-12).log()
+            logits_zoom = mean_prob_log(logits_views)
         if self.training and self.attention_drop:
             if cfg.level == "feature":
                 keep = self._drop(maps, feature_grid)
