@@ -150,17 +150,15 @@ def grid_data(model: nn.Module, batch: dict[str, Tensor]) -> GridData:
     if "boxes_image" not in out:  # a network that does not zoom: images and classes only
         return data
     grid = tuple(images.shape[-2:])
-    boxes = out["boxes_image"]
-    if "boxes_steps" in out:  # a recursive zoom: every step's box, and every step's view cut the same way
-        boxes = out["boxes_steps"]
-        data.attention = resize_attention(out["attention"].float(), grid).clamp(0, 1).cpu()
-        data.boxes, data.degenerate, data.steps = boxes.cpu(), out["degenerate"].cpu(), True
-        data.zoomed = image_crops(images, boxes, config, tuple(out["zoomed"].shape[-2:])).cpu()
-        data.zoom_note = f"zoomed input ({boxes.shape[1]} steps, {_interp_note(config)})"
-        return data
+    data.steps = "boxes_steps" in out  # a recursive zoom: every step's box
+    boxes = out["boxes_steps"] if data.steps else out["boxes_image"]
     data.attention = resize_attention(out["attention"].float(), grid).clamp(0, 1).cpu()
     data.boxes = boxes.cpu()
     data.degenerate = out["degenerate"].cpu()
+    if data.steps:  # every step's view, cut from the image the way the network cut it
+        data.zoomed = image_crops(images, boxes, config, tuple(out["zoomed"].shape[-2:])).cpu()
+        data.zoom_note = f"zoomed input ({boxes.shape[1]} steps, {_interp_note(config)})"
+        return data
     k = 1 if boxes.ndim == 2 else boxes.shape[1]
     views = f"{k} views, " if k > 1 else ""
     if config.level == "image":

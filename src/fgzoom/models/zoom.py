@@ -53,7 +53,6 @@ from fgzoom.ops.boxes import (
     region_boxes,
     resize_attention,
     round_boxes,
-    rule_boxes,
     scale_boxes,
     scale_float_boxes,
 )
@@ -334,12 +333,13 @@ class ZoomNet(FGVCNet):
 
     def boxes(self, attention: Tensor, grid: tuple[int, int], crop_grid: tuple[int, int] | None = None,
               features: Tensor | None = None, maps: Tensor | None = None,
-              threshold: float | None = None) -> tuple[Tensor, Tensor, Tensor]:
+              threshold: float | None = None, min_size: float | None = None) -> tuple[Tensor, Tensor, Tensor]:
         """Boxes for the mean attention Tensor[B, h, w].
 
         Rule boxes are computed on ``grid`` (the image grid: the map resized to it) and mapped to
         ``crop_grid`` (the grid of the tensor cropped; default ``grid``); learned boxes come from
-        ``features`` and ``maps``; glimpses are taken on ``crop_grid``. ``threshold``: see ``thresholds``.
+        ``features`` and ``maps``; glimpses are taken on ``crop_grid``. ``threshold``: see ``thresholds``;
+        ``min_size``: the rule boxes' smallest side, a fraction of ``grid`` (None: ``self.min_size()``).
 
         Returns:
             (boxes on crop_grid, boxes on grid, degenerate), boxes Tensor[B, k, 4] (int64 for the slice sampler,
@@ -363,7 +363,7 @@ class ZoomNet(FGVCNet):
             boxes, degenerate = region_boxes(
                 resize_attention(attention, grid), cfg.num_regions, rule=cfg.box,
                 threshold=self.thresholds(b, attention.device, threshold), mass=cfg.mass, sigmas=cfg.sigmas,
-                padding=cfg.padding, min_size=self.min_size(),
+                padding=cfg.padding, min_size=self.min_size() if min_size is None else min_size,
             )
         on_crop = scale_float_boxes(boxes, grid, crop_grid) if crop_grid != grid else boxes
         if cfg.sampler == "affine":
@@ -430,14 +430,12 @@ class ZoomNet(FGVCNet):
                 logits.append(self.split.forward_head(self.split.forward_from(f, context)))
                 maps, view_logits_attention, _ = self.attention(f)
             logits_attention.append(view_logits_attention)
-            mean_map = resize_attention(maps.detach().float().mean(dim=1), view_grid)
-            inner, inner_degenerate = rule_boxes(
-                mean_map, cfg.box, threshold=self.thresholds(mean_map.shape[0], mean_map.device, threshold),
-                mass=cfg.mass, sigmas=cfg.sigmas, padding=cfg.padding)
-            # min_size is a fraction of the source frame at every step, not of the view (it would compound)
-            boxes = grow_boxes(nest_boxes(boxes[:, 0], inner, view_grid), source_grid, 0.0, self.min_size())[:, None]
+            # min_size applies on the source frame below, not to the view (a fraction of each view would compound)
+            inner, _, inner_degenerate = self.boxes(maps.detach().float().mean(dim=1), view_grid,
+                                                    threshold=threshold, min_size=0.0)
+            boxes = grow_boxes(nest_boxes(boxes[:, 0], inner[:, 0], view_grid), source_grid, 0.0, self.min_size())[:, None]
             steps_boxes.append(boxes[:, 0])
-            degenerate = degenerate | inner_degenerate[:, None]
+            degenerate = degenerate | inner_degenerate
         extra = {"boxes_steps": torch.stack(steps_boxes, dim=1),
                  "logits_attention_views": torch.stack(logits_attention, dim=1)}
         return boxes, degenerate, torch.stack(logits, dim=1), zoomed, extra
@@ -473,17 +471,15 @@ class ZoomNet(FGVCNet):
             with self.zoom_pass():
                 logits_views = self.split(zoomed)
         k = boxes.shape[1]
-        if cfg.steps > 1:
-            out["logits_views"] = logits_views  # [B, n, K]
-            logits_zoom = mean_prob_log(logits_views)
-            boxes, boxes_image, degenerate = boxes[:, 0], boxes_image[:, 0], degenerate[:, 0]
-        elif k == 1:
-            logits_zoom = logits_views
-            boxes, boxes_image, degenerate = boxes[:, 0], boxes_image[:, 0], degenerate[:, 0]
-        else:
+        if k > 1:
             logits_views = logits_views.view(-1, k, logits_views.shape[-1])  # [B, k, K]
+        if logits_views.dim() == 3:  # several views per sample: k regions or n steps
             out["logits_views"] = logits_views
             logits_zoom = mean_prob_log(logits_views)
+        else:
+            logits_zoom = logits_views
+        if k == 1:
+            boxes, boxes_image, degenerate = boxes[:, 0], boxes_image[:, 0], degenerate[:, 0]
         if self.training and self.attention_drop:
             if cfg.level == "feature":
                 keep = self._drop(maps, feature_grid)
