@@ -24,6 +24,8 @@ class SplitMetrics(nn.Module):
         super().__init__()
         self.prefix = f"{split}/"
         top1 = dict(num_classes=num_classes, top_k=1, average="micro")
+        # compute_groups=False: torchmetrics merges metrics whose states match after the first batch into one
+        # state, so acc_top5 and acc_macro (or two branches) would report one number from then on.
         self.prediction = MetricCollection(
             {
                 "acc": MulticlassAccuracy(**top1),
@@ -31,9 +33,12 @@ class SplitMetrics(nn.Module):
                 "acc_macro": MulticlassAccuracy(num_classes, top_k=1, average="macro"),
             },
             prefix=self.prefix,
+            compute_groups=False,
         )
         self.branch_outputs = dict(branches)
-        self.branches = MetricCollection({name: MulticlassAccuracy(**top1) for name in branches}, prefix=self.prefix)
+        self.branches = MetricCollection(
+            {name: MulticlassAccuracy(**top1) for name in branches}, prefix=self.prefix, compute_groups=False
+        )
         self.loss = MeanMetric()
         self.degenerate_frac = MeanMetric()
         self.iou_mean = MeanMetric()
