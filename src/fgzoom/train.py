@@ -1,14 +1,17 @@
-"""Training entry: compose -> validate -> instantiate -> fit -> pick best on val -> test -> metrics.json."""
+"""Training entry: compose -> validate -> instantiate -> fit -> pick best on val -> test -> metrics.json
+(``refit=true``: then train again on train + val for the selected epochs and test that model)."""
 
 from __future__ import annotations
 
+import copy
 import logging
 from pathlib import Path
 
 import hydra
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from fgzoom.errors import ConfigError, NonFiniteLossError
 from fgzoom.loggers import finalize_loggers
@@ -74,13 +77,17 @@ def optimized_value(metrics: dict[str, float | None], name: str | None) -> float
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
-    """Fit, then report ``val/*`` of the best checkpoint (by ``val/acc``) and ``test/*`` of that checkpoint.
+    """Fit, then report ``val/*`` of the best checkpoint (by ``val/acc``) and ``test/*`` of that checkpoint
+    (``refit=true``: ``test/*`` of the model refit on train + val, :func:`refit_and_test`).
 
     Writes ``<run dir>/metrics.json`` and ``<run dir>/config.yaml``; returns the metrics. A sweep job whose
     folder holds a finished run of the same config returns its metrics instead, and a stopped one resumes
     (``skip_finished``; :mod:`fgzoom.sweep_resume`).
     """
     check_optimized_metric(cfg.get("optimized_metric"))
+    refit = bool(cfg.get("refit", False))
+    if refit and not cfg.get("train", True):
+        raise ConfigError("refit=true refits a run it trains; drop refit=true to evaluate a checkpoint (train=false)")
     output_dir = Path(cfg.paths.output_dir)
     pin_run_dir(str(output_dir))
     ckpt_path = cfg.get("ckpt_path")
@@ -105,15 +112,63 @@ def train(cfg: DictConfig) -> dict[str, float]:
         best = ckpt_path
     metrics: dict[str, float] = {}
     metrics.update(trainer.validate(model, datamodule=datamodule, ckpt_path=best, verbose=False)[0])
-    if cfg.get("test", True):
+    if cfg.get("test", True) and not refit:
         metrics.update(trainer.test(model, datamodule=datamodule, ckpt_path=best, verbose=False)[0])
     metrics = {k: v for k, v in to_float_dict(metrics).items() if k.startswith(("val/", "test/"))}
     finalize_loggers(trainer.loggers)
+    if refit:
+        metrics.update(refit_and_test(cfg, best, resume=ckpt_path is not None))
     if trainer.is_global_zero:
         write_json(output_dir / "metrics.json", metrics)
         log.info("best checkpoint: %s", best)
         log.info("metrics: %s", {k: round(v, 4) for k, v in metrics.items() if v is not None})
     return metrics
+
+
+def refit_config(cfg: DictConfig, epochs: int) -> DictConfig:
+    """The refit run of ``cfg``: the same config (seed, normalization already resolved) trained on train + val
+    for ``epochs`` epochs, written to ``<run dir>/refit``; no best-by-val checkpoint (val is in-sample)."""
+    refit = copy.deepcopy(cfg)
+    with open_dict(refit):
+        refit.paths.output_dir = str(Path(cfg.paths.output_dir) / "refit")
+        refit.data.train_on_val = True
+        refit.trainer.max_epochs = epochs
+        refit.refit = False
+        if refit.get("callbacks") is not None and "model_checkpoint" in refit.callbacks:
+            refit.callbacks.model_checkpoint = None
+    return refit
+
+
+def refit_and_test(cfg: DictConfig, best: str | None, resume: bool = False) -> dict[str, float]:
+    """``refit=true``: train again from the start on train + val for the selected epoch count (the best
+    checkpoint's epoch + 1, so the schedule is the selection run's whenever the last epoch won), keep its last
+    epoch and return its ``test/*`` metrics (when ``test``). ``<run dir>/refit/checkpoints/last.ckpt`` is the
+    final model; ``<run dir>/refit/metrics.json`` holds its in-sample ``val/*`` too. ``resume``: continue a
+    stopped refit from its last.ckpt."""
+    if best is None:
+        raise ConfigError("refit=true needs the best checkpoint of the selection run; keep callbacks.model_checkpoint")
+    epochs = int(torch.load(best, map_location="cpu", weights_only=False, mmap=True)["epoch"]) + 1
+    refit_cfg = refit_config(cfg, epochs)
+    output_dir = Path(refit_cfg.paths.output_dir)
+    last = output_dir / "checkpoints" / "last.ckpt"
+    log.info("refit: %d epochs on train + val (the selected epoch %d of the run), into %s", epochs, epochs - 1, output_dir)
+    if refit_cfg.get("seed") is not None:
+        L.seed_everything(refit_cfg.seed, workers=True)
+    datamodule, model, trainer = build(refit_cfg)
+    if trainer.is_global_zero:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(model.run_config))
+    trainer.fit(model, datamodule=datamodule, ckpt_path=str(last) if resume and last.exists() else None)
+    metrics: dict[str, float] = {}
+    metrics.update(trainer.validate(model, datamodule=datamodule, ckpt_path=str(last), verbose=False)[0])
+    if cfg.get("test", True):
+        metrics.update(trainer.test(model, datamodule=datamodule, ckpt_path=str(last), verbose=False)[0])
+    metrics = {k: v for k, v in to_float_dict(metrics).items() if k.startswith(("val/", "test/"))}
+    finalize_loggers(trainer.loggers)
+    if trainer.is_global_zero:
+        write_json(output_dir / "metrics.json", metrics)
+        log.info("refit model: %s", last)
+    return {k: v for k, v in metrics.items() if k.startswith("test/")}
 
 
 def objective(cfg: DictConfig) -> float | None:

@@ -62,6 +62,9 @@ class FGVCDataModule(L.LightningDataModule):
         batch_size: per-process batch size.
         num_workers: DataLoader worker processes (0 loads in the main process).
         val_fraction: share of each class held out from train when there is no official val split.
+        val_on_test: select on the test split (warned; see above).
+        train_on_val: train on train + val (the refit of ``train.refit``: the validation split then only
+            reports in-sample numbers); refused together with ``val_on_test``.
         on_bad_image: ``error`` stops on the first unreadable image naming it; ``skip`` drops unreadable
             images at setup (each file is decoded once) and reports how many.
         crop_pct, resize_mode, hflip, translate, color_jitter, randaugment: see :func:`build_transforms`.
@@ -88,6 +91,7 @@ class FGVCDataModule(L.LightningDataModule):
         on_bad_image: str = "error",
         split_seed: int = 0,
         val_on_test: bool = False,
+        train_on_val: bool = False,
         crop_pct: float = 0.875,
         resize_mode: str = "square",
         hflip: float = 0.5,
@@ -109,6 +113,10 @@ class FGVCDataModule(L.LightningDataModule):
             raise ConfigError(f"data.on_bad_image={on_bad_image!r}: must be one of {ON_BAD_IMAGE}")
         if not 0.0 < val_fraction < 1.0:
             raise ConfigError(f"data.val_fraction={val_fraction}: must be in (0, 1)")
+        if train_on_val and val_on_test:
+            raise ConfigError(
+                "data.train_on_val=true with data.val_on_test=true would train on the test split; set one of them"
+            )
         if image_size < 8:
             raise ConfigError(f"data.image_size={image_size}: must be >= 8")
         if batch_size < 1 or num_workers < 0:
@@ -125,6 +133,7 @@ class FGVCDataModule(L.LightningDataModule):
         self.on_bad_image = on_bad_image
         self.split_seed = split_seed
         self.val_on_test = val_on_test
+        self.train_on_val = train_on_val
         self.transform_args = dict(
             image_size=image_size, crop_pct=crop_pct, resize_mode=resize_mode, hflip=hflip, translate=translate,
             color_jitter=color_jitter, randaugment=randaugment,
@@ -190,6 +199,8 @@ class FGVCDataModule(L.LightningDataModule):
             val = index.test
         elif val is None:
             train, val = stratified_split(train, self.val_fraction, self.split_seed)
+        if self.train_on_val:  # the refit of train.refit: the validation samples train too (val/* is then in-sample)
+            train = [*train, *val]
         splits = {"train": train, "val": val, "test": index.test}
         if self.on_bad_image == "skip":
             splits = {name: self._drop_unreadable(name, samples) for name, samples in splits.items()}
