@@ -97,32 +97,45 @@ def train(cfg: DictConfig) -> dict[str, float]:
             return finished
         ckpt_path = ckpt_path or resume
     ckpt_path = resolve_ckpt_path(ckpt_path, str(output_dir))
+    metrics, best, is_main = fit_and_evaluate(cfg, ckpt_path, test=cfg.get("test", True) and not refit)
+    if refit:
+        metrics.update(refit_and_test(cfg, best, resume=ckpt_path is not None))
+    if is_main:
+        write_json(output_dir / "metrics.json", metrics)
+        log.info("best checkpoint: %s", best)
+        log.info("metrics: %s", {k: round(v, 4) for k, v in metrics.items() if v is not None})
+    return metrics
+
+
+def fit_and_evaluate(cfg: DictConfig, ckpt_path: str | None, test: bool) -> tuple[dict[str, float], str | None, bool]:
+    """Seed, build, write ``<run dir>/config.yaml``, fit (unless ``train=false``; ``ckpt_path`` resumes), then
+    ``val/*`` (and with ``test`` ``test/*``) of the checkpoint that counts: the best by ``val/acc`` when a
+    monitoring checkpoint callback runs, else ``ckpt_path`` when not training, else ``checkpoints/last.ckpt``
+    when written (else the weights in memory). Returns (metrics, that checkpoint, whether this is rank 0)."""
+    output_dir = Path(cfg.paths.output_dir)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     datamodule, model, trainer = build(cfg)
     if trainer.is_global_zero:
         output_dir.mkdir(parents=True, exist_ok=True)
         (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(model.run_config))
-
     if cfg.get("train", True):
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
     checkpoint = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint) and c.monitor), None)
-    best = checkpoint.best_model_path if checkpoint is not None and checkpoint.best_model_path else None
-    if best is None and not cfg.get("train", True):
-        best = ckpt_path
+    last = output_dir / "checkpoints" / "last.ckpt"
+    if checkpoint is not None and checkpoint.best_model_path:
+        chosen = checkpoint.best_model_path
+    elif not cfg.get("train", True):
+        chosen = ckpt_path
+    else:
+        chosen = str(last) if checkpoint is None and last.exists() else None
     metrics: dict[str, float] = {}
-    metrics.update(trainer.validate(model, datamodule=datamodule, ckpt_path=best, verbose=False)[0])
-    if cfg.get("test", True) and not refit:
-        metrics.update(trainer.test(model, datamodule=datamodule, ckpt_path=best, verbose=False)[0])
+    metrics.update(trainer.validate(model, datamodule=datamodule, ckpt_path=chosen, verbose=False)[0])
+    if test:
+        metrics.update(trainer.test(model, datamodule=datamodule, ckpt_path=chosen, verbose=False)[0])
     metrics = {k: v for k, v in to_float_dict(metrics).items() if k.startswith(("val/", "test/"))}
     finalize_loggers(trainer.loggers)
-    if refit:
-        metrics.update(refit_and_test(cfg, best, resume=ckpt_path is not None))
-    if trainer.is_global_zero:
-        write_json(output_dir / "metrics.json", metrics)
-        log.info("best checkpoint: %s", best)
-        log.info("metrics: %s", {k: round(v, 4) for k, v in metrics.items() if v is not None})
-    return metrics
+    return metrics, chosen, trainer.is_global_zero
 
 
 def refit_config(cfg: DictConfig, epochs: int) -> DictConfig:
@@ -152,22 +165,11 @@ def refit_and_test(cfg: DictConfig, best: str | None, resume: bool = False) -> d
     output_dir = Path(refit_cfg.paths.output_dir)
     last = output_dir / "checkpoints" / "last.ckpt"
     log.info("refit: %d epochs on train + val (the selected epoch %d of the run), into %s", epochs, epochs - 1, output_dir)
-    if refit_cfg.get("seed") is not None:
-        L.seed_everything(refit_cfg.seed, workers=True)
-    datamodule, model, trainer = build(refit_cfg)
-    if trainer.is_global_zero:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(model.run_config))
-    trainer.fit(model, datamodule=datamodule, ckpt_path=str(last) if resume and last.exists() else None)
-    metrics: dict[str, float] = {}
-    metrics.update(trainer.validate(model, datamodule=datamodule, ckpt_path=str(last), verbose=False)[0])
-    if cfg.get("test", True):
-        metrics.update(trainer.test(model, datamodule=datamodule, ckpt_path=str(last), verbose=False)[0])
-    metrics = {k: v for k, v in to_float_dict(metrics).items() if k.startswith(("val/", "test/"))}
-    finalize_loggers(trainer.loggers)
-    if trainer.is_global_zero:
+    resume_from = str(last) if resume and last.exists() else None
+    metrics, final, is_main = fit_and_evaluate(refit_cfg, resume_from, test=cfg.get("test", True))
+    if is_main:
         write_json(output_dir / "metrics.json", metrics)
-        log.info("refit model: %s", last)
+        log.info("refit model: %s", final)
     return {k: v for k, v in metrics.items() if k.startswith("test/")}
 
 
