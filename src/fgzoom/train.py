@@ -110,8 +110,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
 def fit_and_evaluate(cfg: DictConfig, ckpt_path: str | None, test: bool) -> tuple[dict[str, float], str | None, bool]:
     """Seed, build, write ``<run dir>/config.yaml``, fit (unless ``train=false``; ``ckpt_path`` resumes), then
     ``val/*`` (and with ``test`` ``test/*``) of the checkpoint that counts: the best by ``val/acc`` when a
-    monitoring checkpoint callback runs, else ``ckpt_path`` when not training, else ``checkpoints/last.ckpt``
-    when written (else the weights in memory). Returns (metrics, that checkpoint, whether this is rank 0)."""
+    monitoring checkpoint callback runs, else ``ckpt_path`` when not training, else the weights in memory (the
+    last epoch's; None). Returns (metrics, that checkpoint, whether this is rank 0)."""
     output_dir = Path(cfg.paths.output_dir)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
@@ -122,13 +122,9 @@ def fit_and_evaluate(cfg: DictConfig, ckpt_path: str | None, test: bool) -> tupl
     if cfg.get("train", True):
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
     checkpoint = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint) and c.monitor), None)
-    last = output_dir / "checkpoints" / "last.ckpt"
-    if checkpoint is not None and checkpoint.best_model_path:
-        chosen = checkpoint.best_model_path
-    elif not cfg.get("train", True):
+    chosen = checkpoint.best_model_path if checkpoint is not None and checkpoint.best_model_path else None
+    if chosen is None and not cfg.get("train", True):
         chosen = ckpt_path
-    else:
-        chosen = str(last) if checkpoint is None and last.exists() else None
     metrics: dict[str, float] = {}
     metrics.update(trainer.validate(model, datamodule=datamodule, ckpt_path=chosen, verbose=False)[0])
     if test:
@@ -166,10 +162,10 @@ def refit_and_test(cfg: DictConfig, best: str | None, resume: bool = False) -> d
     last = output_dir / "checkpoints" / "last.ckpt"
     log.info("refit: %d epochs on train + val (the selected epoch %d of the run), into %s", epochs, epochs - 1, output_dir)
     resume_from = str(last) if resume and last.exists() else None
-    metrics, final, is_main = fit_and_evaluate(refit_cfg, resume_from, test=cfg.get("test", True))
+    metrics, _, is_main = fit_and_evaluate(refit_cfg, resume_from, test=cfg.get("test", True))  # the last epoch
     if is_main:
         write_json(output_dir / "metrics.json", metrics)
-        log.info("refit model: %s", final)
+        log.info("refit model: %s", last)
     return {k: v for k, v in metrics.items() if k.startswith("test/")}
 
 

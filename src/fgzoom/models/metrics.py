@@ -24,8 +24,8 @@ class SplitMetrics(nn.Module):
         super().__init__()
         self.prefix = f"{split}/"
         top1 = dict(num_classes=num_classes, top_k=1, average="micro")
-        # compute_groups=False: torchmetrics merges metrics whose states match after the first batch into one
-        # state, so acc_top5 and acc_macro (or two branches) would report one number from then on.
+        # compute_groups=False: MetricCollection.update merges metrics whose states match after the first batch
+        # into one state, so acc_top5 would report acc_macro's top-1 state from then on.
         self.prediction = MetricCollection(
             {
                 "acc": MulticlassAccuracy(**top1),
