@@ -1,22 +1,106 @@
 """Checkpoint files: writing that a kill cannot corrupt (checkpoints, metrics.json: a temporary file beside
-the target, flushed to disk, then renamed over it), and reading an fgzoom checkpoint back for eval and predict
-(its ``fgzoom`` entry, the model, a check of its class names), each failure one ``ConfigError`` line."""
+the target, flushed to disk, then renamed over it), and reading an fgzoom checkpoint back for eval, predict,
+export, save_model and resume (its ``fgzoom`` entry, the model, a check of its class names), each failure one
+``ConfigError`` line.
+
+Reading never runs code from the file: every read goes through torch's weights-only unpickler
+(``torch.load(..., weights_only=True)``), which rebuilds tensors, containers and plain values only, with the
+few harmless types in ``SAFE_GLOBALS`` allowed by name. A file that needs anything else (a pickled object
+whose loading would call a function) is refused in one line that names what it holds; ``trust_checkpoint=true``
+reads it with the full unpickler, for files the user made with code of their own (docs/deploy.md, "What is safe
+to load").
+"""
 
 from __future__ import annotations
 
+import argparse
 import contextlib
+import inspect
+import logging
 import os
+import pathlib
+import pickle
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
 import torch
+from lightning.fabric.utilities.data import AttributeDict
 from lightning.fabric.utilities.types import _PATH
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from fgzoom.data.datamodule import FGVCDataModule
 from fgzoom.errors import ConfigError
 from fgzoom.model_folder import is_model_folder, load_model_folder, read_folder_meta
 from fgzoom.models.module import FGVCModule
+
+log = logging.getLogger(__name__)
+
+# Types besides tensors and plain containers that checkpoints of Lightning and of older fgzoom versions hold,
+# allowed by name in the weights-only reader: each only stores values (paths, namespaces, a dict subclass).
+SAFE_GLOBALS: list[type] = [
+    pathlib.PosixPath,
+    pathlib.WindowsPath,
+    pathlib.PurePosixPath,
+    pathlib.PureWindowsPath,
+    argparse.Namespace,  # hyperparameters saved from argparse (Lightning's and timm's older scripts)
+    AttributeDict,  # Lightning's hparams container
+]
+TRUST_KEY = "trust_checkpoint"
+
+
+@contextlib.contextmanager
+def safe_checkpoint_types() -> Iterator[None]:
+    """Allow ``SAFE_GLOBALS`` in every weights-only ``torch.load`` inside the block (Lightning's own reads of a
+    resumed or tested checkpoint included)."""
+    with torch.serialization.safe_globals(SAFE_GLOBALS):
+        yield
+
+
+def _unsafe_globals(path: str) -> list[str]:
+    """The names a file's pickle would call or build beyond what the weights-only reader allows."""
+    allowed = {f"{t.__module__}.{t.__qualname__}" for t in SAFE_GLOBALS}
+    try:
+        names = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+    except Exception:  # not a zip checkpoint: the reader's own message is all there is
+        return []
+    return [name for name in names if name not in allowed]
+
+
+def read_checkpoint(path: str, trust: bool = False, mmap: bool = False) -> dict:
+    """The checkpoint dict at ``path``, read on the CPU with torch's weights-only unpickler (no code from the
+    file runs). ``trust``: the full unpickler instead, with a warning (``trust_checkpoint=true``, for files the
+    user made). ``mmap``: map the tensors instead of reading them (cheap reads of the small entries).
+
+    Raises:
+        ConfigError: the file is not a readable checkpoint, or it holds objects the weights-only reader
+            refuses (named in the message).
+    """
+    if trust:
+        log.warning("%s=true: reading %s with the full unpickler, which runs any code the file holds; use it only "
+                    "for checkpoints you made yourself", TRUST_KEY, path)
+    try:
+        if trust:
+            checkpoint = torch.load(path, map_location="cpu", weights_only=False, mmap=mmap)
+        else:
+            with safe_checkpoint_types():
+                checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except pickle.UnpicklingError as e:
+        if trust or "weights only load failed" not in str(e).lower():  # a damaged file, not a refusal
+            raise ConfigError(f"ckpt_path={path}: not a readable checkpoint ({type(e).__name__}: "
+                              f"{str(e).strip().splitlines()[0][:200]})") from e
+        held = _unsafe_globals(path)
+        what = f" ({', '.join(held[:4])}{', ...' if len(held) > 4 else ''})" if held else ""
+        raise ConfigError(
+            f"ckpt_path={path}: refused, the file holds pickled objects that would run code when loaded{what}; "
+            f"fgzoom reads checkpoints weights-only. If you made this file yourself, pass {TRUST_KEY}=true"
+        ) from None
+    except Exception as e:
+        raise ConfigError(f"ckpt_path={path}: not a readable checkpoint ({type(e).__name__}: "
+                          f"{str(e).strip().splitlines()[0][:200] if str(e).strip() else ''})") from e
+    if not isinstance(checkpoint, dict):
+        raise ConfigError(f"ckpt_path={path}: not a checkpoint (holds a {type(checkpoint).__name__}, not a dict)")
+    return checkpoint
 
 
 @contextlib.contextmanager
@@ -52,33 +136,82 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             torch.save(checkpoint, f)
 
 
-def read_checkpoint_meta(path: str) -> dict:
+def _fgzoom_checkpoint(path: str, trust: bool, mmap: bool) -> dict:
+    """``read_checkpoint`` of a file that must be an fgzoom checkpoint (``fgzoom``, ``hyper_parameters`` and
+    ``state_dict`` entries)."""
+    checkpoint = read_checkpoint(path, trust=trust, mmap=mmap)
+    if not checkpoint.get("fgzoom") or "hyper_parameters" not in checkpoint or "state_dict" not in checkpoint:
+        raise ConfigError(f"ckpt_path={path}: not an fgzoom checkpoint (no model config inside)")
+    return checkpoint
+
+
+def read_checkpoint_meta(path: str, trust: bool = False) -> dict:
     """The ``fgzoom`` entry of the checkpoint at ``path``: ``class_names``, ``config`` (the run's resolved
     config) and ``progress``; ``path`` may also be a model folder (``fgzoom.model_folder``). Raises ConfigError when
-    it is not a readable fgzoom checkpoint."""
+    it is not a readable fgzoom checkpoint (``read_checkpoint``; ``trust``: ``trust_checkpoint=true``)."""
     if is_model_folder(path):
         return read_folder_meta(path)
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:
-        raise ConfigError(f"ckpt_path={path}: not a readable checkpoint ({type(e).__name__}: {e})") from e
-    meta = checkpoint.get("fgzoom") if isinstance(checkpoint, dict) else None
-    if not meta or "hyper_parameters" not in checkpoint:
-        raise ConfigError(f"ckpt_path={path}: not an fgzoom checkpoint (no model config inside)")
+    meta = _fgzoom_checkpoint(path, trust, mmap=True)["fgzoom"]
+    if not isinstance(meta, dict):
+        raise ConfigError(f"ckpt_path={path}: not an fgzoom checkpoint (its fgzoom entry is not a mapping)")
     return meta
 
 
-def load_model(path: str) -> FGVCModule:
-    """Rebuild the LightningModule stored in ``path`` on the CPU (no pretrained download: the weights come
-    from the file; ``path`` may also be a model folder). Raises ConfigError when the weights do not fit the model
-    the checkpoint describes."""
+def load_model(path: str, trust: bool = False) -> FGVCModule:
+    """Rebuild the LightningModule stored in ``path`` on the CPU from the values the checkpoint holds
+    (``FGVCModule.from_saved``: no pretrained download, the weights come from the file; ``path`` may also be a
+    model folder). Raises ConfigError when the file is refused (``read_checkpoint``) or its weights do not fit
+    the model it describes."""
     if is_model_folder(path):
         return load_model_folder(path)
-    try:
-        return FGVCModule.load_from_checkpoint(path, map_location="cpu", weights_only=False)
-    except (RuntimeError, KeyError, TypeError, ValueError) as e:
-        first = str(e).strip().splitlines()[0][:300]
-        raise ConfigError(f"ckpt_path={path}: does not match the model it describes ({first})") from e
+    checkpoint = _fgzoom_checkpoint(path, trust, mmap=False)
+    progress = checkpoint["fgzoom"].get("progress", 1.0) if isinstance(checkpoint["fgzoom"], dict) else 1.0
+    return FGVCModule.from_saved(checkpoint["hyper_parameters"], checkpoint["state_dict"], progress,
+                                 source=f"ckpt_path={path}")
+
+
+def check_resumable(path: str | None, trust: bool = False) -> None:
+    """Before Lightning reads ``path`` to resume (or to validate it with ``train=false``): a model folder is
+    refused (it holds weights, not the training state), and so is a file the weights-only reader refuses, in
+    one line each, instead of Lightning's traceback."""
+    if path is None:
+        return
+    if is_model_folder(path):
+        raise ConfigError(f"ckpt_path={path}: a model folder holds the weights only, not a training state to "
+                          "resume; pass a checkpoint such as <run>/checkpoints/last.ckpt")
+    read_checkpoint(path, trust=trust, mmap=True)
+
+
+DATAMODULE_TARGET = "fgzoom.data.datamodule.FGVCDataModule"
+
+
+def saved_data_config(meta: dict, path: str, strict: bool = True) -> dict:
+    """The run's ``data`` config saved in a checkpoint or model folder (``meta``: :func:`read_checkpoint_meta`),
+    as plain values for ``FGVCDataModule``, without its ``_target_`` ({} when there is none). Nothing named in it
+    is imported or called: a ``_target_`` other than fgzoom's datamodule is ignored with a warning, and with
+    ``strict`` (the values will build the datamodule or the eval transform) a key ``FGVCDataModule`` does not
+    take is refused.
+
+    Raises:
+        ConfigError: the saved data config is not a mapping, or (``strict``) holds keys of another class.
+    """
+    config = meta.get("config") or {}
+    data = config.get("data") if isinstance(config, dict) else None
+    if not data:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"ckpt_path={path}: its saved data config is not a mapping; pass data=<name> data.root=...")
+    target = data.get("_target_", DATAMODULE_TARGET)
+    if target != DATAMODULE_TARGET:
+        log.warning("ckpt_path=%s: its saved data config names _target_=%r; ignored, fgzoom reads the values "
+                    "for its own %s and never builds a class a checkpoint or model folder names",
+                    path, target, DATAMODULE_TARGET)
+    values = {str(k): v for k, v in data.items() if not str(k).startswith("_")}
+    unknown = sorted(set(values) - set(inspect.signature(FGVCDataModule.__init__).parameters))
+    if strict and unknown:
+        raise ConfigError(f"ckpt_path={path}: its saved data config holds keys fgzoom's datamodule does not take "
+                          f"({', '.join(unknown[:4])}); pass data=<name> data.root=... on the command line")
+    return values
 
 
 def check_class_names(path: str, trained: Sequence[str] | None, other: Sequence[str], what: str) -> None:

@@ -29,11 +29,18 @@ from pathlib import Path
 import hydra
 import lightning as L
 from lightning.pytorch.loggers import Logger
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, open_dict
 from torch import Tensor
 from torchmetrics.classification import MulticlassAccuracy
 
-from fgzoom.checkpoint_io import check_class_names, load_model, read_checkpoint_meta
+from fgzoom.checkpoint_io import (
+    TRUST_KEY,
+    check_class_names,
+    load_model,
+    read_checkpoint_meta,
+    saved_data_config,
+)
+from fgzoom.data.datamodule import FGVCDataModule
 from fgzoom.errors import ConfigError
 from fgzoom.eval.confusion import (
     confusion_matrix,
@@ -61,20 +68,21 @@ log = logging.getLogger("fgzoom.eval")
 SPLITS = ("test", "val")
 
 
-def datamodule_for(cfg: DictConfig, meta: dict):
-    """``data`` from the command line when given, else the data the checkpoint was trained on. A command-line
-    data config with ``mean``/``std`` null takes the checkpoint's normalization (the model was trained on it)."""
-    saved = (meta.get("config") or {}).get("data") or {}
+def datamodule_for(cfg: DictConfig, meta: dict, path: str):
+    """``data`` from the command line when given, else the data the checkpoint was trained on, built as
+    ``FGVCDataModule`` from the saved values (:func:`saved_data_config`: nothing the file names is instantiated).
+    A command-line data config with ``mean``/``std`` null takes the checkpoint's normalization (the model was
+    trained on it)."""
     data_cfg = cfg.get("data")
+    saved = saved_data_config(meta, path, strict=not data_cfg)
     if not data_cfg:
         if not saved:
             raise ConfigError("the checkpoint holds no data config: pass data=<name> data.root=...")
-        data_cfg = OmegaConf.create(saved)
-    else:
-        with open_dict(cfg):  # in place: the node keeps its parent, so ${paths...} still resolve
-            for key in ("mean", "std"):
-                if data_cfg.get(key) is None and saved.get(key) is not None:
-                    data_cfg[key] = list(saved[key])
+        return FGVCDataModule(**saved)
+    with open_dict(cfg):  # in place: the node keeps its parent, so ${paths...} still resolve
+        for key in ("mean", "std"):
+            if data_cfg.get(key) is None and saved.get(key) is not None:
+                data_cfg[key] = list(saved[key])
     return hydra.utils.instantiate(data_cfg)
 
 
@@ -112,11 +120,12 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     pin_run_dir(str(output_dir))
     check_eval_options(cfg)
     path = resolve_ckpt_path(cfg.ckpt_path, str(output_dir))
-    meta = read_checkpoint_meta(path)
-    datamodule = datamodule_for(cfg, meta)
+    trust = bool(cfg.get(TRUST_KEY, False))
+    meta = read_checkpoint_meta(path, trust)
+    datamodule = datamodule_for(cfg, meta, path)
     datamodule.prepare_data()
     names = datamodule.class_names
-    model = load_model(path)
+    model = load_model(path, trust)
     check_class_names(path, model.hparams.class_names, names, "data")
     if cfg.seed is not None:
         L.seed_everything(cfg.seed, workers=True)

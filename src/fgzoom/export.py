@@ -46,7 +46,7 @@ import torch
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
-from fgzoom.checkpoint_io import load_model, read_checkpoint_meta
+from fgzoom.checkpoint_io import TRUST_KEY, load_model, read_checkpoint_meta, saved_data_config
 from fgzoom.errors import ConfigError, FGZoomError
 from fgzoom.models.module import FGVCModule
 from fgzoom.predict import eval_transform_args
@@ -239,11 +239,12 @@ def export(cfg: DictConfig) -> Path:
     if fmt not in FORMATS:
         raise ConfigError(f"format={fmt}: must be one of {FORMATS}")
     ckpt = resolve_ckpt_path(cfg.ckpt_path, str(cfg.paths.output_dir))
-    meta = read_checkpoint_meta(ckpt)
-    data = (meta.get("config") or {}).get("data")
+    trust = bool(cfg.get(TRUST_KEY, False))
+    meta = read_checkpoint_meta(ckpt, trust)
+    data = saved_data_config(meta, ckpt)  # values only: the input size and normalization
     if not data:
         raise ConfigError(f"ckpt_path={ckpt}: holds no data config, so the input size and normalization are unknown")
-    model = load_model(ckpt).eval()  # configure_model is not called: a compile=true backbone stays eager
+    model = load_model(ckpt, trust).eval()  # configure_model is not called: a compile=true backbone stays eager
     names = meta.get("class_names") or model.hparams.class_names
     transform = eval_transform_args(data, model.hparams.backbone["name"])
     path = output_path(cfg.get("out"), Path(cfg.paths.output_dir), fmt)

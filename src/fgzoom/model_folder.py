@@ -102,22 +102,15 @@ def read_folder_meta(folder: str | Path) -> dict:
 
 
 def load_model_folder(folder: str | Path) -> FGVCModule:
-    """Rebuild the FGVCModule of a model folder on the CPU (no pretrained download: the weights are the folder's)."""
+    """Rebuild the FGVCModule of a model folder on the CPU (``FGVCModule.from_saved``: no pretrained download,
+    the weights are the folder's safetensors)."""
     meta = read_folder_meta(folder)
-    hparams = dict(meta["hyper_parameters"])
-    backbone = dict(hparams.get("backbone") or {})
-    backbone.update(pretrained=False, pretrained_path=None)  # the folder holds the weights
-    hparams["backbone"] = backbone
     try:
-        module = FGVCModule(**hparams)
         state = load_file(str(Path(str(folder)).expanduser() / WEIGHTS))
-        module.add_missing_zoom_stats(state)
-        module.load_state_dict(state)
-    except (RuntimeError, KeyError, TypeError, ValueError) as e:
-        first = str(e).strip().splitlines()[0][:300]
-        raise ConfigError(f"ckpt_path={folder}: the weights do not match the model it describes ({first})") from e
-    module.net.progress = float(meta["progress"])
-    return module
+    except Exception as e:  # safetensors' own errors (a damaged or foreign file)
+        raise ConfigError(f"ckpt_path={folder}: cannot read {WEIGHTS} ({type(e).__name__}: {str(e)[:200]})") from e
+    return FGVCModule.from_saved(meta["hyper_parameters"], state, float(meta["progress"]),
+                                 source=f"ckpt_path={folder}")
 
 
 def push_folder(folder: Path, repo: str) -> str:
@@ -152,7 +145,7 @@ def replace_folder(out: Path) -> None:
 def save_model(cfg) -> Path:
     """Entry of ``scripts/save_model.py``: ``ckpt_path`` -> a model folder at ``out`` (default: ``model/`` in the
     checkpoint's run folder), then the hub upload when ``push_to_hub`` is set."""
-    from fgzoom.checkpoint_io import load_model, read_checkpoint_meta
+    from fgzoom.checkpoint_io import TRUST_KEY, load_model, read_checkpoint_meta
 
     ckpt = Path(str(cfg.ckpt_path)).expanduser()
     if not ckpt.is_file():
@@ -161,8 +154,9 @@ def save_model(cfg) -> Path:
     out = Path(str(cfg.out)).expanduser() if cfg.get("out") else ckpt.resolve().parent.parent / "model"
     if cfg.get("push_to_hub") and not cfg.get("hub_repo"):
         raise ConfigError("push_to_hub=true: set hub_repo=<user>/<name>, the Hub repository to upload to")
-    meta = read_checkpoint_meta(str(ckpt))
-    module = load_model(str(ckpt))
+    trust = bool(cfg.get(TRUST_KEY, False))
+    meta = read_checkpoint_meta(str(ckpt), trust)
+    module = load_model(str(ckpt), trust)
     replace_folder(out)
     save_model_folder(module, meta, out, checkpoint=ckpt)
     print(out)

@@ -24,7 +24,13 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader, default_collate
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
-from fgzoom.checkpoint_io import check_class_names, load_model, read_checkpoint_meta
+from fgzoom.checkpoint_io import (
+    TRUST_KEY,
+    check_class_names,
+    load_model,
+    read_checkpoint_meta,
+    saved_data_config,
+)
 from fgzoom.data.datamodule import FGVCDataModule
 from fgzoom.data.dataset import BadImageError, FGVCDataset, load_rgb
 from fgzoom.data.index import Sample
@@ -115,11 +121,12 @@ def predict(cfg: DictConfig) -> Path:
     output_dir = Path(cfg.paths.output_dir)
     check_predict_options(cfg)
     path = resolve_ckpt_path(cfg.ckpt_path, str(output_dir))
-    meta = read_checkpoint_meta(path)
-    data = (meta.get("config") or {}).get("data")
+    trust = bool(cfg.get(TRUST_KEY, False))
+    meta = read_checkpoint_meta(path, trust)
+    data = saved_data_config(meta, path)  # values only: the eval transform's
     if not data:
         raise ConfigError(f"ckpt_path={path}: holds no data config, so the eval transform is unknown")
-    model = load_model(path)
+    model = load_model(path, trust)
     names = meta.get("class_names") or model.hparams.class_names
     if not names:
         raise ConfigError(f"ckpt_path={path}: holds no class names")

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import hydra
 import lightning as L
-import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from fgzoom.checkpoint_io import TRUST_KEY, check_resumable, read_checkpoint, safe_checkpoint_types
 from fgzoom.errors import ConfigError, NonFiniteLossError
 from fgzoom.loggers import finalize_loggers
 from fgzoom.runtime import (
@@ -97,6 +97,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
             return finished
         ckpt_path = ckpt_path or resume
     ckpt_path = resolve_ckpt_path(ckpt_path, str(output_dir))
+    check_resumable(ckpt_path, trust=bool(cfg.get(TRUST_KEY, False)))
     metrics, best, is_main = fit_and_evaluate(cfg, ckpt_path, test=cfg.get("test", True) and not refit)
     if refit:
         metrics.update(refit_and_test(cfg, best, resume=ckpt_path is not None))
@@ -119,16 +120,22 @@ def fit_and_evaluate(cfg: DictConfig, ckpt_path: str | None, test: bool) -> tupl
     if trainer.is_global_zero:
         output_dir.mkdir(parents=True, exist_ok=True)
         (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(model.run_config))
+    # Lightning reads ckpt_path (resume) and the chosen checkpoint weights-only unless the user trusts the file
+    weights_only = not cfg.get(TRUST_KEY, False)
     if cfg.get("train", True):
-        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+        with safe_checkpoint_types():
+            trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=weights_only)
     checkpoint = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint) and c.monitor), None)
     chosen = checkpoint.best_model_path if checkpoint is not None and checkpoint.best_model_path else None
     if chosen is None and not cfg.get("train", True):
         chosen = ckpt_path
     metrics: dict[str, float] = {}
-    metrics.update(trainer.validate(model, datamodule=datamodule, ckpt_path=chosen, verbose=False)[0])
-    if test:
-        metrics.update(trainer.test(model, datamodule=datamodule, ckpt_path=chosen, verbose=False)[0])
+    with safe_checkpoint_types():
+        metrics.update(trainer.validate(model, datamodule=datamodule, ckpt_path=chosen, verbose=False,
+                                        weights_only=weights_only)[0])
+        if test:
+            metrics.update(trainer.test(model, datamodule=datamodule, ckpt_path=chosen, verbose=False,
+                                        weights_only=weights_only)[0])
     metrics = {k: v for k, v in to_float_dict(metrics).items() if k.startswith(("val/", "test/"))}
     finalize_loggers(trainer.loggers)
     return metrics, chosen, trainer.is_global_zero
@@ -156,7 +163,7 @@ def refit_and_test(cfg: DictConfig, best: str | None, resume: bool = False) -> d
     stopped refit from its last.ckpt."""
     if best is None:
         raise ConfigError("refit=true needs the best checkpoint of the selection run; keep callbacks.model_checkpoint")
-    epochs = int(torch.load(best, map_location="cpu", weights_only=False, mmap=True)["epoch"]) + 1
+    epochs = int(read_checkpoint(best, mmap=True)["epoch"]) + 1
     refit_cfg = refit_config(cfg, epochs)
     output_dir = Path(refit_cfg.paths.output_dir)
     last = output_dir / "checkpoints" / "last.ckpt"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import logging
 from collections.abc import Callable, Mapping
 
@@ -117,6 +118,35 @@ class FGVCModule(L.LightningModule):
         self.run_config: dict | None = None  # set by the entry point; saved in checkpoints
         self._compiled = False
         self._total_steps = 1  # optimizer updates of the fit; set in on_train_start
+
+    @classmethod
+    def from_saved(
+        cls, hyper_parameters: Mapping, state_dict: Mapping[str, Tensor], progress: float = 1.0, source: str = "the file"
+    ) -> FGVCModule:
+        """Rebuild a module on the CPU from the plain values a checkpoint or model folder holds: its
+        ``hyper_parameters`` (only this class's own arguments are read; nothing in them is imported or called),
+        its ``state_dict`` and the box warm-up ``progress``. The backbone is built without pretrained weights
+        (the state has them), so a model trained from ``pretrained_path`` loads where that file is absent.
+
+        Raises:
+            ConfigError: naming ``source`` when the values or the weights do not fit this class.
+        """
+        if not isinstance(hyper_parameters, Mapping):
+            raise ConfigError(f"{source}: its hyper_parameters are not a mapping")
+        known = set(inspect.signature(cls.__init__).parameters) - {"self", "optimizer", "scheduler"}
+        kwargs = {k: v for k, v in hyper_parameters.items() if k in known}
+        backbone = kwargs.get("backbone")
+        if isinstance(backbone, Mapping):
+            kwargs["backbone"] = {**backbone, "pretrained": False, "pretrained_path": None}
+        try:
+            module = cls(**kwargs)
+            state = dict(state_dict)
+            module.on_load_checkpoint({"state_dict": state, "fgzoom": {"progress": progress}})
+            module.load_state_dict(state)
+        except (RuntimeError, KeyError, TypeError, ValueError) as e:
+            first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+            raise ConfigError(f"{source}: does not match the model it describes ({first})") from e
+        return module
 
     def configure_model(self) -> None:
         """Lightning calls this before each fit/validate/test/predict; compiles once when ``compile=True``."""
