@@ -88,12 +88,30 @@ def test_a_checkpoint_with_a_payload_is_refused_in_one_line(files, synthetic_roo
     assert not files["marker"].exists()
 
 
-@pytest.mark.parametrize("entry", ["eval", "predict", "export"])
-def test_a_model_folder_with_a_foreign_data_target_runs_nothing(files, synthetic_root, tmp_path, entry):
+@pytest.mark.parametrize(("entry", "match"), [
+    ("eval", r"saved data config holds keys fgzoom's datamodule does not take \(f, weights_only\)"),
+    ("predict", "saved data config has no image_size"),
+    ("export", "saved data config has no image_size"),
+])
+def test_a_model_folder_with_a_foreign_data_target_runs_nothing(files, synthetic_root, tmp_path, entry, match):
     run_entry = _entries(files, files["hostile_folder"], synthetic_root, tmp_path)[entry]
-    with pytest.raises(ConfigError, match=r"saved data config holds keys fgzoom's datamodule does not take "
-                                          r"\(f, weights_only\)"):
+    with pytest.raises(ConfigError, match=match):
         run_entry()
+    assert not files["marker"].exists()
+
+
+def test_a_saved_normalization_is_numbers_only(files, synthetic_root, tmp_path):
+    """A nested ``_target_`` in the saved ``mean`` would be built by Hydra once copied into the command line's
+    data config: only three numbers pass."""
+    folder = tmp_path / "model"
+    shutil.copytree(files["folder"], folder)
+    config = yaml.safe_load((folder / "config.yaml").read_text())
+    config["data"]["mean"] = [{"_target_": "os.system", "_args_": [f"touch {files['marker']}"]}, 0.0, 0.0]
+    (folder / "config.yaml").write_text(yaml.safe_dump(config))
+    data = [o for o in tiny_overrides(synthetic_root) if o.startswith("data.")]
+    args = [f"ckpt_path={folder}", "trainer=cpu", "logger=none", "eval.num_images=0", "data=synthetic", *data]
+    with pytest.raises(ConfigError, match=r"saved data.mean is not three numbers"):
+        evaluate(compose_config("eval.yaml", args, tmp_path / "e"))
     assert not files["marker"].exists()
 
 

@@ -17,6 +17,7 @@ import argparse
 import contextlib
 import inspect
 import logging
+import math
 import os
 import pathlib
 import pickle
@@ -185,15 +186,29 @@ def check_resumable(path: str | None, trust: bool = False) -> None:
 DATAMODULE_TARGET = "fgzoom.data.datamodule.FGVCDataModule"
 
 
+def _normalization(value: Any, key: str, path: str) -> Any:
+    """A saved ``mean``/``std``: None, ``auto`` or three finite numbers (as floats); else one ConfigError line."""
+    if value is None or value == "auto":
+        return value
+    try:
+        numbers = [float(v) for v in value]
+    except (TypeError, ValueError):
+        numbers = []
+    if len(numbers) != 3 or not all(math.isfinite(v) for v in numbers):
+        raise ConfigError(f"ckpt_path={path}: its saved data.{key} is not three numbers; pass data.{key}=[r,g,b]")
+    return numbers
+
+
 def saved_data_config(meta: dict, path: str, strict: bool = True) -> dict:
     """The run's ``data`` config saved in a checkpoint or model folder (``meta``: :func:`read_checkpoint_meta`),
     as plain values for ``FGVCDataModule``, without its ``_target_`` ({} when there is none). Nothing named in it
-    is imported or called: a ``_target_`` other than fgzoom's datamodule is ignored with a warning, and with
-    ``strict`` (the values will build the datamodule or the eval transform) a key ``FGVCDataModule`` does not
-    take is refused.
+    is imported or called: a ``_target_`` other than fgzoom's datamodule is ignored with a warning, ``mean`` and
+    ``std`` must be numbers, and with ``strict`` (the values will build the datamodule) a key ``FGVCDataModule``
+    does not take is refused.
 
     Raises:
-        ConfigError: the saved data config is not a mapping, or (``strict``) holds keys of another class.
+        ConfigError: the saved data config is not a mapping, has bad ``mean``/``std``, or (``strict``) holds
+            keys of another class.
     """
     config = meta.get("config") or {}
     data = config.get("data") if isinstance(config, dict) else None
@@ -207,11 +222,24 @@ def saved_data_config(meta: dict, path: str, strict: bool = True) -> dict:
                     "for its own %s and never builds a class a checkpoint or model folder names",
                     path, target, DATAMODULE_TARGET)
     values = {str(k): v for k, v in data.items() if not str(k).startswith("_")}
-    unknown = sorted(set(values) - set(inspect.signature(FGVCDataModule.__init__).parameters))
+    for key in ("mean", "std"):
+        if key in values:
+            values[key] = _normalization(values[key], key, path)
+    unknown = sorted(set(values) - (set(inspect.signature(FGVCDataModule.__init__).parameters) - {"self"}))
     if strict and unknown:
         raise ConfigError(f"ckpt_path={path}: its saved data config holds keys fgzoom's datamodule does not take "
                           f"({', '.join(unknown[:4])}); pass data=<name> data.root=... on the command line")
     return values
+
+
+def saved_transform_config(meta: dict, path: str) -> dict:
+    """The saved data values the eval transform needs (predict, export): :func:`saved_data_config` without the
+    strict key check (other keys are not used), refused in one line when ``image_size`` is missing."""
+    data = saved_data_config(meta, path, strict=False)
+    if "image_size" not in data:
+        raise ConfigError(f"ckpt_path={path}: its saved data config has no image_size, so the eval transform is "
+                          "unknown; rebuild the model folder with scripts/save_model.py from the checkpoint")
+    return data
 
 
 def check_class_names(path: str, trained: Sequence[str] | None, other: Sequence[str], what: str) -> None:

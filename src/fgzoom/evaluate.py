@@ -78,11 +78,17 @@ def datamodule_for(cfg: DictConfig, meta: dict, path: str):
     if not data_cfg:
         if not saved:
             raise ConfigError("the checkpoint holds no data config: pass data=<name> data.root=...")
-        return FGVCDataModule(**saved)
+        try:
+            return FGVCDataModule(**saved)
+        except (TypeError, ValueError) as e:  # a value of the wrong kind (ConfigError lines pass through)
+            if isinstance(e, ConfigError):
+                raise
+            raise ConfigError(f"ckpt_path={path}: its saved data config does not fit fgzoom's datamodule "
+                              f"({str(e).splitlines()[0][:200]}); pass data=<name> data.root=...") from e
     with open_dict(cfg):  # in place: the node keeps its parent, so ${paths...} still resolve
         for key in ("mean", "std"):
-            if data_cfg.get(key) is None and saved.get(key) is not None:
-                data_cfg[key] = list(saved[key])
+            if data_cfg.get(key) is None and isinstance(saved.get(key), list):  # numbers (saved_data_config)
+                data_cfg[key] = [float(v) for v in saved[key]]
     return hydra.utils.instantiate(data_cfg)
 
 

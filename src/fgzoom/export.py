@@ -46,7 +46,7 @@ import torch
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
-from fgzoom.checkpoint_io import TRUST_KEY, load_model, read_checkpoint_meta, saved_data_config
+from fgzoom.checkpoint_io import TRUST_KEY, load_model, read_checkpoint_meta, saved_transform_config
 from fgzoom.errors import ConfigError, FGZoomError
 from fgzoom.models.module import FGVCModule
 from fgzoom.predict import eval_transform_args
@@ -241,9 +241,7 @@ def export(cfg: DictConfig) -> Path:
     ckpt = resolve_ckpt_path(cfg.ckpt_path, str(cfg.paths.output_dir))
     trust = bool(cfg.get(TRUST_KEY, False))
     meta = read_checkpoint_meta(ckpt, trust)
-    data = saved_data_config(meta, ckpt)  # values only: the input size and normalization
-    if not data:
-        raise ConfigError(f"ckpt_path={ckpt}: holds no data config, so the input size and normalization are unknown")
+    data = saved_transform_config(meta, ckpt)  # values only: the input size and normalization
     model = load_model(ckpt, trust).eval()  # configure_model is not called: a compile=true backbone stays eager
     names = meta.get("class_names") or model.hparams.class_names
     transform = eval_transform_args(data, model.hparams.backbone["name"])

@@ -29,7 +29,7 @@ from fgzoom.checkpoint_io import (
     check_class_names,
     load_model,
     read_checkpoint_meta,
-    saved_data_config,
+    saved_transform_config,
 )
 from fgzoom.data.datamodule import FGVCDataModule
 from fgzoom.data.dataset import BadImageError, FGVCDataset, load_rgb
@@ -123,9 +123,7 @@ def predict(cfg: DictConfig) -> Path:
     path = resolve_ckpt_path(cfg.ckpt_path, str(output_dir))
     trust = bool(cfg.get(TRUST_KEY, False))
     meta = read_checkpoint_meta(path, trust)
-    data = saved_data_config(meta, path)  # values only: the eval transform's
-    if not data:
-        raise ConfigError(f"ckpt_path={path}: holds no data config, so the eval transform is unknown")
+    data = saved_transform_config(meta, path)  # values only: the eval transform's
     model = load_model(path, trust)
     names = meta.get("class_names") or model.hparams.class_names
     if not names:

@@ -27,6 +27,8 @@ from fgzoom.seeding import run_seed, seed_step
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
+# timm.create_model arguments that load weights from somewhere; dropped from a saved model's backbone.kwargs
+WEIGHT_ARGUMENTS = ("pretrained", "pretrained_cfg", "pretrained_cfg_overlay", "checkpoint_path", "pretrained_strict")
 
 
 def create_network(backbone: BackboneConfig, zoom: ZoomConfig | None, num_classes: int,
@@ -136,8 +138,11 @@ class FGVCModule(L.LightningModule):
         known = set(inspect.signature(cls.__init__).parameters) - {"self", "optimizer", "scheduler"}
         kwargs = {k: v for k, v in hyper_parameters.items() if k in known}
         backbone = kwargs.get("backbone")
-        if isinstance(backbone, Mapping):
-            kwargs["backbone"] = {**backbone, "pretrained": False, "pretrained_path": None}
+        if isinstance(backbone, Mapping):  # the weights are the state's: nothing else is loaded, no file named
+            extra = backbone.get("kwargs")
+            if isinstance(extra, Mapping):
+                extra = {k: v for k, v in extra.items() if k not in WEIGHT_ARGUMENTS} or None
+            kwargs["backbone"] = {**backbone, "pretrained": False, "pretrained_path": None, "kwargs": extra}
         try:
             module = cls(**kwargs)
             state = dict(state_dict)
