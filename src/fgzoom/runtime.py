@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from omegaconf.errors import MissingMandatoryValue
 
 from fgzoom.checkpoint_io import atomic_write
+from fgzoom.cluster import register_resolvers
 from fgzoom.data.readers import GENERATED
 from fgzoom.errors import ConfigError, FGZoomError
 from fgzoom.model_folder import is_model_folder
@@ -27,6 +28,7 @@ from fgzoom.models.options import config_from
 from fgzoom.models.zoom import ZoomConfig
 
 log = logging.getLogger("fgzoom")
+register_resolvers()  # ${fgzoom.run_name:...} of configs/hydra/default.yaml, before any script composes its config
 
 
 def validate_config(cfg: DictConfig) -> None:

@@ -14,12 +14,13 @@ lets training randomness depend on generator state carried across steps:
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 from collections.abc import Iterator
 
 import numpy as np
 import torch
-from torch.utils.data import Sampler
+from torch.utils.data import DistributedSampler
 
 
 def derive_seed(*keys: int) -> int:
@@ -47,26 +48,40 @@ def seed_step(seed: int, rank: int, epoch: int, batch: int) -> None:
     torch.manual_seed(derive_seed(seed, rank, epoch, batch))
 
 
-class EpochSeededSampler(Sampler[tuple[int, int]]):
-    """Yields ``(index, sample_seed)``: a permutation of ``range(num_samples)`` drawn from
-    ``(seed, epoch)``, each index with its augmentation seed.
+class EpochSeededSampler(DistributedSampler):
+    """Yields ``(index, sample_seed)``: a permutation of ``range(dataset_size)`` drawn from ``(seed, epoch)``,
+    each index with its augmentation seed; with ``num_replicas`` > 1, rank ``rank``'s share of it.
 
-    Lightning calls :meth:`set_epoch` before every epoch, also after a resume, and forwards it through
-    its distributed sampler wrapper, so epoch ``e`` yields the same sequence whenever it runs.
+    Sharding is ``DistributedSampler``'s without shuffling (the permutation padded to a multiple of
+    ``num_replicas`` by repeating its start, then every ``num_replicas``-th entry from ``rank``), which is what
+    Lightning's sampler wrapper did with this sampler before it sharded itself; being a ``DistributedSampler``,
+    Lightning uses it as it is under DDP.
+
+    Lightning calls :meth:`set_epoch` before every epoch, also after a resume, so epoch ``e`` yields the same
+    sequence whenever it runs. :meth:`resume_at` skips the first entries of this rank's share once, for a
+    run resumed in the middle of an epoch (the datamodule's ``load_state_dict``); ``len()`` stays the full
+    share, so the training loop's batch count and its restored position agree.
     """
 
-    def __init__(self, num_samples: int, seed: int) -> None:
-        self.num_samples = num_samples
-        self.seed = seed
-        self.epoch = 0
+    def __init__(self, dataset_size: int, seed: int, num_replicas: int = 1, rank: int = 0) -> None:
+        super().__init__(range(dataset_size), num_replicas=num_replicas, rank=rank, shuffle=False, seed=seed)
+        self.dataset_size = dataset_size
+        self.start = 0  # entries of this rank's share to skip in the current epoch (a mid-epoch resume)
 
     def set_epoch(self, epoch: int) -> None:
+        if epoch != self.epoch:
+            self.start = 0
         self.epoch = epoch
 
-    def __len__(self) -> int:
-        return self.num_samples
+    def resume_at(self, epoch: int, start: int) -> None:
+        """Make epoch ``epoch`` continue after the first ``start`` entries of this rank's share."""
+        self.epoch, self.start = epoch, max(0, int(start))
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         generator = torch.Generator().manual_seed(derive_seed(self.seed, self.epoch))
-        for index in torch.randperm(self.num_samples, generator=generator).tolist():
+        order = torch.randperm(self.dataset_size, generator=generator).tolist()
+        padding = self.total_size - len(order)
+        if padding > 0:
+            order += (order * math.ceil(padding / max(1, len(order))))[:padding]
+        for index in order[self.rank:self.total_size:self.num_replicas][self.start:]:
             yield index, derive_seed(self.seed, self.epoch, index)

@@ -1,12 +1,14 @@
-"""Resumable sweeps: a sweep job whose folder already holds a finished run of the same config is not run
-again; one that was stopped continues from its ``last.ckpt``.
+"""Resumable sweeps and scheduler jobs: a sweep job (or a job SLURM requeued or torchrun restarted,
+:mod:`fgzoom.cluster`) whose folder already holds a finished run of the same config is not run again; one
+that was stopped continues from its newest checkpoint.
 
 Hydra gives every job of a sweep the folder ``<hydra.sweep.dir>/<job number>``, numbered in the order of the
 sweep's settings, so running the same command with the same ``hydra.sweep.dir`` again maps every job to its
-old folder. :func:`previous_run` decides, per job (``skip_finished``, default true, only under ``-m``):
+old folder. :func:`previous_run` decides, per job (``skip_finished``, default true, under ``-m`` or a scheduler):
 
 - ``metrics.json`` present: the job finished; its metrics are returned and nothing is trained;
-- else ``checkpoints/last.ckpt`` present: the job was stopped; it resumes from there (``ckpt_path=last``);
+- else a checkpoint present: the job was stopped; it resumes from the newest of ``checkpoints/last.ckpt``
+  and ``hpc_ckpt_<n>.ckpt`` (saved mid-epoch on a requeue signal);
 - else: it runs from the start.
 
 The folder's ``config.yaml`` (written when the job started) must describe the same run as the job's config
@@ -24,6 +26,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from fgzoom.cluster import newest_checkpoint, scheduler_run_id
 from fgzoom.config_tree import flatten_config
 from fgzoom.errors import ConfigError
 from fgzoom.runtime import resolved_container
@@ -31,7 +34,7 @@ from fgzoom.runtime import resolved_container
 log = logging.getLogger(__name__)
 
 # keys that do not change what a job computes (or are filled in while it runs), left out of the comparison
-IGNORED = ("ckpt_path", "logger", "skip_finished", "data.mean", "data.std", "optimized_metric")
+IGNORED = ("ckpt_path", "trust_checkpoint", "logger", "skip_finished", "data.mean", "data.std", "optimized_metric")
 
 
 def is_sweep_job() -> bool:
@@ -53,28 +56,33 @@ def config_difference(saved: dict, current: dict) -> str | None:
 
 def previous_run(cfg: DictConfig, output_dir: Path) -> tuple[dict[str, float] | None, str | None]:
     """``(metrics, ckpt_path)`` of what this job's folder already holds (see the module docstring):
-    ``(metrics, None)`` for a finished job, ``(None, "last")`` for a stopped one, ``(None, None)`` otherwise.
+    ``(metrics, None)`` for a finished job, ``(None, <newest checkpoint>)`` for a stopped one (the newest of
+    ``checkpoints/last.ckpt`` and a requeue's ``hpc_ckpt_<n>.ckpt``, :func:`fgzoom.cluster.newest_checkpoint`),
+    ``(None, None)`` otherwise.
 
     Raises:
         ConfigError: the folder holds a run of another config.
     """
     saved_config = output_dir / "config.yaml"
     metrics_file = output_dir / "metrics.json"
-    last = output_dir / "checkpoints" / "last.ckpt"
     if not saved_config.is_file():
         return None, None
     saved = OmegaConf.to_container(OmegaConf.load(saved_config), resolve=True)
     difference = config_difference(saved, resolved_container(cfg))
     if difference is not None:
+        named = " (named after the scheduler's job)" if output_dir.name == scheduler_run_id() else ""
+        key, fix = ("hydra.sweep.dir", "give the sweep a new hydra.sweep.dir") if is_sweep_job() else (
+            "hydra.run.dir", f"pass hydra.run.dir=<a new folder>{named}")
         raise ConfigError(
-            f"hydra.sweep.dir: job folder {output_dir} holds a run of another config ({difference}); "
-            "give the sweep a new hydra.sweep.dir, or skip_finished=false to run every job again"
+            f"{key}: job folder {output_dir} holds a run of another config ({difference}); "
+            f"{fix}, or skip_finished=false to run it again"
         )
     if metrics_file.is_file():
         log.info("%s: finished earlier with the same config; not run again (skip_finished=false reruns it)",
                  output_dir)
         return json.loads(metrics_file.read_text()), None
-    if last.is_file():
-        log.info("%s: stopped earlier; resuming from checkpoints/last.ckpt", output_dir)
-        return None, "last"
+    newest = newest_checkpoint(output_dir, trust=bool(cfg.get("trust_checkpoint", False)))
+    if newest is not None:
+        log.info("%s: stopped earlier; resuming from %s", output_dir, newest.relative_to(output_dir))
+        return None, str(newest)
     return None, None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import warnings
 from pathlib import Path
 
 import hydra
@@ -12,9 +13,17 @@ import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from fgzoom.checkpoint_io import TRUST_KEY, check_resumable, read_checkpoint, safe_checkpoint_types
+from fgzoom.checkpoint_io import (
+    TRUST_KEY,
+    atomic_write,
+    check_resumable,
+    read_checkpoint,
+    safe_checkpoint_types,
+)
+from fgzoom.cluster import init_restarted_process_group, newest_checkpoint, scheduler_run_id
 from fgzoom.errors import ConfigError, NonFiniteLossError
 from fgzoom.loggers import finalize_loggers
+from fgzoom.preemption import PreemptionCheckpoint, RunRequeued
 from fgzoom.runtime import (
     fill_normalization,
     instantiate_callbacks,
@@ -30,6 +39,7 @@ from fgzoom.runtime import (
 from fgzoom.sweep_resume import is_sweep_job, previous_run
 
 log = logging.getLogger("fgzoom.train")
+EXIT_REQUEUED = 3  # exit status of a run stopped for a requeue: not finished, not failed
 
 
 def build(cfg: DictConfig):
@@ -46,6 +56,8 @@ def build(cfg: DictConfig):
     model.run_config = resolved_container(cfg)
     loggers = instantiate_loggers(cfg.get("logger"))
     callbacks = instantiate_callbacks(cfg.get("callbacks"), has_logger=bool(loggers))
+    if not PreemptionCheckpoint.applies(cfg.get("trainer")):  # only under SLURM, with checkpointing on
+        callbacks = [c for c in callbacks if not isinstance(c, PreemptionCheckpoint)]
     trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     return datamodule, model, trainer
 
@@ -80,7 +92,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     """Fit, then report ``val/*`` of the best checkpoint (by ``val/acc``) and ``test/*`` of that checkpoint
     (``refit=true``: ``test/*`` of the model refit on train + val, :func:`refit_and_test`).
 
-    Writes ``<run dir>/metrics.json`` and ``<run dir>/config.yaml``; returns the metrics. A sweep job whose
+    Writes ``<run dir>/metrics.json`` and ``<run dir>/config.yaml``; returns the metrics. A sweep job (or a job
+    a scheduler requeued or restarted, :mod:`fgzoom.cluster`) whose
     folder holds a finished run of the same config returns its metrics instead, and a stopped one resumes
     (``skip_finished``; :mod:`fgzoom.sweep_resume`).
     """
@@ -91,11 +104,14 @@ def train(cfg: DictConfig) -> dict[str, float]:
     output_dir = Path(cfg.paths.output_dir)
     pin_run_dir(str(output_dir))
     ckpt_path = cfg.get("ckpt_path")
-    if is_sweep_job() and cfg.get("skip_finished", True):  # the same sweep run again: only what is missing
+    # the same sweep run again, or a job the scheduler requeued or restarted: only what is missing
+    if (is_sweep_job() or scheduler_run_id() is not None) and cfg.get("skip_finished", True):
         finished, resume = previous_run(cfg, output_dir)
         if finished is not None:
             return finished
-        ckpt_path = ckpt_path or resume
+        if resume is not None and ckpt_path is not None:  # this run's own progress beats where it started from
+            log.info("ckpt_path=%s: this run folder holds a newer state, resuming from %s instead", ckpt_path, resume)
+        ckpt_path = resume or ckpt_path
     ckpt_path = resolve_ckpt_path(ckpt_path, str(output_dir))
     check_resumable(ckpt_path, trust=bool(cfg.get(TRUST_KEY, False)))
     metrics, best, is_main = fit_and_evaluate(cfg, ckpt_path, test=cfg.get("test", True) and not refit)
@@ -117,13 +133,16 @@ def fit_and_evaluate(cfg: DictConfig, ckpt_path: str | None, test: bool) -> tupl
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     datamodule, model, trainer = build(cfg)
-    if trainer.is_global_zero:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(model.run_config))
+    if trainer.is_global_zero:  # atomic: a restarted rank may read it while rank 0 writes (sweep_resume)
+        with atomic_write(output_dir / "config.yaml") as f:
+            f.write(OmegaConf.to_yaml(model.run_config).encode())
     # Lightning reads ckpt_path (resume) and the chosen checkpoint weights-only unless the user trusts the file
     weights_only = not cfg.get(TRUST_KEY, False)
+    init_restarted_process_group(trainer)
     if cfg.get("train", True):
-        with safe_checkpoint_types():
+        with safe_checkpoint_types(), warnings.catch_warnings():
+            # the datamodule's state resumes a mid-epoch checkpoint exactly; Lightning only checks the loader
+            warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch")
             trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=weights_only)
     checkpoint = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint) and c.monitor), None)
     chosen = checkpoint.best_model_path if checkpoint is not None and checkpoint.best_model_path else None
@@ -160,15 +179,16 @@ def refit_and_test(cfg: DictConfig, best: str | None, resume: bool = False) -> d
     checkpoint's epoch + 1, so the schedule is the selection run's whenever the last epoch won), keep its last
     epoch and return its ``test/*`` metrics (when ``test``). ``<run dir>/refit/checkpoints/last.ckpt`` is the
     final model; ``<run dir>/refit/metrics.json`` holds its in-sample ``val/*`` too. ``resume``: continue a
-    stopped refit from its last.ckpt."""
+    stopped refit from its newest checkpoint (last.ckpt, or a requeue's hpc_ckpt_<n>.ckpt)."""
     if best is None:
         raise ConfigError("refit=true needs the best checkpoint of the selection run; keep callbacks.model_checkpoint")
-    epochs = int(read_checkpoint(best, mmap=True)["epoch"]) + 1
+    epochs = int(read_checkpoint(best, trust=bool(cfg.get(TRUST_KEY, False)), mmap=True)["epoch"]) + 1
     refit_cfg = refit_config(cfg, epochs)
     output_dir = Path(refit_cfg.paths.output_dir)
     last = output_dir / "checkpoints" / "last.ckpt"
     log.info("refit: %d epochs on train + val (the selected epoch %d of the run), into %s", epochs, epochs - 1, output_dir)
-    resume_from = str(last) if resume and last.exists() else None
+    newest = newest_checkpoint(output_dir, trust=bool(cfg.get(TRUST_KEY, False))) if resume and output_dir.is_dir() else None
+    resume_from = str(newest) if newest is not None else None
     metrics, _, is_main = fit_and_evaluate(refit_cfg, resume_from, test=cfg.get("test", True))  # the last epoch
     if is_main:
         write_json(output_dir / "metrics.json", metrics)
@@ -180,10 +200,15 @@ def objective(cfg: DictConfig) -> float | None:
     """What ``scripts/train.py`` returns to a Hydra sweeper: ``optimized_metric`` of the run when it is set
     (``hparams_search=optuna``), else ``val/acc``. Under ``optimized_metric`` a run whose loss diverged
     (``NonFiniteLossError``, common at the high end of a learning-rate search) is a failed trial: one
-    warning line and NaN, which Optuna records as failed and moves on from, instead of ending the study."""
+    warning line and NaN, which Optuna records as failed and moves on from, instead of ending the study. A run
+    stopped for a SLURM requeue (``fgzoom.preemption.RunRequeued``) exits with status ``EXIT_REQUEUED`` (3):
+    neither finished nor failed; the requeued job continues it."""
     name = cfg.get("optimized_metric")
     try:
         metrics = train(cfg)
+    except RunRequeued as stopped:  # state saved for the requeued job, which continues this run
+        log.info("%s", stopped)
+        raise SystemExit(EXIT_REQUEUED) from None
     except NonFiniteLossError as e:
         if name is None:
             raise

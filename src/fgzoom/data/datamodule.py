@@ -10,6 +10,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.pytorch.trainer.states import TrainerFn
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch.utils.data import DataLoader
 
@@ -149,6 +150,7 @@ class FGVCDataModule(L.LightningDataModule):
         self.seed = int(seed) if seed is not None else secrets.randbits(62)
         self.mixup = MixupConfig.from_options(mixup)
         self._mixing: BatchMixing | None = None
+        self._resume_position: tuple[int, int] | None = None  # (epoch, samples) of a mid-epoch checkpoint
         self.index: DatasetIndex | None = None
         self.splits: dict[str, list[Sample]] = {}
         self.skipped: dict[str, int] = {}
@@ -242,8 +244,13 @@ class FGVCDataModule(L.LightningDataModule):
     def _loader(self, split: str) -> DataLoader:
         pin = torch.cuda.is_available() if self.pin_memory is None else self.pin_memory
         dataset = self.dataset(split)
-        # training order and augmentation are functions of (seed, epoch, index): resumable exactly
-        sampler = EpochSeededSampler(len(dataset), self.seed) if split == "train" else None
+        sampler = None
+        if split == "train":  # order and augmentation are functions of (seed, epoch, index): resumable exactly
+            trainer = self.trainer
+            rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+            sampler = EpochSeededSampler(len(dataset), self.seed, num_replicas=world, rank=rank)
+            if self._resume_position is not None:  # a run resumed from a checkpoint saved mid-epoch
+                sampler.resume_at(*self._resume_position)
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
@@ -253,6 +260,31 @@ class FGVCDataModule(L.LightningDataModule):
             pin_memory=pin,
             persistent_workers=self.persistent_workers and self.num_workers > 0,
         )
+
+    def state_dict(self) -> dict[str, int]:
+        """Saved in every checkpoint of a fit: the training epoch in progress, how many of its samples all
+        ranks together have trained on (``batch_size`` x the trainer's finished batches x ranks) and the rank
+        count, so that a run resumed from a checkpoint saved in the middle of an epoch (``fgzoom.preemption``)
+        continues with the next batch. At an epoch's end the count is the whole epoch, which a resume skips."""
+        trainer = self.trainer
+        if trainer is None or trainer.state.fn != TrainerFn.FITTING:
+            return {}
+        done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        return {"epoch": int(trainer.current_epoch), "samples": int(done) * int(self.batch_size) * trainer.world_size,
+                "world_size": int(trainer.world_size)}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Lightning calls this before it builds the training loader of a resumed run: the loader's sampler
+        then skips the samples the saved run had trained on in that epoch (a later epoch starts whole). Under
+        another rank count than the saved run's, each rank skips its share of them (Lightning's own batch
+        count of that epoch is then the saved run's, so that one epoch is approximate)."""
+        if not state or "epoch" not in state:
+            return
+        world = self.trainer.world_size if self.trainer is not None else 1
+        if int(state.get("world_size", world)) != world:
+            log.warning("resuming epoch %d on %d ranks from a checkpoint saved on %s: its remaining samples are "
+                        "split anew", state["epoch"], world, state.get("world_size"))
+        self._resume_position = (int(state["epoch"]), int(state.get("samples", 0)) // world)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train")
