@@ -1,5 +1,5 @@
 # make train : create .venv if missing, install fgzoom, train on the embedded synthetic dataset
-# make test  : create .venv if missing, install fgzoom + dev tools + ONNX export + loggers + Optuna sweeper, run the fast test suite
+# make test  : create .venv if missing, install fgzoom + dev tools + ONNX export + every logger + Optuna sweeper, run the fast test suite
 VENV ?= .venv
 PYTHON ?= python3
 PY := $(VENV)/bin/python
@@ -10,7 +10,7 @@ ARGS ?=
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[dev,export,mlflow,wandb,optuna]"
+	$(PY) -m pip install --quiet -e ".[dev,export,mlflow,wandb,optuna,tensorboard]"
 	touch $@
 
 venv: $(VENV)/.installed

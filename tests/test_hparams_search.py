@@ -125,19 +125,22 @@ def test_summarize_reads_an_optuna_study(optuna_sweep):
 
 @needs_plugin
 def test_tiny_optuna_study_end_to_end(tmp_path, synthetic_root):
-    """Two trials through scripts/train.py (no -m: the config sets multirun) into <PROJECT_ROOT>/logs, then
-    scripts/summarize.py on the study folder."""
-    result = run_script(
-        "train.py",
+    """Two trials through scripts/train.py (no -m: the config sets multirun) into <PROJECT_ROOT>/logs, kept in
+    a SQLite study storage, then scripts/summarize.py on the study folder; a second call with the same storage
+    and study name resumes the study with a third trial."""
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    study = [
         "hparams_search=optuna",
-        "hydra.sweeper.n_trials=2",
+        f"hydra.sweeper.storage={storage}",
+        "hydra.sweeper.study_name=tiny",
         *tiny_overrides(synthetic_root),
         "trainer.limit_train_batches=1",
         "trainer.limit_val_batches=1",
         "trainer.limit_test_batches=1",
         "++figures_every_n_epochs=0",
-        env={"PROJECT_ROOT": str(tmp_path)},  # the default sweep folder, under paths.log_dir
-    )
+    ]
+    # the default sweep folder, under paths.log_dir
+    result = run_script("train.py", *study, "hydra.sweeper.n_trials=2", env={"PROJECT_ROOT": str(tmp_path)})
     assert result.returncode == 0, result.stderr[-3000:]
     (sweep,) = (tmp_path / "logs" / "train" / "multiruns").iterdir()
     results = OmegaConf.load(sweep / "optimization_results.yaml")
@@ -152,6 +155,13 @@ def test_tiny_optuna_study_end_to_end(tmp_path, synthetic_root):
     assert len(rows) == 2 and {r["status"] for r in rows} == {OK}
     md = (sweep / "results.md").read_text()
     assert "Best trial (optimization_results.yaml): job **" in md and "(best)** |" in md
+
+    resumed = run_script("train.py", *study, "hydra.sweeper.n_trials=1", f"hydra.sweep.dir={tmp_path / 'resumed'}")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    import optuna
+
+    trials = optuna.load_study(study_name="tiny", storage=storage).trials
+    assert [t.number for t in trials] == [0, 1, 2] and all(t.state.name == "COMPLETE" for t in trials)
 
 
 def test_a_diverged_trial_is_nan_for_the_sweeper_and_an_error_otherwise(tmp_path, synthetic_root, monkeypatch):
