@@ -276,9 +276,14 @@ def test_tiny_sweep_end_to_end(tmp_path, synthetic_root):
         ("zoom", "nearest", "2"),
     ]
     md = (sweep / "results.md").read_text()
-    table = md.split("## Failed or unfinished runs")[0]
-    assert len([line for line in table.splitlines() if line.startswith("| ") and "rank" not in line]) == 2
-    assert "(best)" in table
+    ranking, paired = md.split("## Failed or unfinished runs")[0].split("## Paired comparisons")
+
+    def rows(section: str) -> list[str]:
+        return [line for line in section.splitlines() if line.startswith("| ") and not line.startswith("| rank")
+                and not line.startswith("| level")]
+
+    assert len(rows(ranking)) == 2 and "(best)" in ranking  # one row per setting: plain, zoom nearest
+    assert len(rows(paired)) == 2 and "best by val/acc" in paired
     assert (sweep / "results.png").stat().st_size > 0
 
 

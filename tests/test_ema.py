@@ -84,6 +84,7 @@ def test_checkpoints_hold_the_average_and_validation_evaluates_it(tmp_path, synt
     assert metrics["val/acc"] == pytest.approx(float(score))
 
 
+@pytest.mark.slow  # a whole train/eval through the scripts: CI runs the slow suite too
 def test_short_run_and_eval_from_the_command_line(tmp_path, synthetic_root):
     run = tmp_path / "run"
     result = run_script("train.py", *tiny_overrides(synthetic_root), "model.ema.decay=0.9", f"hydra.run.dir={run}",

@@ -54,6 +54,7 @@ def test_a_bad_value_is_one_line():
         FGVCModule(backbone={"name": "resnet18"}, num_classes=3, grad_checkpointing="yes")
 
 
+@pytest.mark.slow  # a whole train/eval through the scripts: CI runs the slow suite too
 def test_short_run_from_the_command_line(tmp_path, synthetic_root):
     result = run_script("train.py", *tiny_overrides(synthetic_root), "model.grad_checkpointing=true",
                         "trainer.limit_train_batches=2", f"hydra.run.dir={tmp_path}")

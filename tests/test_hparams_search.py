@@ -124,6 +124,7 @@ def test_summarize_reads_an_optuna_study(optuna_sweep):
 
 
 @needs_plugin
+@pytest.mark.slow  # a whole train/eval through the scripts: CI runs the slow suite too
 def test_tiny_optuna_study_end_to_end(tmp_path, synthetic_root):
     """Two trials through scripts/train.py (no -m: the config sets multirun) into <PROJECT_ROOT>/logs, kept in
     a SQLite study storage, then scripts/summarize.py on the study folder; a second call with the same storage

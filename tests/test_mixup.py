@@ -97,6 +97,7 @@ def test_training_batches_are_mixed_and_evaluation_batches_are_not(tmp_path, syn
     assert 0.0 <= metrics["val/acc"] <= 1.0
 
 
+@pytest.mark.slow  # a whole train/eval through the scripts: CI runs the slow suite too
 def test_short_run_from_the_command_line(tmp_path, synthetic_root):
     result = run_script("train.py", *tiny_overrides(synthetic_root), "data.mixup.mixup_alpha=0.8",
                         "data.mixup.cutmix_alpha=1.0", "trainer.limit_train_batches=2", f"hydra.run.dir={tmp_path}")

@@ -39,6 +39,7 @@ def test_folder_predicts_what_the_checkpoint_predicts_and_carries_a_card(trained
         torch.testing.assert_close(from_folder(x)["logits"], from_ckpt(x)["logits"], rtol=0, atol=0)
 
 
+@pytest.mark.slow  # a whole train/eval through the scripts: CI runs the slow suite too
 def test_eval_and_predict_take_the_folder_without_the_run(trained, synthetic_root, tmp_path):
     ckpt = trained / "checkpoints" / "last.ckpt"
     folder = tmp_path / "shared" / "model"

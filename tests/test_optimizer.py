@@ -370,6 +370,7 @@ def test_bad_betas_are_one_line(betas):
         create_optimizer(torch.nn.Linear(2, 2), betas=betas)
 
 
+@pytest.mark.slow  # a whole train/eval through the scripts: CI runs the slow suite too
 def test_layer_decay_from_the_command_line(tmp_path, synthetic_root):
     result = run_script("train.py", *tiny_overrides(synthetic_root), "model.optimizer.layer_decay=0.75",
                         "model.optimizer.lr_mult_new=10", "trainer.limit_train_batches=2", "figures_every_n_epochs=0",

@@ -8,6 +8,8 @@ import signal
 import subprocess
 import time
 
+import pytest
+
 from fgzoom.sweep_resume import config_difference
 from tests.conftest import ROOT, SCRIPT_ENV, run_script, script_command, tiny_overrides
 
@@ -28,6 +30,7 @@ def _sweep_command(sweep, synthetic_root, *extra):
             *tiny_overrides(synthetic_root), "trainer.max_epochs=3", "figures_every_n_epochs=0", *extra]
 
 
+@pytest.mark.slow  # a whole train/eval through the scripts: CI runs the slow suite too
 def test_a_killed_sweep_run_again_finishes_the_missing_jobs_only(tmp_path, synthetic_root):
     sweep = tmp_path / "sweep"
     args = _sweep_command(sweep, synthetic_root)

@@ -131,6 +131,7 @@ def _cli_backbone(name: str) -> list[str]:
 
 
 @pytest.mark.parametrize("name", ["vit_small_patch14_reg4_dinov2", "swin_tiny_patch4_window7_224"])
+@pytest.mark.slow  # a whole train/eval through the scripts: CI runs the slow suite too
 def test_train_eval_predict_figures_and_sweep_with_a_token_backbone(name, tmp_path, synthetic_root):
     run = tmp_path / "run"
     base = [*tiny_overrides(synthetic_root), *_cli_backbone(name)]
