@@ -10,7 +10,7 @@ from fgzoom.runtime import one_line_errors
 @hydra.main(version_base="1.3", config_path="../configs", config_name="save_model.yaml")
 @one_line_errors
 def main(cfg: DictConfig) -> None:
-    from fgzoom.model_folder import save_model
+    from fgzoom.save_model import save_model
 
     save_model(cfg)
 

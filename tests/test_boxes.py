@@ -8,7 +8,7 @@ from fractions import Fraction
 import pytest
 import torch
 
-from fgzoom.ops.boxes import box_iou, glimpse_boxes, scale_boxes, threshold_boxes
+from fgzoom.ops.boxes import glimpse_boxes, matched_box_iou, scale_boxes, threshold_boxes
 
 
 def _peaked(h=8, w=8, at=(2, 5)):
@@ -91,4 +91,4 @@ def test_threshold_as_number_or_tensor_gives_the_same_boxes():
 def test_box_iou_known_answers():
     a = torch.tensor([[0, 0, 10, 10], [0, 0, 10, 10], [0, 0, 10, 10]])
     b = torch.tensor([[0, 0, 10, 10], [20, 20, 30, 30], [0, 0, 10, 5]])
-    assert box_iou(a, b).tolist() == [1.0, 0.0, 0.5]
+    assert matched_box_iou(a, b).tolist() == [1.0, 0.0, 0.5]

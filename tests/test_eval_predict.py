@@ -31,7 +31,7 @@ from fgzoom.eval.predictions import box_cells, box_header, gather_predictions, t
 from fgzoom.evaluate import evaluate
 from fgzoom.models.module import FGVCModule
 from fgzoom.ops import crop_resize
-from fgzoom.ops.boxes import box_iou
+from fgzoom.ops.boxes import matched_box_iou
 from fgzoom.ops.crop_affine import crop_affine
 from fgzoom.predict import eval_transform_args, predict
 from fgzoom.runtime import one_line_errors
@@ -183,7 +183,7 @@ def test_eval_and_predict_with_two_affine_regions(trained_two_affine, datamodule
         gt.append(dataset[int(r[0])]["box"])
         region1.append(values[:4])
     # the logged localization scores region 1 (the most salient), to the CSV's 2-decimal rounding
-    iou = box_iou(torch.tensor(region1), torch.stack(gt).float())
+    iou = matched_box_iou(torch.tensor(region1), torch.stack(gt).float())
     assert float(iou.mean()) == pytest.approx(metrics["test/iou_mean"], abs=0.02)
 
     cfg = compose_config("predict.yaml", [f"ckpt_path={ckpt}", f"input={synthetic_root / 'test'}", "num_workers=0",

@@ -10,11 +10,11 @@ import torch
 
 import fgzoom.ops as ops
 from fgzoom.ops import (
-    box_iou,
     box_mask,
     glimpse_boxes,
     grow_boxes,
     mass_extent,
+    matched_box_iou,
     moments_extent,
     normalize_attention,
     region_boxes,
@@ -256,7 +256,7 @@ def test_glimpse_iou_mask_and_scaling_match_the_loop():
 
     a, b = random_float_boxes(12, seed=9), random_float_boxes(12, seed=10)
     for (ay0, ax0, ay1, ax1), (by0, bx0, by1, bx1), iou in zip(a.double().tolist(), b.double().tolist(),
-                                                              box_iou(a, b).tolist(), strict=True):
+                                                              matched_box_iou(a, b).tolist(), strict=True):
         inter = max(min(ay1, by1) - max(ay0, by0), 0) * max(min(ax1, bx1) - max(ax0, bx0), 0)
         union = max(ay1 - ay0, 0) * max(ax1 - ax0, 0) + max(by1 - by0, 0) * max(bx1 - bx0, 0) - inter
         assert iou == pytest.approx(inter / union if union > 0 else 0.0, abs=1e-6)
@@ -286,7 +286,7 @@ def test_valid_calls_read_no_tensor_value(monkeypatch):
         threshold_boxes(maps, thresholds, padding=0.1, min_size=0.2)
         glimpse_boxes(resize_attention(maps, (14, 18)), (3, 3))
         scale_boxes(int_boxes, (H, W), (70, 90))
-        box_iou(int_boxes, int_boxes)
+        matched_box_iou(int_boxes, int_boxes)
 
 
 # ------------------------------------------------------------------------------ argument errors
@@ -329,8 +329,8 @@ ERRORS = [
     (scale_boxes, (FBOXES, (5, 6), (10, 12)), {}, "boxes=Tensor[2, 4] torch.float32: must have an integer dtype"),
     (scale_boxes, (IBOXES, (5, 0), (10, 12)), {}, "src=(5, 0): must be a pair"),
     (scale_boxes, (IBOXES, (5, 6), None), {}, "dst=None: must be a pair"),
-    (box_iou, (FBOXES, FBOXES[:1]), {}, "b of shape (1, 4): must match a of shape (2, 4)"),
-    (box_iou, ([[0, 0, 1, 1]], FBOXES), {}, "a=[[0, 0, 1, 1]]: must be a Tensor[N, 4]"),
+    (matched_box_iou, (FBOXES, FBOXES[:1]), {}, "b of shape (1, 4): must match a of shape (2, 4)"),
+    (matched_box_iou, ([[0, 0, 1, 1]], FBOXES), {}, "a=[[0, 0, 1, 1]]: must be a Tensor[N, 4]"),
     (threshold_extent, (MAPS[0], 0.5), {}, "norm=Tensor[5, 6] torch.float32: must be a Tensor[B, h, w]"),
     (threshold_extent, (MAPS, 2), {}, "threshold=2: must be a number in [0, 1]"),
     (mass_extent, (MAPS, 0.0), {}, "mass=0.0: must be a number in (0, 1]"),
@@ -369,5 +369,5 @@ def test_package_exports():
     for name in ops.__all__:
         assert getattr(ops, name) is not None, name
     for name in ("crop_resize", "crop_affine", "check_interpolation", "threshold_boxes", "glimpse_boxes",
-                 "region_boxes", "round_boxes", "box_iou", "scale_boxes"):
+                 "region_boxes", "round_boxes", "matched_box_iou", "scale_boxes"):
         assert callable(getattr(ops, name)) and name in ops.__all__

@@ -6,7 +6,7 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
-from fgzoom.ops.boxes import box_iou
+from fgzoom.ops.boxes import matched_box_iou
 
 
 class SplitMetrics(nn.Module):
@@ -62,7 +62,7 @@ class SplitMetrics(nn.Module):
             boxes = out["boxes_image"]
             if boxes.ndim == 3:  # k regions: the most salient one is scored against the single GT box
                 boxes = boxes[:, 0]
-            iou = box_iou(boxes.float(), batch["box"].float()).float()
+            iou = matched_box_iou(boxes.float(), batch["box"].float()).float()
             weight = batch["has_box"].float()
             self.iou_mean.update(iou, weight)
             self.loc_acc.update((iou >= 0.5).float(), weight)

@@ -23,7 +23,7 @@ from torch import Tensor
 
 __all__ = [
     "RULES",
-    "box_iou",
+    "matched_box_iou",
     "box_mask",
     "glimpse_boxes",
     "grow_boxes",
@@ -228,8 +228,8 @@ def scale_boxes(boxes: Tensor, src: tuple[int, int], dst: tuple[int, int]) -> Te
     return torch.stack([y0, x0, y1, x1], dim=1)
 
 
-def box_iou(a: Tensor, b: Tensor) -> Tensor:
-    """Elementwise IoU of matching boxes (not all pairs).
+def matched_box_iou(a: Tensor, b: Tensor) -> Tensor:
+    """IoU of matched boxes, row ``i`` of ``a`` with row ``i`` of ``b`` (torchvision's ``box_iou`` is all pairs).
 
     Args:
         a, b: ``Tensor[N, 4]`` ``(y0, x0, y1, x1)``, float or integer, the same ``N``.
@@ -363,7 +363,7 @@ def rule_boxes(
     rule: str,
     threshold: Tensor | float = 0.5,
     mass: float = 0.5,
-    sigmas: float = 1.5,
+    sigmas: float = 1.0,
     padding: float = 0.0,
     min_size: float = 0.0,
 ) -> tuple[Tensor, Tensor]:
@@ -430,7 +430,7 @@ def region_boxes(
     rule: str,
     threshold: Tensor | float = 0.5,
     mass: float = 0.5,
-    sigmas: float = 1.5,
+    sigmas: float = 1.0,
     padding: float = 0.0,
     min_size: float = 0.0,
 ) -> tuple[Tensor, Tensor]:
