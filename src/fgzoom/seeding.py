@@ -14,7 +14,7 @@ lets training randomness depend on generator state carried across steps:
 from __future__ import annotations
 
 import contextlib
-import math
+import itertools
 import os
 from collections.abc import Iterator
 
@@ -52,10 +52,10 @@ class EpochSeededSampler(DistributedSampler):
     """Yields ``(index, sample_seed)``: a permutation of ``range(dataset_size)`` drawn from ``(seed, epoch)``,
     each index with its augmentation seed; with ``num_replicas`` > 1, rank ``rank``'s share of it.
 
-    Sharding is ``DistributedSampler``'s without shuffling (the permutation padded to a multiple of
-    ``num_replicas`` by repeating its start, then every ``num_replicas``-th entry from ``rank``), which is what
-    Lightning's sampler wrapper did with this sampler before it sharded itself; being a ``DistributedSampler``,
-    Lightning uses it as it is under DDP.
+    Sharding is ``DistributedSampler``'s own, without shuffling, over the positions of the permutation (padded
+    to a multiple of ``num_replicas`` by repeating its start, then every ``num_replicas``-th position from
+    ``rank``), which is what Lightning's sampler wrapper did with this sampler before it sharded itself; being
+    a ``DistributedSampler``, Lightning uses it as it is under DDP.
 
     Lightning calls :meth:`set_epoch` before every epoch, also after a resume, so epoch ``e`` yields the same
     sequence whenever it runs. :meth:`resume_at` skips the first entries of this rank's share once, for a
@@ -65,7 +65,6 @@ class EpochSeededSampler(DistributedSampler):
 
     def __init__(self, dataset_size: int, seed: int, num_replicas: int = 1, rank: int = 0) -> None:
         super().__init__(range(dataset_size), num_replicas=num_replicas, rank=rank, shuffle=False, seed=seed)
-        self.dataset_size = dataset_size
         self.start = 0  # entries of this rank's share to skip in the current epoch (a mid-epoch resume)
 
     def set_epoch(self, epoch: int) -> None:
@@ -79,9 +78,7 @@ class EpochSeededSampler(DistributedSampler):
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         generator = torch.Generator().manual_seed(derive_seed(self.seed, self.epoch))
-        order = torch.randperm(self.dataset_size, generator=generator).tolist()
-        padding = self.total_size - len(order)
-        if padding > 0:
-            order += (order * math.ceil(padding / max(1, len(order))))[:padding]
-        for index in order[self.rank:self.total_size:self.num_replicas][self.start:]:
+        order = torch.randperm(len(self.dataset), generator=generator).tolist()
+        positions = itertools.islice(super().__iter__(), self.start, None)  # this rank's share, padded
+        for index in (order[position] for position in positions):
             yield index, derive_seed(self.seed, self.epoch, index)
