@@ -21,7 +21,7 @@ import math
 import os
 import pathlib
 import pickle
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -48,6 +48,11 @@ SAFE_GLOBALS: list[type] = [
     AttributeDict,  # Lightning's hparams container
 ]
 TRUST_KEY = "trust_checkpoint"
+
+
+def trusts_checkpoints(cfg: Mapping) -> bool:
+    """Whether the entry's config opts in to the full unpickler (``trust_checkpoint=true``; default false)."""
+    return bool(cfg.get(TRUST_KEY, False))
 
 
 @contextlib.contextmanager
@@ -139,10 +144,12 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 def _fgzoom_checkpoint(path: str, trust: bool, mmap: bool) -> dict:
     """``read_checkpoint`` of a file that must be an fgzoom checkpoint (``fgzoom``, ``hyper_parameters`` and
-    ``state_dict`` entries)."""
+    ``state_dict`` entries, the first a mapping)."""
     checkpoint = read_checkpoint(path, trust=trust, mmap=mmap)
     if not checkpoint.get("fgzoom") or "hyper_parameters" not in checkpoint or "state_dict" not in checkpoint:
         raise ConfigError(f"ckpt_path={path}: not an fgzoom checkpoint (no model config inside)")
+    if not isinstance(checkpoint["fgzoom"], dict):
+        raise ConfigError(f"ckpt_path={path}: not an fgzoom checkpoint (its fgzoom entry is not a mapping)")
     return checkpoint
 
 
@@ -152,10 +159,7 @@ def read_checkpoint_meta(path: str, trust: bool = False) -> dict:
     it is not a readable fgzoom checkpoint (``read_checkpoint``; ``trust``: ``trust_checkpoint=true``)."""
     if is_model_folder(path):
         return read_folder_meta(path)
-    meta = _fgzoom_checkpoint(path, trust, mmap=True)["fgzoom"]
-    if not isinstance(meta, dict):
-        raise ConfigError(f"ckpt_path={path}: not an fgzoom checkpoint (its fgzoom entry is not a mapping)")
-    return meta
+    return _fgzoom_checkpoint(path, trust, mmap=True)["fgzoom"]
 
 
 def load_model(path: str, trust: bool = False) -> FGVCModule:
@@ -166,8 +170,8 @@ def load_model(path: str, trust: bool = False) -> FGVCModule:
     if is_model_folder(path):
         return load_model_folder(path)
     checkpoint = _fgzoom_checkpoint(path, trust, mmap=False)
-    progress = checkpoint["fgzoom"].get("progress", 1.0) if isinstance(checkpoint["fgzoom"], dict) else 1.0
-    return FGVCModule.from_saved(checkpoint["hyper_parameters"], checkpoint["state_dict"], progress,
+    return FGVCModule.from_saved(checkpoint["hyper_parameters"], checkpoint["state_dict"],
+                                 checkpoint["fgzoom"].get("progress", 1.0),
                                  source=f"ckpt_path={path}")
 
 

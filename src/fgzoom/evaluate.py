@@ -34,11 +34,11 @@ from torch import Tensor
 from torchmetrics.classification import MulticlassAccuracy
 
 from fgzoom.checkpoint_io import (
-    TRUST_KEY,
     check_class_names,
     load_model,
     read_checkpoint_meta,
     saved_data_config,
+    trusts_checkpoints,
 )
 from fgzoom.data.datamodule import FGVCDataModule
 from fgzoom.errors import ConfigError
@@ -126,7 +126,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     pin_run_dir(str(output_dir))
     check_eval_options(cfg)
     path = resolve_ckpt_path(cfg.ckpt_path, str(output_dir))
-    trust = bool(cfg.get(TRUST_KEY, False))
+    trust = trusts_checkpoints(cfg)
     meta = read_checkpoint_meta(path, trust)
     datamodule = datamodule_for(cfg, meta, path)
     datamodule.prepare_data()

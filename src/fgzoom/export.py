@@ -46,7 +46,7 @@ import torch
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
-from fgzoom.checkpoint_io import TRUST_KEY, load_model, read_checkpoint_meta, saved_transform_config
+from fgzoom.checkpoint_io import load_model, read_checkpoint_meta, saved_transform_config, trusts_checkpoints
 from fgzoom.errors import ConfigError, FGZoomError
 from fgzoom.models.module import FGVCModule
 from fgzoom.predict import eval_transform_args
@@ -239,7 +239,7 @@ def export(cfg: DictConfig) -> Path:
     if fmt not in FORMATS:
         raise ConfigError(f"format={fmt}: must be one of {FORMATS}")
     ckpt = resolve_ckpt_path(cfg.ckpt_path, str(cfg.paths.output_dir))
-    trust = bool(cfg.get(TRUST_KEY, False))
+    trust = trusts_checkpoints(cfg)
     meta = read_checkpoint_meta(ckpt, trust)
     data = saved_transform_config(meta, ckpt)  # values only: the input size and normalization
     model = load_model(ckpt, trust).eval()  # configure_model is not called: a compile=true backbone stays eager

@@ -25,11 +25,11 @@ from torch.utils.data import DataLoader, default_collate
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from fgzoom.checkpoint_io import (
-    TRUST_KEY,
     check_class_names,
     load_model,
     read_checkpoint_meta,
     saved_transform_config,
+    trusts_checkpoints,
 )
 from fgzoom.data.datamodule import FGVCDataModule
 from fgzoom.data.dataset import BadImageError, FGVCDataset, load_rgb
@@ -121,7 +121,7 @@ def predict(cfg: DictConfig) -> Path:
     output_dir = Path(cfg.paths.output_dir)
     check_predict_options(cfg)
     path = resolve_ckpt_path(cfg.ckpt_path, str(output_dir))
-    trust = bool(cfg.get(TRUST_KEY, False))
+    trust = trusts_checkpoints(cfg)
     meta = read_checkpoint_meta(path, trust)
     data = saved_transform_config(meta, path)  # values only: the eval transform's
     model = load_model(path, trust)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fgzoom.checkpoint_io import TRUST_KEY, load_model, read_checkpoint_meta
+from fgzoom.checkpoint_io import load_model, read_checkpoint_meta, trusts_checkpoints
 from fgzoom.errors import ConfigError
 from fgzoom.model_folder import push_folder, replace_folder, save_model_folder
 
@@ -20,7 +20,7 @@ def save_model(cfg) -> Path:
     out = Path(str(cfg.out)).expanduser() if cfg.get("out") else ckpt.resolve().parent.parent / "model"
     if cfg.get("push_to_hub") and not cfg.get("hub_repo"):
         raise ConfigError("push_to_hub=true: set hub_repo=<user>/<name>, the Hub repository to upload to")
-    trust = bool(cfg.get(TRUST_KEY, False))
+    trust = trusts_checkpoints(cfg)
     meta = read_checkpoint_meta(str(ckpt), trust)
     module = load_model(str(ckpt), trust)
     replace_folder(out)

@@ -26,6 +26,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from fgzoom.checkpoint_io import trusts_checkpoints
 from fgzoom.cluster import newest_checkpoint, scheduler_run_id
 from fgzoom.config_tree import flatten_config
 from fgzoom.errors import ConfigError
@@ -81,7 +82,7 @@ def previous_run(cfg: DictConfig, output_dir: Path) -> tuple[dict[str, float] | 
         log.info("%s: finished earlier with the same config; not run again (skip_finished=false reruns it)",
                  output_dir)
         return json.loads(metrics_file.read_text()), None
-    newest = newest_checkpoint(output_dir, trust=bool(cfg.get("trust_checkpoint", False)))
+    newest = newest_checkpoint(output_dir, trust=trusts_checkpoints(cfg))
     if newest is not None:
         log.info("%s: stopped earlier; resuming from %s", output_dir, newest.relative_to(output_dir))
         return None, str(newest)

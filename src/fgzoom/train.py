@@ -14,11 +14,11 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from fgzoom.checkpoint_io import (
-    TRUST_KEY,
     atomic_write,
     check_resumable,
     read_checkpoint,
     safe_checkpoint_types,
+    trusts_checkpoints,
 )
 from fgzoom.cluster import init_restarted_process_group, newest_checkpoint, scheduler_run_id
 from fgzoom.errors import ConfigError, NonFiniteLossError
@@ -113,7 +113,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
             log.info("ckpt_path=%s: this run folder holds a newer state, resuming from %s instead", ckpt_path, resume)
         ckpt_path = resume or ckpt_path
     ckpt_path = resolve_ckpt_path(ckpt_path, str(output_dir))
-    check_resumable(ckpt_path, trust=bool(cfg.get(TRUST_KEY, False)))
+    check_resumable(ckpt_path, trust=trusts_checkpoints(cfg))
     metrics, best, is_main = fit_and_evaluate(cfg, ckpt_path, test=cfg.get("test", True) and not refit)
     if refit:
         metrics.update(refit_and_test(cfg, best, resume=ckpt_path is not None))
@@ -137,7 +137,7 @@ def fit_and_evaluate(cfg: DictConfig, ckpt_path: str | None, test: bool) -> tupl
         with atomic_write(output_dir / "config.yaml") as f:
             f.write(OmegaConf.to_yaml(model.run_config).encode())
     # Lightning reads ckpt_path (resume) and the chosen checkpoint weights-only unless the user trusts the file
-    weights_only = not cfg.get(TRUST_KEY, False)
+    weights_only = not trusts_checkpoints(cfg)
     init_restarted_process_group(trainer)
     if cfg.get("train", True):
         with safe_checkpoint_types(), warnings.catch_warnings():
@@ -182,12 +182,12 @@ def refit_and_test(cfg: DictConfig, best: str | None, resume: bool = False) -> d
     stopped refit from its newest checkpoint (last.ckpt, or a requeue's hpc_ckpt_<n>.ckpt)."""
     if best is None:
         raise ConfigError("refit=true needs the best checkpoint of the selection run; keep callbacks.model_checkpoint")
-    epochs = int(read_checkpoint(best, trust=bool(cfg.get(TRUST_KEY, False)), mmap=True)["epoch"]) + 1
+    epochs = int(read_checkpoint(best, trust=trusts_checkpoints(cfg), mmap=True)["epoch"]) + 1
     refit_cfg = refit_config(cfg, epochs)
     output_dir = Path(refit_cfg.paths.output_dir)
     last = output_dir / "checkpoints" / "last.ckpt"
     log.info("refit: %d epochs on train + val (the selected epoch %d of the run), into %s", epochs, epochs - 1, output_dir)
-    newest = newest_checkpoint(output_dir, trust=bool(cfg.get(TRUST_KEY, False))) if resume and output_dir.is_dir() else None
+    newest = newest_checkpoint(output_dir, trust=trusts_checkpoints(cfg)) if resume and output_dir.is_dir() else None
     resume_from = str(newest) if newest is not None else None
     metrics, _, is_main = fit_and_evaluate(refit_cfg, resume_from, test=cfg.get("test", True))  # the last epoch
     if is_main:
