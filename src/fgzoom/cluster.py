@@ -22,7 +22,7 @@ import logging
 import os
 import re
 from collections.abc import Mapping
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 
 import lightning as L
@@ -38,14 +38,20 @@ RESOLVER = "fgzoom.run_name"
 HPC_PATTERN = re.compile(r"^hpc_ckpt_(\d+)\.ckpt$")
 
 
+def slurm_job_id(env: Mapping[str, str] | None = None) -> str | None:
+    """``SLURM_JOB_ID``, or ``<array job>_<task>`` for an array task (what ``scontrol requeue`` takes); None
+    outside SLURM."""
+    env = os.environ if env is None else env
+    array_job, task = env.get("SLURM_ARRAY_JOB_ID"), env.get("SLURM_ARRAY_TASK_ID")
+    return f"{array_job}_{task}" if array_job and task else env.get("SLURM_JOB_ID") or None
+
+
 def scheduler_run_id(env: Mapping[str, str] | None = None) -> str | None:
     """The identity a scheduler gives this run, stable across requeues and restarts (module docstring), or
     None when no scheduler started it."""
     env = os.environ if env is None else env
     if env.get("SLURM_JOB_ID") and env.get("SLURM_JOB_NAME") not in ("bash", "interactive"):
-        if env.get("SLURM_ARRAY_JOB_ID") and env.get("SLURM_ARRAY_TASK_ID"):
-            return f"slurm-{env['SLURM_ARRAY_JOB_ID']}_{env['SLURM_ARRAY_TASK_ID']}"
-        return f"slurm-{env['SLURM_JOB_ID']}"
+        return f"slurm-{slurm_job_id(env)}"
     elastic = env.get("TORCHELASTIC_RUN_ID")
     if elastic and elastic.lower() != "none":
         return f"elastic-{re.sub(r'[^A-Za-z0-9_.-]', '_', elastic)}"
@@ -108,7 +114,7 @@ def init_restarted_process_group(trainer: L.Trainer) -> None:
     rank may read the address of the worker that died and fail (gloo: ``connectFullMesh failed ... Connection
     refused``), depending on which rank writes first. Lightning leaves an initialized group as it is. The
     first attempt, runs without the agent's shared store and runs not under torchrun are untouched; the
-    timeout is torch's default (30 min), as Lightning's ``DDPStrategy`` uses unless told otherwise.
+    timeout is torch's default (``default_pg_timeout``), as Lightning's ``DDPStrategy`` uses unless told otherwise.
     """
     attempt = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0)
     strategy = trainer.strategy
@@ -121,7 +127,7 @@ def init_restarted_process_group(trainer: L.Trainer) -> None:
     backend = getattr(strategy, "process_group_backend", None) or (
         "nccl" if strategy.root_device.type == "cuda" else "gloo")
     world, rank = int(os.environ["WORLD_SIZE"]), int(os.environ["RANK"])
-    timeout = timedelta(minutes=30)  # Lightning's and torch's default
+    timeout = dist.default_pg_timeout  # Lightning's DDPStrategy default too
     store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world, is_master=False,
                           timeout=timeout)
     dist.init_process_group(backend, store=dist.PrefixStore(f"fgzoom/restart_{attempt}/default_pg", store),

@@ -22,7 +22,6 @@ Active only where Lightning detects SLURM (``SLURMEnvironment.detect()``, not an
 from __future__ import annotations
 
 import logging
-import os
 import re
 import signal
 import subprocess
@@ -34,7 +33,7 @@ import lightning as L
 from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch.callbacks import Checkpoint
 
-from fgzoom.cluster import next_hpc_path
+from fgzoom.cluster import next_hpc_path, slurm_job_id
 from fgzoom.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -46,12 +45,6 @@ class RunRequeued(Exception):  # noqa: N818  (a stop, not an error)
     def __init__(self, path: Path, job: str | None) -> None:
         super().__init__(f"saved {path} and requeued SLURM job {job}; the requeued job resumes from it")
         self.path, self.job = path, job
-
-
-def slurm_job_id() -> str | None:
-    """``SLURM_JOB_ID``, or ``<array job>_<task>`` for an array task (what ``scontrol requeue`` takes)."""
-    array_job, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
-    return f"{array_job}_{task}" if array_job and task else os.environ.get("SLURM_JOB_ID")
 
 
 def requeue(job: str) -> None:
