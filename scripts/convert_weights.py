@@ -4,7 +4,7 @@
     python scripts/train.py model.backbone.name=tf_efficientnet_lite0 model.backbone.pretrained_path=DST.safetensors
 
 The k-th floating-point tensor of SRC becomes the k-th of the model (counts and every shape are checked;
-BatchNorm num_batches_tracked counters are skipped on both sides). See fgzoom.weights.
+BatchNorm num_batches_tracked counters are skipped on both sides). See fgzoom.checkpoints.weights.
 """
 
 import argparse
@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
-    from fgzoom.weights import convert_weights
+    from fgzoom.checkpoints.weights import convert_weights
 
     try:
         report = convert_weights(args.source, args.destination, args.model, num_classes=args.num_classes)

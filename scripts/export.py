@@ -4,13 +4,13 @@ import hydra
 import project_root  # noqa: F401  (PROJECT_ROOT, src/ on sys.path)
 from omegaconf import DictConfig
 
-from fgzoom.runtime import one_line_errors
+from fgzoom.cli.runtime import one_line_errors
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="export.yaml")
 @one_line_errors
 def main(cfg: DictConfig) -> None:
-    from fgzoom.export import export
+    from fgzoom.cli.export import export
 
     export(cfg)
 

@@ -4,14 +4,14 @@ import hydra
 import project_root  # noqa: F401  (PROJECT_ROOT, src/ on sys.path)
 from omegaconf import DictConfig
 
-from fgzoom.runtime import one_line_errors
+from fgzoom.cli.runtime import one_line_errors
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="prepare_data.yaml")
 @one_line_errors
 def main(cfg: DictConfig) -> None:
+    from fgzoom.cli.runtime import validate_config
     from fgzoom.data.prepare import check_dataset, format_report
-    from fgzoom.runtime import validate_config
 
     validate_config(cfg)
     datamodule = hydra.utils.instantiate(cfg.data)

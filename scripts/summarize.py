@@ -16,7 +16,7 @@ from pathlib import Path
 import project_root  # noqa: F401  (PROJECT_ROOT, src/ on sys.path)
 
 from fgzoom.errors import FGZoomError
-from fgzoom.eval.summarize import summarize
+from fgzoom.sweeps.summarize import summarize
 
 
 def main(argv: list[str] | None = None) -> int:

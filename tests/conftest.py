@@ -95,8 +95,8 @@ def run_script(
 
 
 def add_trainer_callbacks(monkeypatch: pytest.MonkeyPatch, *callbacks) -> None:
-    """Make ``fgzoom.train.train`` append ``callbacks`` (probes) to the Trainer it builds."""
-    from fgzoom import train as train_module
+    """Make ``fgzoom.cli.train.train`` append ``callbacks`` (probes) to the Trainer it builds."""
+    from fgzoom.cli import train as train_module
 
     build = train_module.build
 

@@ -12,8 +12,13 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
+from fgzoom.cli.runtime import resolved_container
 from fgzoom.errors import ConfigError
-from fgzoom.eval.summarize import (
+from fgzoom.models.options import config_from
+from fgzoom.models.zoom import BOX_RULES, LEVELS, ZoomConfig
+from fgzoom.ops import MODES
+from fgzoom.ops.crop_affine import AFFINE_MODES
+from fgzoom.sweeps.summarize import (
     NO_METRICS,
     NOT_STARTED,
     OK,
@@ -23,11 +28,6 @@ from fgzoom.eval.summarize import (
     expand_sweep,
     summarize,
 )
-from fgzoom.models.options import config_from
-from fgzoom.models.zoom import BOX_RULES, LEVELS, ZoomConfig
-from fgzoom.ops import MODES
-from fgzoom.ops.crop_affine import AFFINE_MODES
-from fgzoom.runtime import resolved_container
 from tests.conftest import CONFIGS, compose_config, run_script, tiny_overrides
 
 
@@ -404,7 +404,7 @@ def test_step_bench_interp_rows_are_the_sweep_settings_as_composed(tmp_path):
 def test_plot_gives_each_setting_of_a_level_its_own_bar(tmp_path):
     """Settings that differ only in the sampler (or box rule, or region count) are labelled apart, so no bar
     hides another; a sweep of one sampler keeps the short mode labels."""
-    from fgzoom.eval.summarize import plot_labels
+    from fgzoom.sweeps.summarize import plot_labels
 
     def summary(**setting):
         full = {"model": "zoom", "level": "feature", "mode": "bilinear", "align_corners": None,

@@ -33,7 +33,7 @@ def _group_override(group: str, option: str, root: Path) -> list[str]:
     ("group", "option"), [(g, o) for g, opts in GROUP_OPTIONS.items() for o in opts], ids=lambda v: str(v)
 )
 def test_train_config_with_every_group_option_passes_the_start_up_checks(group, option, tmp_path):
-    from fgzoom.runtime import validate_config
+    from fgzoom.cli.runtime import validate_config
 
     cfg = compose_config("train.yaml", _group_override(group, option, tmp_path), tmp_path)
     cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
@@ -91,7 +91,7 @@ def test_every_model_config_builds_a_network_that_runs(model, tmp_path, syntheti
 
 
 def test_trainer_and_callbacks_instantiate(train_cfg):
-    from fgzoom.runtime import instantiate_callbacks, instantiate_loggers
+    from fgzoom.cli.runtime import instantiate_callbacks, instantiate_loggers
 
     loggers = instantiate_loggers(train_cfg.logger)
     callbacks = instantiate_callbacks(train_cfg.callbacks, has_logger=bool(loggers))

@@ -7,10 +7,10 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from fgzoom.ema import ema_decay, ema_multi_avg_fn
+from fgzoom.callbacks.ema import ema_decay, ema_multi_avg_fn
+from fgzoom.cli.train import train
 from fgzoom.errors import ConfigError
 from fgzoom.models.module import FGVCModule
-from fgzoom.train import train
 from tests.conftest import add_trainer_callbacks, compose_config, run_script, tiny_overrides
 
 

@@ -17,6 +17,10 @@ import timm
 import torch
 from PIL import Image
 
+from fgzoom.cli.evaluate import evaluate
+from fgzoom.cli.predict import eval_transform_args, predict
+from fgzoom.cli.runtime import one_line_errors
+from fgzoom.cli.train import train
 from fgzoom.errors import ConfigError, FGZoomError
 from fgzoom.eval.confusion import (
     ANNOTATE_MAX,
@@ -28,14 +32,10 @@ from fgzoom.eval.confusion import (
 )
 from fgzoom.eval.figures import dataset_batch, grid_data, grid_figure, save_figure, select_indices
 from fgzoom.eval.predictions import box_cells, box_header, gather_predictions, tta_views
-from fgzoom.evaluate import evaluate
 from fgzoom.models.module import FGVCModule
 from fgzoom.ops import crop_resize
 from fgzoom.ops.boxes import matched_box_iou
 from fgzoom.ops.crop_affine import crop_affine
-from fgzoom.predict import eval_transform_args, predict
-from fgzoom.runtime import one_line_errors
-from fgzoom.train import train
 from tests.conftest import TINY_SYNTHETIC, compose_config, run_script, tiny_overrides
 
 CLASSES = 4

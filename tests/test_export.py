@@ -1,4 +1,4 @@
-"""Export of a checkpoint's whole zoom model (``scripts/export.py``, ``fgzoom.export``): ONNX run through
+"""Export of a checkpoint's whole zoom model (``scripts/export.py``, ``fgzoom.cli.export``): ONNX run through
 onnxruntime and TorchScript run through ``torch.jit.load`` against PyTorch on another batch size than the one
 exported (the batch dimension is dynamic), the JSON sidecar, and the one-line refusal of an option that does
 not export (``model.zoom.sampler=slice``).
@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from fgzoom.checkpoint_io import load_model
+from fgzoom.checkpoints.io import load_model
+from fgzoom.cli.export import LogitsModel, export, export_model
+from fgzoom.cli.runtime import one_line_errors
+from fgzoom.cli.train import train
 from fgzoom.errors import ConfigError
-from fgzoom.export import LogitsModel, export, export_model
-from fgzoom.runtime import one_line_errors
-from fgzoom.train import train
 from tests.conftest import TINY_SYNTHETIC, compose_config, run_script, tiny_overrides
 
 SIZE = TINY_SYNTHETIC["image_size"]

@@ -10,9 +10,9 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import Callback
 
+from fgzoom.cli.train import build
 from fgzoom.models.module import FGVCModule
 from fgzoom.models.optim import LR_SCRATCH
-from fgzoom.train import build
 from tests.conftest import compose_config, tiny_overrides
 
 HOST_READS = ("item", "tolist", "__bool__", "__int__", "__float__", "__index__", "numpy", "cpu")

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
+from fgzoom.cli.train import check_optimized_metric, optimized_value
 from fgzoom.errors import ConfigError
-from fgzoom.eval.summarize import OK, collect_runs, expected_jobs, read_study, summarize
 from fgzoom.models.options import config_from
 from fgzoom.models.zoom import ZoomConfig
-from fgzoom.train import check_optimized_metric, optimized_value
+from fgzoom.sweeps.summarize import OK, collect_runs, expected_jobs, read_study, summarize
 from tests.conftest import compose_config, run_script, tiny_overrides
 
 OPTUNA_SWEEPER = "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper"
@@ -167,9 +167,9 @@ def test_tiny_optuna_study_end_to_end(tmp_path, synthetic_root):
 
 def test_a_diverged_trial_is_nan_for_the_sweeper_and_an_error_otherwise(tmp_path, synthetic_root, monkeypatch):
     """A trial whose loss turns NaN (a high lr in the search) must not end the study."""
+    from fgzoom.cli.train import objective
     from fgzoom.errors import NonFiniteLossError
     from fgzoom.models.module import FGVCModule
-    from fgzoom.train import objective
 
     forward = FGVCModule.forward
 

@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from fgzoom.cli.train import train
 from fgzoom.errors import ConfigError
 from fgzoom.models.backbone import BackboneConfig
 from fgzoom.models.input_view import InputView
@@ -13,7 +14,6 @@ from fgzoom.models.module import FGVCModule
 from fgzoom.models.plain import PlainNet
 from fgzoom.models.zoom import ZoomConfig, ZoomNet
 from fgzoom.ops import crop_resize
-from fgzoom.train import train
 from tests.conftest import compose_config, tiny_overrides
 
 

@@ -13,11 +13,11 @@ import pytest
 from lightning.pytorch.loggers import CSVLogger, MLFlowLogger, TensorBoardLogger, WandbLogger
 from matplotlib.figure import Figure
 
+from fgzoom.callbacks.loggers import log_figure
+from fgzoom.cli.evaluate import evaluate
+from fgzoom.cli.runtime import instantiate_loggers
+from fgzoom.cli.train import train
 from fgzoom.errors import ConfigError
-from fgzoom.evaluate import evaluate
-from fgzoom.loggers import log_figure
-from fgzoom.runtime import instantiate_loggers
-from fgzoom.train import train
 from tests.conftest import ROOT, SCRIPT_ENV, compose_config, script_command, tiny_overrides
 
 

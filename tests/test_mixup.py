@@ -9,10 +9,10 @@ import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback
 from timm.data.mixup import mixup_target
 
+from fgzoom.cli.train import train
 from fgzoom.data.mixing import BatchMixing, MixupConfig
 from fgzoom.errors import ConfigError
 from fgzoom.models.loss import FGVCLoss
-from fgzoom.train import train
 from tests.conftest import add_trainer_callbacks, compose_config, run_script, tiny_overrides
 
 

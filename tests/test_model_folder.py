@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from fgzoom.checkpoint_io import load_model
-from fgzoom.train import train
+from fgzoom.checkpoints.io import load_model
+from fgzoom.cli.train import train
 from tests.conftest import compose_config, run_script, tiny_overrides
 
 

@@ -17,11 +17,11 @@ import torch
 from lightning import Callback
 from lightning.fabric.utilities.distributed import DistributedSamplerWrapper
 
-from fgzoom.cluster import newest_checkpoint, next_hpc_path, run_name, scheduler_run_id
+from fgzoom.callbacks.preemption import RunRequeued
+from fgzoom.cli.cluster import newest_checkpoint, next_hpc_path, run_name, scheduler_run_id
+from fgzoom.cli.train import train
+from fgzoom.data.seeding import EpochSeededSampler
 from fgzoom.errors import ConfigError
-from fgzoom.preemption import RunRequeued
-from fgzoom.seeding import EpochSeededSampler
-from fgzoom.train import train
 from tests.conftest import (
     ROOT,
     SCRIPT_ENV,
@@ -93,7 +93,7 @@ def test_the_newest_checkpoint_is_the_furthest_into_training(tmp_path):
 
 
 def test_a_bad_signal_name_is_one_line():
-    from fgzoom.preemption import PreemptionCheckpoint
+    from fgzoom.callbacks.preemption import PreemptionCheckpoint
 
     with pytest.raises(ConfigError, match="callbacks.preemption.signal_name=SIGNOPE: not a signal"):
         PreemptionCheckpoint("SIGNOPE")
@@ -179,8 +179,8 @@ def test_a_launchers_own_handler_requeues_after_the_save(tmp_path, synthetic_roo
 
 def test_the_callback_stays_out_where_it_has_nothing_to_do(train_cfg):
     """Outside SLURM, or with checkpointing off, the callback is not attached (it is a Checkpoint callback)."""
-    from fgzoom.preemption import PreemptionCheckpoint
-    from fgzoom.train import build
+    from fgzoom.callbacks.preemption import PreemptionCheckpoint
+    from fgzoom.cli.train import build
 
     _, _, trainer = build(train_cfg)
     assert not any(isinstance(c, PreemptionCheckpoint) for c in trainer.callbacks)

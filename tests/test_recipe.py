@@ -12,12 +12,12 @@ from omegaconf import OmegaConf
 from PIL import Image
 from torchvision import tv_tensors
 
+from fgzoom.cli.runtime import fill_normalization, record_normalization
 from fgzoom.data.datamodule import FGVCDataModule
 from fgzoom.data.index import Sample
 from fgzoom.data.stats import channel_stats
 from fgzoom.data.transforms import build_transforms
 from fgzoom.errors import ConfigError
-from fgzoom.runtime import fill_normalization, record_normalization
 from tests.conftest import CONFIGS, ROOT, compose_config, tiny_overrides
 
 FLIP_SENSITIVE = {"mnist_clutter"}  # orientation carries the class: no flips
@@ -103,7 +103,7 @@ def test_pretrained_weights_take_the_backbone_normalization(tmp_path: Path, synt
 
 
 def test_saved_config_holds_the_numbers_training_used(tmp_path: Path, synthetic_root: Path) -> None:
-    from fgzoom.train import train
+    from fgzoom.cli.train import train
 
     cfg = compose_config("train.yaml", [*tiny_overrides(synthetic_root), "model=plain", "logger=none"], tmp_path)
     train(cfg)
@@ -143,7 +143,7 @@ def test_best_checkpoint_prefers_the_later_epoch_on_a_tie(tmp_path: Path) -> Non
     import lightning as L
     from torch.utils.data import DataLoader, TensorDataset
 
-    from fgzoom.best_checkpoint import LatestBestCheckpoint
+    from fgzoom.callbacks.best_checkpoint import LatestBestCheckpoint
 
     val_acc = [0.5, 0.9, 0.9, 0.8]  # epochs 1 and 2 tie: epoch 2 must be kept
 

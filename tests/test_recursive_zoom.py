@@ -7,6 +7,7 @@ import dataclasses
 import pytest
 import torch
 
+from fgzoom.cli.train import train
 from fgzoom.errors import ConfigError
 from fgzoom.eval.figures import grid_data, grid_figure
 from fgzoom.models.backbone import BackboneConfig
@@ -14,7 +15,6 @@ from fgzoom.models.loss import FGVCLoss
 from fgzoom.models.zoom import ZoomConfig, ZoomNet
 from fgzoom.ops.boxes import nest_boxes
 from fgzoom.ops.crop_affine import crop_affine
-from fgzoom.train import train
 from tests.conftest import compose_config, tiny_overrides
 
 RECURSIVE = ZoomConfig(level="image", steps=2)
@@ -143,7 +143,7 @@ def test_predict_with_test_time_augmentation():
 
 
 def test_exports_as_one_program():
-    from fgzoom.export import LogitsModel, export_program
+    from fgzoom.cli.export import LogitsModel, export_program
 
     wrapped = LogitsModel(_net().eval()).eval()
     image = torch.randn(2, 3, 64, 64)

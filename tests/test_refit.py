@@ -8,9 +8,9 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from fgzoom.cli.train import train
 from fgzoom.data.datamodule import FGVCDataModule
 from fgzoom.errors import ConfigError
-from fgzoom.train import train
 from tests.conftest import TINY_SYNTHETIC, compose_config, tiny_overrides
 
 

@@ -15,9 +15,9 @@ import torch
 from hydra.core.global_hydra import GlobalHydra
 from lightning.pytorch.callbacks import Callback
 
-from fgzoom.checkpoint_io import AtomicCheckpointIO
+from fgzoom.checkpoints.io import AtomicCheckpointIO
+from fgzoom.cli.train import train
 from fgzoom.errors import NonFiniteLossError
-from fgzoom.train import train
 from tests.conftest import (
     ROOT,
     SCRIPT_ENV,

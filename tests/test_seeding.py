@@ -1,11 +1,11 @@
 """Training randomness: a new data order and new augmentation draws every epoch, the same ones when an
-epoch is replayed (fgzoom.seeding)."""
+epoch is replayed (fgzoom.data.seeding)."""
 
 from __future__ import annotations
 
 import torch
 
-from fgzoom.seeding import EpochSeededSampler, derive_seed, seeded_rng
+from fgzoom.data.seeding import EpochSeededSampler, derive_seed, seeded_rng
 
 
 def _epoch(sampler: EpochSeededSampler, epoch: int) -> list[tuple[int, int]]:

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from fgzoom.sweep_resume import config_difference
+from fgzoom.sweeps.resume import config_difference
 from tests.conftest import ROOT, SCRIPT_ENV, run_script, script_command, tiny_overrides
 
 

@@ -7,8 +7,8 @@ import json
 import pytest
 import torch
 
-from fgzoom.evaluate import evaluate
-from fgzoom.train import train
+from fgzoom.cli.evaluate import evaluate
+from fgzoom.cli.train import train
 from tests.conftest import compose_config, run_script, tiny_overrides
 
 

@@ -13,16 +13,16 @@ import pytest
 import torch
 import yaml
 
-from fgzoom.checkpoint_io import load_model, read_checkpoint
+from fgzoom.checkpoints.io import load_model, read_checkpoint
+from fgzoom.checkpoints.weights import convert_weights
+from fgzoom.cli.evaluate import evaluate
+from fgzoom.cli.export import export
+from fgzoom.cli.predict import predict
+from fgzoom.cli.save_model import save_model
+from fgzoom.cli.train import train
 from fgzoom.errors import ConfigError, FGZoomError
-from fgzoom.evaluate import evaluate
-from fgzoom.export import export
 from fgzoom.models.backbone import BackboneConfig, create_backbone
 from fgzoom.models.module import FGVCModule
-from fgzoom.predict import predict
-from fgzoom.save_model import save_model
-from fgzoom.train import train
-from fgzoom.weights import convert_weights
 from tests.conftest import compose_config, run_script, tiny_overrides
 
 

@@ -1,4 +1,4 @@
-"""Foreign weights files mapped onto timm models by tensor order (fgzoom.weights, scripts/convert_weights.py)."""
+"""Foreign weights files mapped onto timm models by tensor order (fgzoom.checkpoints.weights, scripts/convert_weights.py)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,13 @@ import pytest
 import timm
 import torch
 
+from fgzoom.checkpoints.weights import (
+    WeightsMismatchError,
+    convert_weights,
+    load_state_dict,
+    map_state_dict_by_order,
+)
 from fgzoom.models.backbone import BackboneConfig, create_backbone
-from fgzoom.weights import WeightsMismatchError, convert_weights, load_state_dict, map_state_dict_by_order
 from tests.conftest import ROOT, compose_config
 
 ARCH = "test_efficientnet"  # tiny timm model with BatchNorm counters

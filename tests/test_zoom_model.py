@@ -7,11 +7,11 @@ import dataclasses
 import pytest
 import torch
 
+from fgzoom.cli.train import train
 from fgzoom.errors import ConfigError
 from fgzoom.models.backbone import BackboneConfig
 from fgzoom.models.module import FGVCModule
 from fgzoom.models.zoom import ZoomConfig, ZoomNet, fuse
-from fgzoom.train import train
 from tests.conftest import compose_config, tiny_overrides
 
 MODE_KNOBS = [
@@ -144,7 +144,7 @@ def test_unknown_zoom_key_is_rejected():
 
 
 def test_unknown_backbone_key_is_one_line_before_anything_is_built(tmp_path, synthetic_root):
-    from fgzoom.runtime import validate_config
+    from fgzoom.cli.runtime import validate_config
 
     cfg = compose_config("train.yaml", [*tiny_overrides(synthetic_root), "+model.backbone.foo=1"], tmp_path)
     with pytest.raises(ConfigError, match=r"model.backbone.foo: unknown key; valid keys of model.backbone: name, "):

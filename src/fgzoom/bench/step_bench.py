@@ -20,10 +20,10 @@ from typing import Any
 import torch
 from torch.optim.swa_utils import AveragedModel
 
+from fgzoom.callbacks.ema import ema_multi_avg_fn
 from fgzoom.data.mixing import BatchMixing, MixupConfig
-from fgzoom.ema import ema_multi_avg_fn
-from fgzoom.eval.summarize import bench_name
 from fgzoom.models.module import FGVCModule
+from fgzoom.sweeps.summarize import bench_name
 
 
 def _peak_rss_reset() -> None:
@@ -60,7 +60,7 @@ BOX_VARIANTS: list[dict[str, Any]] = [
 
 SWITCH_VARIANTS: list[dict[str, Any]] = [
     # the practitioner switches at the zoom defaults; "module" holds further FGVCModule arguments, "ema" the
-    # decay of an EMA updated after every step (as fgzoom.ema.EMA does), "mixup" data.mixup options
+    # decay of an EMA updated after every step (as fgzoom.callbacks.ema.EMA does), "mixup" data.mixup options
     {"name": "zoom feature grad_checkpointing", "zoom": {"level": "feature"}, "module": {"grad_checkpointing": True}},
     {"name": "zoom feature ema", "zoom": {"level": "feature"}, "ema": 0.999},
     {"name": "zoom feature mixup+cutmix", "zoom": {"level": "feature"},

@@ -18,11 +18,11 @@ from fgzoom.data.dataset import FGVCDataset, decode_errors
 from fgzoom.data.index import DatasetIndex, Sample
 from fgzoom.data.mixing import BatchMixing, MixupConfig
 from fgzoom.data.readers import PREPARERS, get_reader
+from fgzoom.data.seeding import EpochSeededSampler, derive_seed
 from fgzoom.data.splits import stratified_split
 from fgzoom.data.stats import channel_stats
 from fgzoom.data.transforms import build_transforms
 from fgzoom.errors import ConfigError
-from fgzoom.seeding import EpochSeededSampler, derive_seed
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ class FGVCDataModule(L.LightningDataModule):
         download: let torchvision download the dataset when it supports it (opt-in).
         annotation_level: FGVC-Aircraft label granularity (variant | family | manufacturer).
         reader_options: other dataset-specific options passed to the reader.
-        seed: seed of the training order and augmentation (see :mod:`fgzoom.seeding`); the entry
+        seed: seed of the training order and augmentation (see :mod:`fgzoom.data.seeding`); the entry
             point passes the run's ``seed``. None draws one, so such a run cannot be replayed.
     """
 
@@ -264,7 +264,7 @@ class FGVCDataModule(L.LightningDataModule):
     def state_dict(self) -> dict[str, int]:
         """Saved in every checkpoint of a fit: the training epoch in progress, how many of its samples all
         ranks together have trained on (``batch_size`` x the trainer's finished batches x ranks) and the rank
-        count, so that a run resumed from a checkpoint saved in the middle of an epoch (``fgzoom.preemption``)
+        count, so that a run resumed from a checkpoint saved in the middle of an epoch (``fgzoom.callbacks.preemption``)
         continues with the next batch. At an epoch's end the count is the whole epoch, which a resume skips."""
         trainer = self.trainer
         if trainer is None or trainer.state.fn != TrainerFn.FITTING:

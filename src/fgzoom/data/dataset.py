@@ -11,8 +11,8 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
+from fgzoom.data.seeding import seeded_rng
 from fgzoom.errors import FGZoomError
-from fgzoom.seeding import seeded_rng
 
 
 class BadImageError(FGZoomError):
@@ -51,7 +51,7 @@ class FGVCDataset(Dataset):
     ``(y0, x0, y1, x1)`` in input-pixel coordinates (the whole frame when unknown), ``has_box`` bool
     and ``index`` int64 (position in this split).
 
-    A key is an index, or ``(index, seed)`` (from :class:`~fgzoom.seeding.EpochSeededSampler`): the
+    A key is an index, or ``(index, seed)`` (from :class:`~fgzoom.data.seeding.EpochSeededSampler`): the
     random transforms then run under ``seed``, so a sample's augmentation does not depend on which
     worker loads it or on what that worker loaded before.
     """

@@ -12,7 +12,7 @@ test only, which are never mixed).
 
 Randomness: timm draws lambda and the CutMix box from numpy's global generator; each batch draws them
 under a seed derived from (run seed, epoch, the batch's first sample index, rank) and restores the
-generator after, so a resumed run mixes every batch as the uninterrupted one did (see ``fgzoom.seeding``).
+generator after, so a resumed run mixes every batch as the uninterrupted one did (see ``fgzoom.data.seeding``).
 """
 
 from __future__ import annotations

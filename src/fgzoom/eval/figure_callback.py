@@ -9,9 +9,9 @@ from pathlib import Path
 import lightning as L
 from lightning.pytorch.trainer.states import TrainerFn
 
+from fgzoom.callbacks.loggers import log_figure
 from fgzoom.errors import ConfigError
 from fgzoom.eval.figures import grid_data, grid_figure, save_figure, select_indices, zoom_grid
-from fgzoom.loggers import log_figure
 
 log = logging.getLogger(__name__)
 
@@ -20,7 +20,7 @@ class ZoomFigures(L.Callback):
     """Every ``every_n_epochs`` training epochs and after the last one, after validation, write ``<dirpath>/epoch{NNN}.png``: the
     grid of :func:`fgzoom.eval.figures.grid_figure` on ``num_images`` fixed images of ``split`` (eval
     transform; every zoom option: all k boxes, integer or fractional, and the zoomed views), and send it to
-    every attached logger that takes images (:func:`fgzoom.loggers.log_figure`). Runs on global rank 0 only, during ``fit``
+    every attached logger that takes images (:func:`fgzoom.callbacks.loggers.log_figure`). Runs on global rank 0 only, during ``fit``
     only.
 
     Args:

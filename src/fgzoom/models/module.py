@@ -11,7 +11,8 @@ import lightning as L
 import torch
 from torch import Tensor
 
-from fgzoom.ema import EMA
+from fgzoom.callbacks.ema import EMA
+from fgzoom.data.seeding import run_seed, seed_step
 from fgzoom.errors import ConfigError, NonFiniteLossError
 from fgzoom.models.backbone import BackboneConfig
 from fgzoom.models.branch_norm import missing_zoom_stats
@@ -22,7 +23,6 @@ from fgzoom.models.optim import apply_lr_scale
 from fgzoom.models.options import config_from
 from fgzoom.models.plain import PlainNet
 from fgzoom.models.zoom import ZoomConfig, ZoomNet
-from fgzoom.seeding import run_seed, seed_step
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ class FGVCModule(L.LightningModule):
         input_size: run the backbone on the batch resized to this side (``InputView``); with zoom level=image
             the zoomed view is still cropped from the batch as loaded. None = the batch as loaded.
         ema: ``model.ema``: ``decay`` (null: off) and ``warmup`` of an exponential moving average of the
-            weights (``fgzoom.ema.EMA``, attached by :meth:`configure_callbacks`); the average replaces the raw
+            weights (``fgzoom.callbacks.ema.EMA``, attached by :meth:`configure_callbacks`); the average replaces the raw
             weights in validation and in every checkpoint's ``state_dict``.
         grad_checkpointing: recompute the backbone's activations in backward instead of storing them (timm's
             ``set_grad_checkpointing``; for zoom, both sides of the split): less memory, about one more forward.

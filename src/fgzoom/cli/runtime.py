@@ -17,11 +17,11 @@ from lightning.pytorch.loggers import Logger, MLFlowLogger, TensorBoardLogger, W
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from omegaconf.errors import MissingMandatoryValue
 
-from fgzoom.checkpoint_io import atomic_write
-from fgzoom.cluster import register_resolvers
+from fgzoom.checkpoints.io import atomic_write
+from fgzoom.checkpoints.model_folder import is_model_folder
+from fgzoom.cli.cluster import register_resolvers
 from fgzoom.data.readers import GENERATED
 from fgzoom.errors import ConfigError, FGZoomError
-from fgzoom.model_folder import is_model_folder
 from fgzoom.models.backbone import BackboneConfig, backbone_normalization, check_pretrained_available
 from fgzoom.models.loss import FGVCLoss
 from fgzoom.models.options import config_from
@@ -165,7 +165,7 @@ def to_float_dict(metrics: dict) -> dict[str, float]:
 
 
 def write_json(path: Path, payload: dict) -> None:
-    """Write JSON atomically (see :func:`~fgzoom.checkpoint_io.atomic_write`)."""
+    """Write JSON atomically (see :func:`~fgzoom.checkpoints.io.atomic_write`)."""
     with atomic_write(path) as f:
         f.write((json.dumps(payload, indent=2, sort_keys=True) + "\n").encode())
 

@@ -24,13 +24,14 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader, default_collate
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
-from fgzoom.checkpoint_io import (
+from fgzoom.checkpoints.io import (
     check_class_names,
     load_model,
     read_checkpoint_meta,
     saved_transform_config,
     trusts_checkpoints,
 )
+from fgzoom.cli.runtime import resolve_ckpt_path
 from fgzoom.data.datamodule import FGVCDataModule
 from fgzoom.data.dataset import BadImageError, FGVCDataset, load_rgb
 from fgzoom.data.index import Sample
@@ -39,9 +40,8 @@ from fgzoom.errors import ConfigError
 from fgzoom.eval.figure_callback import PredictionFigures
 from fgzoom.eval.predictions import box_cells, box_header, check_one_device, gather_predictions
 from fgzoom.models.backbone import backbone_normalization
-from fgzoom.runtime import resolve_ckpt_path
 
-log = logging.getLogger("fgzoom.predict")
+log = logging.getLogger("fgzoom.cli.predict")
 
 ON_BAD_IMAGE = ("error", "skip")
 TRANSFORM_KEYS = ("image_size", "crop_pct", "resize_mode", "mean", "std")

@@ -46,13 +46,13 @@ import torch
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
-from fgzoom.checkpoint_io import load_model, read_checkpoint_meta, saved_transform_config, trusts_checkpoints
+from fgzoom.checkpoints.io import load_model, read_checkpoint_meta, saved_transform_config, trusts_checkpoints
+from fgzoom.cli.predict import eval_transform_args
+from fgzoom.cli.runtime import resolve_ckpt_path
 from fgzoom.errors import ConfigError, FGZoomError
 from fgzoom.models.module import FGVCModule
-from fgzoom.predict import eval_transform_args
-from fgzoom.runtime import resolve_ckpt_path
 
-log = logging.getLogger("fgzoom.export")
+log = logging.getLogger("fgzoom.cli.export")
 
 FORMATS = ("onnx", "torchscript")
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".pt"}
@@ -62,7 +62,7 @@ VERIFY_TOLERANCE = 1e-3  # a larger difference between the exported file and PyT
 
 # Options that do not export, by measurement (torch 2.14.1, onnxscript 0.7.2, onnxruntime 1.32):
 # (key, value, format or None for both) -> (why, what to do instead). Everything else in model.zoom exported and
-# matched PyTorch (tests/test_export.py, src/fgzoom/export.py's module docstring).
+# matched PyTorch (tests/test_export.py, src/fgzoom/cli/export.py's module docstring).
 UNSUPPORTED: dict[tuple[str, object, str | None], tuple[str, str]] = {
     ("model.zoom.sampler", "slice", None): (
         "crop_resize reads the box values to pick crop sizes and kernels, which torch.export cannot trace "

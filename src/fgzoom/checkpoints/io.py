@@ -30,9 +30,9 @@ from lightning.fabric.utilities.data import AttributeDict
 from lightning.fabric.utilities.types import _PATH
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from fgzoom.checkpoints.model_folder import is_model_folder, load_model_folder, read_folder_meta
 from fgzoom.data.datamodule import FGVCDataModule
 from fgzoom.errors import ConfigError
-from fgzoom.model_folder import is_model_folder, load_model_folder, read_folder_meta
 from fgzoom.models.module import FGVCModule
 
 log = logging.getLogger(__name__)
@@ -155,7 +155,7 @@ def _fgzoom_checkpoint(path: str, trust: bool, mmap: bool) -> dict:
 
 def read_checkpoint_meta(path: str, trust: bool = False) -> dict:
     """The ``fgzoom`` entry of the checkpoint at ``path``: ``class_names``, ``config`` (the run's resolved
-    config) and ``progress``; ``path`` may also be a model folder (``fgzoom.model_folder``). Raises ConfigError when
+    config) and ``progress``; ``path`` may also be a model folder (``fgzoom.checkpoints.model_folder``). Raises ConfigError when
     it is not a readable fgzoom checkpoint (``read_checkpoint``; ``trust``: ``trust_checkpoint=true``)."""
     if is_model_folder(path):
         return read_folder_meta(path)

@@ -1,13 +1,13 @@
-"""Entry of ``scripts/save_model.py``: a checkpoint -> a shareable model folder (:mod:`fgzoom.model_folder`),
+"""Entry of ``scripts/save_model.py``: a checkpoint -> a shareable model folder (:mod:`fgzoom.checkpoints.model_folder`),
 then the optional Hugging Face Hub upload."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from fgzoom.checkpoint_io import load_model, read_checkpoint_meta, trusts_checkpoints
+from fgzoom.checkpoints.io import load_model, read_checkpoint_meta, trusts_checkpoints
+from fgzoom.checkpoints.model_folder import push_folder, replace_folder, save_model_folder
 from fgzoom.errors import ConfigError
-from fgzoom.model_folder import push_folder, replace_folder, save_model_folder
 
 
 def save_model(cfg) -> Path:

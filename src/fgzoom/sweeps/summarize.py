@@ -40,10 +40,10 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from fgzoom.config_tree import flatten_config
 from fgzoom.errors import FGZoomError
 from fgzoom.eval.paired import PairedComparison, paired_compare
 from fgzoom.ops.interpolation import MODES
+from fgzoom.sweeps.config_tree import flatten_config
 
 log = logging.getLogger("fgzoom.summarize")
 

@@ -13,18 +13,17 @@ import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from fgzoom.checkpoint_io import (
+from fgzoom.callbacks.loggers import finalize_loggers
+from fgzoom.callbacks.preemption import PreemptionCheckpoint, RunRequeued
+from fgzoom.checkpoints.io import (
     atomic_write,
     check_resumable,
     read_checkpoint,
     safe_checkpoint_types,
     trusts_checkpoints,
 )
-from fgzoom.cluster import init_restarted_process_group, newest_checkpoint, scheduler_run_id
-from fgzoom.errors import ConfigError, NonFiniteLossError
-from fgzoom.loggers import finalize_loggers
-from fgzoom.preemption import PreemptionCheckpoint, RunRequeued
-from fgzoom.runtime import (
+from fgzoom.cli.cluster import init_restarted_process_group, newest_checkpoint, scheduler_run_id
+from fgzoom.cli.runtime import (
     fill_normalization,
     instantiate_callbacks,
     instantiate_loggers,
@@ -36,9 +35,10 @@ from fgzoom.runtime import (
     validate_config,
     write_json,
 )
-from fgzoom.sweep_resume import is_sweep_job, previous_run
+from fgzoom.errors import ConfigError, NonFiniteLossError
+from fgzoom.sweeps.resume import is_sweep_job, previous_run
 
-log = logging.getLogger("fgzoom.train")
+log = logging.getLogger("fgzoom.cli.train")
 EXIT_REQUEUED = 3  # exit status of a run stopped for a requeue: not finished, not failed
 
 
@@ -93,9 +93,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     (``refit=true``: ``test/*`` of the model refit on train + val, :func:`refit_and_test`).
 
     Writes ``<run dir>/metrics.json`` and ``<run dir>/config.yaml``; returns the metrics. A sweep job (or a job
-    a scheduler requeued or restarted, :mod:`fgzoom.cluster`) whose
+    a scheduler requeued or restarted, :mod:`fgzoom.cli.cluster`) whose
     folder holds a finished run of the same config returns its metrics instead, and a stopped one resumes
-    (``skip_finished``; :mod:`fgzoom.sweep_resume`).
+    (``skip_finished``; :mod:`fgzoom.sweeps.resume`).
     """
     check_optimized_metric(cfg.get("optimized_metric"))
     refit = bool(cfg.get("refit", False))
@@ -201,7 +201,7 @@ def objective(cfg: DictConfig) -> float | None:
     (``hparams_search=optuna``), else ``val/acc``. Under ``optimized_metric`` a run whose loss diverged
     (``NonFiniteLossError``, common at the high end of a learning-rate search) is a failed trial: one
     warning line and NaN, which Optuna records as failed and moves on from, instead of ending the study. A run
-    stopped for a SLURM requeue (``fgzoom.preemption.RunRequeued``) exits with status ``EXIT_REQUEUED`` (3):
+    stopped for a SLURM requeue (``fgzoom.callbacks.preemption.RunRequeued``) exits with status ``EXIT_REQUEUED`` (3):
     neither finished nor failed; the requeued job continues it."""
     name = cfg.get("optimized_metric")
     try:

@@ -33,13 +33,15 @@ from omegaconf import DictConfig, open_dict
 from torch import Tensor
 from torchmetrics.classification import MulticlassAccuracy
 
-from fgzoom.checkpoint_io import (
+from fgzoom.callbacks.loggers import finalize_loggers, log_figure
+from fgzoom.checkpoints.io import (
     check_class_names,
     load_model,
     read_checkpoint_meta,
     saved_data_config,
     trusts_checkpoints,
 )
+from fgzoom.cli.runtime import instantiate_loggers, pin_run_dir, resolve_ckpt_path, to_float_dict, write_json
 from fgzoom.data.datamodule import FGVCDataModule
 from fgzoom.errors import ConfigError
 from fgzoom.eval.confusion import (
@@ -58,10 +60,8 @@ from fgzoom.eval.predictions import (
     tta_views,
     view_name,
 )
-from fgzoom.loggers import finalize_loggers, log_figure
 from fgzoom.models.metrics import SplitMetrics
 from fgzoom.models.module import FGVCModule
-from fgzoom.runtime import instantiate_loggers, pin_run_dir, resolve_ckpt_path, to_float_dict, write_json
 
 log = logging.getLogger("fgzoom.eval")
 

@@ -11,7 +11,7 @@ optimizer step (after every other callback has run its batch-end work, e.g. the 
 agree, save ``<run dir>/checkpoints/hpc_ckpt_<n>.ckpt`` with Lightning's ``trainer.save_checkpoint`` (the
 loops' progress and the training loader's position in its epoch included: the datamodule's ``state_dict``),
 rank 0 runs ``scontrol requeue <job>``, and the fit stops with :class:`RunRequeued` (the script exits with
-status 3). The requeued job finds the same run folder (:mod:`fgzoom.cluster`) and resumes from that file
+status 3). The requeued job finds the same run folder (:mod:`fgzoom.cli.cluster`) and resumes from that file
 exactly. The file sits in ``checkpoints/``, not in the run folder where Lightning looks for its own
 ``hpc_ckpt_*`` files: under SLURM Lightning loads those by itself for any fit, validate or test given no
 path.
@@ -33,7 +33,7 @@ import lightning as L
 from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch.callbacks import Checkpoint
 
-from fgzoom.cluster import next_hpc_path, slurm_job_id
+from fgzoom.cli.cluster import next_hpc_path, slurm_job_id
 from fgzoom.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -76,7 +76,7 @@ class PreemptionCheckpoint(Checkpoint):
     """On the requeue signal, save and requeue at the next optimizer-step boundary (module docstring).
 
     A ``Checkpoint`` subclass so that Lightning runs its batch-end hook after every other callback's (the
-    EMA's update of that batch is in the file). ``fgzoom.train.build`` attaches it only where it acts: under
+    EMA's update of that batch is in the file). ``fgzoom.cli.train.build`` attaches it only where it acts: under
     SLURM, with checkpointing enabled.
 
     A signal noted on an epoch's last batch (or during its validation) is acted on at the epoch's end, after

@@ -1,5 +1,5 @@
 """Resumable sweeps and scheduler jobs: a sweep job (or a job SLURM requeued or torchrun restarted,
-:mod:`fgzoom.cluster`) whose folder already holds a finished run of the same config is not run again; one
+:mod:`fgzoom.cli.cluster`) whose folder already holds a finished run of the same config is not run again; one
 that was stopped continues from its newest checkpoint.
 
 Hydra gives every job of a sweep the folder ``<hydra.sweep.dir>/<job number>``, numbered in the order of the
@@ -26,11 +26,11 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from fgzoom.checkpoint_io import trusts_checkpoints
-from fgzoom.cluster import newest_checkpoint, scheduler_run_id
-from fgzoom.config_tree import flatten_config
+from fgzoom.checkpoints.io import trusts_checkpoints
+from fgzoom.cli.cluster import newest_checkpoint, scheduler_run_id
+from fgzoom.cli.runtime import resolved_container
 from fgzoom.errors import ConfigError
-from fgzoom.runtime import resolved_container
+from fgzoom.sweeps.config_tree import flatten_config
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ def config_difference(saved: dict, current: dict) -> str | None:
 def previous_run(cfg: DictConfig, output_dir: Path) -> tuple[dict[str, float] | None, str | None]:
     """``(metrics, ckpt_path)`` of what this job's folder already holds (see the module docstring):
     ``(metrics, None)`` for a finished job, ``(None, <newest checkpoint>)`` for a stopped one (the newest of
-    ``checkpoints/last.ckpt`` and a requeue's ``hpc_ckpt_<n>.ckpt``, :func:`fgzoom.cluster.newest_checkpoint`),
+    ``checkpoints/last.ckpt`` and a requeue's ``hpc_ckpt_<n>.ckpt``, :func:`fgzoom.cli.cluster.newest_checkpoint`),
     ``(None, None)`` otherwise.
 
     Raises:

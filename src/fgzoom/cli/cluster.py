@@ -30,7 +30,7 @@ import torch.distributed as dist
 from lightning.pytorch.strategies import ParallelStrategy
 from omegaconf import OmegaConf
 
-from fgzoom.checkpoint_io import read_checkpoint
+from fgzoom.checkpoints.io import read_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ def register_resolvers() -> None:
 
 def resumable_checkpoints(run_dir: Path) -> list[Path]:
     """The checkpoints a restarted run of ``run_dir`` may continue from: ``checkpoints/hpc_ckpt_<n>.ckpt``
-    (saved on the requeue signal, :class:`fgzoom.preemption.PreemptionCheckpoint`), Lightning's own
+    (saved on the requeue signal, :class:`fgzoom.callbacks.preemption.PreemptionCheckpoint`), Lightning's own
     ``hpc_ckpt_<n>.ckpt`` in the run folder (its handler, where ours is switched off) and
     ``checkpoints/last.ckpt`` (every validation)."""
     found = [p for folder in (run_dir / "checkpoints", run_dir) for p in folder.glob("hpc_ckpt_*.ckpt")

@@ -1,0 +1,1 @@
+"""Checkpoint files: atomic writes, weights-only reads, the shareable model folder, foreign weights for timm."""

@@ -1,0 +1,1 @@
+"""Sweep analysis: summarize a multirun folder, resume a sweep, compare run configs."""

@@ -1,0 +1,53 @@
+"""Checkpoints written by earlier code still load and evaluate to the same numbers.
+
+``fixtures/checkpoint_5979749/`` was made by the code at commit 5979749, before the package was regrouped
+(``fgzoom.train`` -> ``fgzoom.cli.train``, ``fgzoom.checkpoint_io`` -> ``fgzoom.checkpoints.io``, ...):
+
+    python scripts/train.py model.backbone.name=test_resnet trainer.max_epochs=2 <tiny_overrides of conftest>
+    python scripts/eval.py ckpt_path=<run>/checkpoints/last.ckpt trainer=cpu
+
+``last.ckpt`` is that run's checkpoint with its optimizer state removed (eval does not read it; 1.6 MB
+instead of 4.7 MB); ``metrics.json`` and ``test_predictions.csv`` are what that eval wrote.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from fgzoom.checkpoints.io import load_model, read_checkpoint, read_checkpoint_meta
+from fgzoom.cli.evaluate import evaluate
+from tests.conftest import compose_config, tiny_overrides
+
+FIXTURE = Path(__file__).parent / "fixtures" / "checkpoint_5979749"
+
+
+def _predictions(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as f:
+        return [{k: v for k, v in row.items() if k != "path"} for row in csv.DictReader(f)]
+
+
+def test_a_checkpoint_from_before_the_package_move_evaluates_to_its_old_metrics(synthetic_root, tmp_path):
+    data = [o for o in tiny_overrides(synthetic_root) if o.startswith("data.")]
+    overrides = [f"ckpt_path={FIXTURE / 'last.ckpt'}", "data=synthetic", *data, "trainer=cpu", "logger=none"]
+    metrics = evaluate(compose_config("eval.yaml", overrides, tmp_path / "eval"))
+    expected = json.loads((FIXTURE / "metrics.json").read_text())
+    assert metrics.keys() == expected.keys()
+    for key, value in expected.items():
+        assert metrics[key] == pytest.approx(value, abs=1e-5), key
+    assert _predictions(tmp_path / "eval" / "test_predictions.csv") == _predictions(FIXTURE / "test_predictions.csv")
+
+
+def test_a_checkpoint_from_before_the_package_move_rebuilds_the_same_model():
+    path = str(FIXTURE / "last.ckpt")
+    meta = read_checkpoint_meta(path)
+    model = load_model(path)
+    assert model.hparams.class_names == meta["class_names"]
+    saved = read_checkpoint(path)["state_dict"]
+    state = model.state_dict()
+    assert state.keys() == saved.keys()
+    assert all(torch.equal(state[k], saved[k]) for k in saved)
