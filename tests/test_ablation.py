@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 from fgzoom.cli.runtime import resolved_container
 from fgzoom.errors import ConfigError
 from fgzoom.models.options import config_from
-from fgzoom.models.zoom import BOX_RULES, LEVELS, ZoomConfig
+from fgzoom.models.zoom_config import BOX_RULES, LEVELS, ZoomConfig
 from fgzoom.ops import MODES
 from fgzoom.ops.crop_affine import AFFINE_MODES
 from fgzoom.sweeps.summarize import (

@@ -15,7 +15,8 @@ from fgzoom.errors import ConfigError
 from fgzoom.models.backbone import BackboneConfig
 from fgzoom.models.module import FGVCModule
 from fgzoom.models.options import config_from
-from fgzoom.models.zoom import ZoomConfig, ZoomNet
+from fgzoom.models.zoom import ZoomNet
+from fgzoom.models.zoom_config import ZoomConfig
 from fgzoom.ops.boxes import (
     box_mask,
     grow_boxes,

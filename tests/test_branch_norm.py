@@ -11,7 +11,8 @@ from fgzoom.errors import ConfigError
 from fgzoom.models.backbone import BackboneConfig
 from fgzoom.models.branch_norm import BranchStats
 from fgzoom.models.module import FGVCModule
-from fgzoom.models.zoom import ZoomConfig, ZoomNet
+from fgzoom.models.zoom import ZoomNet
+from fgzoom.models.zoom_config import ZoomConfig
 
 # fixed boxes (no random theta, no warm-up) so a training-mode and an eval-mode call crop the same regions
 FIXED_BOXES = {"threshold_range": None, "box_warmup": 0.0}

@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 from fgzoom.cli.train import check_optimized_metric, optimized_value
 from fgzoom.errors import ConfigError
 from fgzoom.models.options import config_from
-from fgzoom.models.zoom import ZoomConfig
+from fgzoom.models.zoom_config import ZoomConfig
 from fgzoom.sweeps.summarize import OK, collect_runs, expected_jobs, read_study, summarize
 from tests.conftest import compose_config, run_script, tiny_overrides
 

@@ -12,7 +12,8 @@ from fgzoom.models.backbone import BackboneConfig
 from fgzoom.models.input_view import InputView
 from fgzoom.models.module import FGVCModule
 from fgzoom.models.plain import PlainNet
-from fgzoom.models.zoom import ZoomConfig, ZoomNet
+from fgzoom.models.zoom import ZoomNet
+from fgzoom.models.zoom_config import ZoomConfig
 from fgzoom.ops import crop_resize
 from tests.conftest import compose_config, tiny_overrides
 

@@ -12,7 +12,8 @@ from fgzoom.errors import ConfigError
 from fgzoom.eval.figures import grid_data, grid_figure
 from fgzoom.models.backbone import BackboneConfig
 from fgzoom.models.loss import FGVCLoss
-from fgzoom.models.zoom import ZoomConfig, ZoomNet
+from fgzoom.models.zoom import ZoomNet
+from fgzoom.models.zoom_config import ZoomConfig
 from fgzoom.ops.boxes import nest_boxes
 from fgzoom.ops.crop_affine import crop_affine
 from tests.conftest import compose_config, tiny_overrides

@@ -11,7 +11,8 @@ from fgzoom.cli.train import train
 from fgzoom.errors import ConfigError
 from fgzoom.models.backbone import BackboneConfig
 from fgzoom.models.module import FGVCModule
-from fgzoom.models.zoom import ZoomConfig, ZoomNet, fuse
+from fgzoom.models.zoom import ZoomNet, fuse
+from fgzoom.models.zoom_config import ZoomConfig
 from tests.conftest import compose_config, tiny_overrides
 
 MODE_KNOBS = [

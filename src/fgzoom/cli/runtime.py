@@ -25,7 +25,7 @@ from fgzoom.errors import ConfigError, FGZoomError
 from fgzoom.models.backbone import BackboneConfig, backbone_normalization, check_pretrained_available
 from fgzoom.models.loss import FGVCLoss
 from fgzoom.models.options import config_from
-from fgzoom.models.zoom import ZoomConfig
+from fgzoom.models.zoom_config import ZoomConfig
 
 log = logging.getLogger("fgzoom")
 register_resolvers()  # ${fgzoom.run_name:...} of configs/hydra/default.yaml, before any script composes its config

@@ -26,9 +26,9 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
 from torch import Tensor, nn
 
-from fgzoom.ops import crop_resize
+from fgzoom.models.zoom_config import ZoomConfig
+from fgzoom.models.zoom_crop import crop_views
 from fgzoom.ops.boxes import resize_attention
-from fgzoom.ops.crop_affine import crop_affine
 
 ZOOM_COLOR = "red"
 GT_COLOR = "lime"
@@ -109,20 +109,15 @@ def _regions(boxes: Tensor) -> Tensor:
     return boxes[:, None] if boxes.ndim == 2 else boxes
 
 
-def image_crops(images: Tensor, boxes: Tensor, config, size: tuple[int, int]) -> Tensor:
+def image_crops(images: Tensor, boxes: Tensor, config: ZoomConfig, size: tuple[int, int]) -> Tensor:
     """Cut ``boxes`` (Tensor[N, 4] or Tensor[N, k, 4], input pixels, as the model returns them) out of
     ``images`` Tensor[N, 3, H, W] and resize them to ``size`` the way the model's sampler resizes its crops
-    (``crop_resize`` of the integer boxes for ``sampler=slice``, ``crop_affine`` of the continuous boxes for
-    ``affine``). Returns Tensor[N, 3, *size] (one region) or Tensor[N, k, 3, *size]."""
+    (``crop_views``, the crop of the model's zoomed branch). Returns Tensor[N, 3, *size] (one region) or Tensor[N, k, 3, *size]."""
     regions = _regions(boxes)
     n, k = regions.shape[:2]
     x = images.float().repeat_interleave(k, dim=0) if k > 1 else images.float()
     flat = regions.reshape(-1, 4).to(x.device)
-    if getattr(config, "sampler", "slice") == "affine":
-        crops = crop_affine(x, flat.float(), size, mode=config.mode, align_corners=config.align_corners)
-    else:
-        crops = crop_resize(x, flat.long(), size=size, mode=config.mode, align_corners=config.align_corners,
-                            antialias=config.antialias)
+    crops = crop_views(x, flat, config, size)
     return crops if boxes.ndim == 2 else crops.view(n, k, *crops.shape[1:])
 
 

@@ -22,7 +22,8 @@ from fgzoom.models.network import FGVCNet
 from fgzoom.models.optim import apply_lr_scale
 from fgzoom.models.options import config_from
 from fgzoom.models.plain import PlainNet
-from fgzoom.models.zoom import ZoomConfig, ZoomNet
+from fgzoom.models.zoom import ZoomNet
+from fgzoom.models.zoom_config import ZoomConfig
 
 log = logging.getLogger(__name__)
 

@@ -30,21 +30,20 @@ from __future__ import annotations
 
 import math
 from contextlib import nullcontext
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
-from fgzoom.errors import ConfigError
-from fgzoom.models.attention import ATTENTION_KINDS, AttentionHead
+from fgzoom.models.attention import AttentionHead
 from fgzoom.models.backbone import BackboneConfig, create_backbone
 from fgzoom.models.backbone_split import check_zoom_size, split_backbone
 from fgzoom.models.branch_norm import BranchStats
 from fgzoom.models.input_view import InputView
 from fgzoom.models.learned_box import LearnedBox
 from fgzoom.models.network import FGVCNet
-from fgzoom.ops import crop_resize
-from fgzoom.ops.boxes import RULES as RULE_BOXES
+from fgzoom.models.zoom_config import ZoomConfig
+from fgzoom.models.zoom_crop import crop_views
 from fgzoom.ops.boxes import (
     glimpse_boxes,
     grow_boxes,
@@ -56,177 +55,19 @@ from fgzoom.ops.boxes import (
     scale_boxes,
     scale_float_boxes,
 )
-from fgzoom.ops.crop_affine import AFFINE_MODES, crop_affine
-from fgzoom.ops.interpolation import check_interpolation
-
-LEVELS = ("feature", "image")
-BOX_RULES = (*RULE_BOXES, "glimpse", "learned")
-SAMPLERS = ("slice", "affine")
-FUSIONS = ("mean_prob", "mean_logit", "raw", "zoom")
-NORM_STATS = ("branch", "shared")
 
 
-@dataclass(frozen=True)
-class ZoomConfig:
-    """``model.zoom.*``. Validated on construction; every error names the key and the allowed values.
+class ZoomedViews(NamedTuple):
+    """What one zoom path returns: boxes Tensor[B, k, 4] on the grid cropped and ``boxes_image`` on the grid of
+    the batch as loaded, ``degenerate`` Tensor[B, k], the views' logits Tensor[B*k, K] (or Tensor[B, n, K] for n
+    steps), the zoomed tensor, and outputs only that path has."""
 
-    Attributes:
-        level: ``feature`` crops stage-k feature maps; ``image`` crops the input image.
-        stage: index into the backbone's timm ``feature_info`` (negative from the end).
-        mode, align_corners, antialias: how the crop is upsampled (``F.interpolate`` semantics).
-        size: output size of the zoomed view (int or [h, w]); None = the size of the cropped tensor.
-        scale_factor: zoom by a fixed factor instead of to a size (glimpse boxes only).
-        recompute_scale_factor: passed to ``F.interpolate`` with ``scale_factor``.
-        sampler: ``slice`` (the box rounded outward to whole cells, exact ``F.interpolate`` via ``crop_resize``)
-            or ``affine`` (the continuous box, ``F.affine_grid`` + ``F.grid_sample``; modes nearest, bilinear,
-            bicubic).
-        box: ``threshold`` (extent of attention >= theta of its range), ``mass`` (per axis the shortest run
-            holding ``mass`` of the attention), ``moments`` (centre +- ``sigmas`` std of the attention above
-            theta), ``glimpse`` (fixed-size box at the peak, on the cropped grid) or ``learned``
-            (``LearnedBox``, needs sampler=affine).
-        threshold: theta at evaluation (threshold, moments); threshold_range: [lo, hi] theta drawn per sample
-            in training (null = always ``threshold``).
-        mass: fraction of the attention the ``mass`` box holds per axis.
-        sigmas: half side of a ``moments`` box in weighted standard deviations.
-        padding: grow rule boxes by this fraction of their side on each side.
-        min_size: smallest rule box side, as a fraction of the frame.
-        box_warmup: fraction of training over which the rule boxes' smallest side shrinks linearly from the
-            whole frame to ``min_size`` (the zoom starts as a second view of the whole frame while the attention
-            learns where the parts are); 0 = tight boxes from the first step.
-        glimpse_size: glimpse box side as a fraction of the frame.
-        min_scale, max_scale: range of a learned box's side, fractions of the frame.
-        rank_margin: margin of the ranking loss of learned boxes (``model.loss.rank`` weighs it).
-        num_regions: k regions per sample (greedy suppression for rules, k map groups for learned).
-        attention: ``head`` (learned, WS-DAN/BAP) or ``channel_sum`` (MMAL).
-        num_maps: M, attention maps of the learned head.
-        drop_threshold: attention-drop augmentation masks the region above this (used when
-            ``model.loss.drop`` > 0).
-        fusion: ``mean_prob`` (default), ``mean_logit``, or one branch (``raw``/``zoom``).
-        norm_stats: ``branch`` (default): the zoom pass keeps its own BatchNorm running statistics
-            (``fgzoom.models.branch_norm``); ``shared``: both passes update one set, as WS-DAN's code does.
-        steps: zoom steps (level=image, rule boxes, one region): step s > 1 computes the attention of step
-            s - 1's view (the same head, with BatchNorm statistics of the zoomed views), takes the rule box
-            inside it and crops that from the loaded batch (RA-CNN's recursion); every step's box is at least
-            ``min_size`` of the frame; the zoomed branch is the mean of the steps' probabilities.
-    """
-
-    level: str = "feature"
-    stage: int = -2
-    mode: str = "bilinear"
-    align_corners: bool | None = None
-    antialias: bool = False
-    size: int | tuple[int, int] | None = None
-    scale_factor: float | None = None
-    recompute_scale_factor: bool | None = None
-    sampler: str = "affine"
-    box: str = "moments"
-    threshold: float = 0.5
-    threshold_range: tuple[float, float] | None = (0.4, 0.6)
-    mass: float = 0.5
-    sigmas: float = 1.0
-    padding: float = 0.0
-    min_size: float = 0.15
-    box_warmup: float = 0.25
-    glimpse_size: float = 0.5
-    min_scale: float = 0.1
-    max_scale: float = 0.9
-    rank_margin: float = 0.05
-    num_regions: int = 1
-    attention: str = "head"
-    num_maps: int = 8
-    drop_threshold: float = 0.5
-    fusion: str = "mean_prob"
-    norm_stats: str = "branch"
-    steps: int = 1
-
-    def __post_init__(self) -> None:
-        for key in ("threshold_range", "size"):  # a config file's lists, as the hashable tuples of the fields
-            if isinstance(getattr(self, key), list):
-                object.__setattr__(self, key, tuple(getattr(self, key)))
-
-        def bad(key: str, value, allowed: str) -> ConfigError:
-            return ConfigError(f"model.zoom.{key}={value!r}: {allowed}")
-
-        if self.level not in LEVELS:
-            raise bad("level", self.level, f"must be one of {LEVELS}")
-        try:
-            check_interpolation(self.mode, self.align_corners, self.antialias, prefix="model.zoom.")
-        except ValueError as e:
-            raise ConfigError(str(e)) from None
-        if self.box not in BOX_RULES:
-            raise bad("box", self.box, f"must be one of {BOX_RULES}")
-        if self.sampler not in SAMPLERS:
-            raise bad("sampler", self.sampler, f"must be one of {SAMPLERS}")
-        if self.sampler == "affine":
-            if self.mode not in AFFINE_MODES:
-                raise bad("mode", self.mode, f"sampler=affine (grid_sample) takes one of {AFFINE_MODES}; "
-                          "the other modes need model.zoom.sampler=slice")
-            if self.antialias:
-                raise bad("antialias", self.antialias, "sampler=affine does not antialias; set it to false")
-        if self.box == "learned":
-            if self.sampler != "affine" or self.mode == "nearest":
-                raise bad("box", self.box, "learned boxes train through the sampler: set model.zoom.sampler=affine "
-                          "and model.zoom.mode=bilinear or bicubic")
-            if not 0.0 < self.min_scale <= self.max_scale <= 1.0:
-                raise bad("min_scale", [self.min_scale, self.max_scale], "need 0 < min_scale <= max_scale <= 1")
-            if self.num_regions > (self.num_maps if self.attention == "head" else 1):
-                raise bad("num_regions", self.num_regions, "learned boxes take one group of attention maps per "
-                          "region: need num_regions <= model.zoom.num_maps (attention=head)")
-        if self.num_regions < 1:
-            raise bad("num_regions", self.num_regions, "must be >= 1")
-        if self.num_regions > 1 and self.box == "glimpse":
-            raise bad("num_regions", self.num_regions, "box=glimpse takes one region; use box=threshold, mass, "
-                      "moments or learned for several")
-        if not 0.0 < self.mass <= 1.0:
-            raise bad("mass", self.mass, "must be in (0, 1]")
-        if self.sigmas <= 0:
-            raise bad("sigmas", self.sigmas, "must be > 0")
-        if self.rank_margin < 0:
-            raise bad("rank_margin", self.rank_margin, "must be >= 0")
-        if not 0.0 <= self.threshold < 1.0:
-            raise bad("threshold", self.threshold, "must be in [0, 1)")
-        if self.threshold_range is not None:
-            lo, hi = self.threshold_range
-            if not 0.0 <= lo <= hi < 1.0:
-                raise bad("threshold_range", list(self.threshold_range), "need 0 <= lo <= hi < 1, or null")
-        if not 0.0 <= self.padding <= 1.0:
-            raise bad("padding", self.padding, "must be in [0, 1] (fraction of the box side)")
-        if not 0.0 <= self.box_warmup <= 1.0:
-            raise bad("box_warmup", self.box_warmup, "must be in [0, 1] (fraction of training)")
-        if not 0.0 <= self.min_size <= 1.0:
-            raise bad("min_size", self.min_size, "must be in [0, 1] (fraction of the frame side)")
-        if not 0.0 < self.glimpse_size <= 1.0:
-            raise bad("glimpse_size", self.glimpse_size, "must be in (0, 1]")
-        if self.size is not None and self.scale_factor is not None:
-            raise bad("scale_factor", self.scale_factor, "set either model.zoom.size or model.zoom.scale_factor, not both")
-        if self.scale_factor is not None:
-            if self.box != "glimpse" or self.sampler != "slice":
-                raise bad("scale_factor", self.scale_factor,
-                          "needs model.zoom.box=glimpse and model.zoom.sampler=slice (other boxes differ in size, so "
-                          "the output size would differ per sample); use model.zoom.size instead")
-            if self.scale_factor <= 0:
-                raise bad("scale_factor", self.scale_factor, "must be > 0")
-        if self.size is not None:
-            sizes = [self.size] if isinstance(self.size, int) else list(self.size)
-            if len(sizes) not in (1, 2) or any(int(s) < 1 for s in sizes):
-                raise bad("size", self.size, "must be a positive int or [h, w]")
-        if self.attention not in ATTENTION_KINDS:
-            raise bad("attention", self.attention, f"must be one of {ATTENTION_KINDS}")
-        if self.num_maps < 1:
-            raise bad("num_maps", self.num_maps, "must be >= 1")
-        if not 0.0 < self.drop_threshold < 1.0:
-            raise bad("drop_threshold", self.drop_threshold, "must be in (0, 1)")
-        if self.fusion not in FUSIONS:
-            raise bad("fusion", self.fusion, f"must be one of {FUSIONS}")
-        if self.norm_stats not in NORM_STATS:
-            raise bad("norm_stats", self.norm_stats, f"must be one of {NORM_STATS}")
-        if self.steps < 1:
-            raise bad("steps", self.steps, "must be >= 1")
-        if self.steps > 1 and (self.level != "image" or self.box not in RULE_BOXES or self.sampler != "affine"
-                               or self.num_regions != 1 or self.attention != "head"):
-            raise bad("steps", self.steps, "a recursive zoom needs model.zoom.level=image, a rule box "
-                      f"(model.zoom.box one of {RULE_BOXES}), model.zoom.sampler=affine, model.zoom.num_regions=1 "
-                      "and model.zoom.attention=head")
+    boxes: Tensor
+    boxes_image: Tensor
+    degenerate: Tensor
+    logits: Tensor
+    zoomed: Tensor
+    extra: dict[str, Tensor] = {}
 
 
 def mean_prob_log(logits: Tensor) -> Tensor:
@@ -379,18 +220,10 @@ class ZoomNet(FGVCNet):
         The boxes are not checked again, so with ``size`` nothing is read back to the host (no CUDA sync);
         with ``scale_factor`` crop_resize reads the common box size once (the output size depends on it).
         """
-        cfg = self.config
         k = boxes.shape[1]
         if k > 1:
             x = x.repeat_interleave(k, dim=0)
-        boxes = boxes.flatten(0, 1)
-        if cfg.sampler == "affine":
-            return crop_affine(x, boxes, self._size(grid), mode=cfg.mode, align_corners=cfg.align_corners)
-        return crop_resize(
-            x, boxes, size=self._size(grid), scale_factor=cfg.scale_factor, mode=cfg.mode,
-            align_corners=cfg.align_corners, antialias=cfg.antialias,
-            recompute_scale_factor=cfg.recompute_scale_factor, check_boxes=False,
-        )
+        return crop_views(x, boxes.flatten(0, 1), self.config, self._size(grid), check_boxes=False)
 
     def zoom_pass(self):
         """Context of the zoomed views' pass: their own BatchNorm statistics (``model.zoom.norm_stats``)."""
@@ -404,21 +237,42 @@ class ZoomNet(FGVCNet):
         norm, _ = normalize_attention(resize_attention(chosen, grid))
         return (norm < self.config.drop_threshold).to(maps.dtype)[:, None]
 
-    def _recurse(self, source: Tensor, view_grid: tuple[int, int], first: tuple[Tensor, Tensor, Tensor],
-                 threshold: float | None) -> tuple[Tensor, Tensor, Tensor, Tensor, dict[str, Tensor]]:
-        """The recursive zoom (``steps`` = n > 1, level=image): crop ``first`` (``self.boxes``' result on the
-        source grid) from ``source`` Tensor[B, 3, H, W], classify the view and (but at the last step) box the
-        view's attention (the same head, with the rule, theta and padding of the first step), nest that box in
-        the one cropped, grow it to ``min_size`` of the source frame, crop again; n views in all.
+    def _zoom_feature(self, source: Tensor, f: Tensor, context: Tensor | None, mean_map: Tensor, maps: Tensor,
+                      threshold: float | None) -> ZoomedViews:
+        """level=feature: crop the boxes out of ``f`` Tensor[B, C, h, w], resize them to h x w and run the tail of
+        the split on them."""
+        grid = tuple(f.shape[-2:])
+        boxes, boxes_image, degenerate = self.boxes(mean_map, tuple(source.shape[-2:]), grid, f, maps, threshold)
+        zoomed = self.zoom(f, boxes, grid)
+        with self.zoom_pass():
+            logits = self.split.forward_head(self.split.forward_from(zoomed, context))
+        return ZoomedViews(boxes, boxes_image, degenerate, logits, zoomed)
 
-        Returns:
-            (last boxes Tensor[B, 1, 4] on the source grid, degenerate Tensor[B, 1] (any step's map was flat),
-            logits Tensor[B, n, K] per step, the last view, {boxes_steps Tensor[B, n, 4],
-            logits_attention_views Tensor[B, n - 1, K]}).
+    def _zoom_image(self, source: Tensor, x: Tensor, f: Tensor, mean_map: Tensor, maps: Tensor,
+                    threshold: float | None) -> ZoomedViews:
+        """level=image: crop the boxes out of the batch as loaded (``source`` Tensor[B, 3, H, W]), resize them to
+        the backbone's view ``x`` and run the whole backbone on them."""
+        grid = tuple(source.shape[-2:])
+        boxes, boxes_image, degenerate = self.boxes(mean_map, grid, grid, f, maps, threshold)
+        zoomed = self.zoom(source, boxes, tuple(x.shape[-2:]))
+        with self.zoom_pass():
+            logits = self.split(zoomed)
+        return ZoomedViews(boxes, boxes_image, degenerate, logits, zoomed)
+
+    def _zoom_recursive(self, source: Tensor, x: Tensor, f: Tensor, mean_map: Tensor, maps: Tensor,
+                        threshold: float | None) -> ZoomedViews:
+        """The recursive zoom (``steps`` = n > 1, level=image): crop the first box from ``source`` Tensor[B, 3, H,
+        W], classify the view and (but at the last step) box the view's attention (the same head, with the rule,
+        theta and padding of the first step), nest that box in the one cropped, grow it to ``min_size`` of the
+        source frame, crop again; n views in all.
+
+        Returns the last boxes Tensor[B, 1, 4] on the source grid, degenerate Tensor[B, 1] (any step's map was
+        flat), logits Tensor[B, n, K] per step, the last view, and ``{boxes_steps Tensor[B, n, 4],
+        logits_attention_views Tensor[B, n - 1, K]}``.
         """
         cfg = self.config
-        source_grid = tuple(source.shape[-2:])
-        boxes, _, degenerate = first
+        source_grid, view_grid = tuple(source.shape[-2:]), tuple(x.shape[-2:])
+        boxes, _, degenerate = self.boxes(mean_map, source_grid, source_grid, f, maps, threshold)
         steps_boxes, logits, logits_attention = [boxes[:, 0]], [], []
         for step in range(cfg.steps):
             zoomed = self.zoom(source, boxes, view_grid)
@@ -438,14 +292,20 @@ class ZoomNet(FGVCNet):
             degenerate = degenerate | inner_degenerate
         extra = {"boxes_steps": torch.stack(steps_boxes, dim=1),
                  "logits_attention_views": torch.stack(logits_attention, dim=1)}
-        return boxes, degenerate, torch.stack(logits, dim=1), zoomed, extra
+        return ZoomedViews(boxes, boxes, degenerate, torch.stack(logits, dim=1), zoomed, extra)
+
+    def _drop_logits(self, x: Tensor, f: Tensor, context: Tensor | None, maps: Tensor) -> Tensor:
+        """Attention dropping (training): the logits Tensor[B, K] of the input with one random map's peak
+        erased, from ``f`` (level=feature) or from the backbone's view ``x`` (level=image)."""
+        if self.config.level == "feature":
+            keep = self._drop(maps, tuple(f.shape[-2:]))
+            return self.split.forward_head(self.split.forward_from(f * keep, context))
+        return self.split(x * self._drop(maps, tuple(x.shape[-2:])))
 
     def forward(self, x: Tensor, threshold: float | None = None, return_zoomed: bool = False) -> dict[str, Tensor]:
         cfg = self.config
         source, x = x, self.view(x)  # the batch as loaded, the backbone's view of it
-        source_grid, image_grid = tuple(source.shape[-2:]), tuple(x.shape[-2:])
         f, context = self.split.forward_to(x)  # [B, C, h, w]; context: a ViT's prefix tokens (None for CNNs)
-        feature_grid = tuple(f.shape[-2:])
         if cfg.attention == "cls":  # the last block's class-token attention, read in the full-image pass
             features, maps = self.split.forward_from_attention(f, context)
             logits_attention = part_features = None
@@ -454,22 +314,14 @@ class ZoomNet(FGVCNet):
             maps, logits_attention, part_features = self.attention(f)
         logits_raw = self.split.forward_head(features)
         mean_map = maps.detach().float().mean(dim=1)  # [B, h, w]
-        out: dict[str, Tensor] = {"logits_raw": logits_raw}
         if cfg.level == "feature":
-            boxes, boxes_image, degenerate = self.boxes(mean_map, source_grid, feature_grid, f, maps, threshold)
-            zoomed = self.zoom(f, boxes, feature_grid)
-            with self.zoom_pass():
-                logits_views = self.split.forward_head(self.split.forward_from(zoomed, context))
+            views = self._zoom_feature(source, f, context, mean_map, maps, threshold)
         elif cfg.steps > 1:
-            boxes, degenerate, logits_views, zoomed, steps_out = self._recurse(
-                source, image_grid, self.boxes(mean_map, source_grid, source_grid, f, maps, threshold), threshold)
-            boxes_image = boxes
-            out.update(steps_out)
+            views = self._zoom_recursive(source, x, f, mean_map, maps, threshold)
         else:
-            boxes, boxes_image, degenerate = self.boxes(mean_map, source_grid, source_grid, f, maps, threshold)
-            zoomed = self.zoom(source, boxes, image_grid)
-            with self.zoom_pass():
-                logits_views = self.split(zoomed)
+            views = self._zoom_image(source, x, f, mean_map, maps, threshold)
+        out: dict[str, Tensor] = {"logits_raw": logits_raw, **views.extra}
+        boxes, boxes_image, degenerate, logits_views = views.boxes, views.boxes_image, views.degenerate, views.logits
         k = boxes.shape[1]
         if k > 1:
             logits_views = logits_views.view(-1, k, logits_views.shape[-1])  # [B, k, K]
@@ -481,12 +333,7 @@ class ZoomNet(FGVCNet):
         if k == 1:
             boxes, boxes_image, degenerate = boxes[:, 0], boxes_image[:, 0], degenerate[:, 0]
         if self.training and self.attention_drop:
-            if cfg.level == "feature":
-                keep = self._drop(maps, feature_grid)
-                out["logits_drop"] = self.split.forward_head(self.split.forward_from(f * keep, context))
-            else:
-                keep = self._drop(maps, image_grid)
-                out["logits_drop"] = self.split(x * keep)
+            out["logits_drop"] = self._drop_logits(x, f, context, maps)
         out.update(
             logits=fuse(logits_raw, logits_zoom, cfg.fusion),
             logits_zoom=logits_zoom,
@@ -499,5 +346,5 @@ class ZoomNet(FGVCNet):
             out["logits_attention"] = logits_attention
             out["part_features"] = part_features
         if return_zoomed:
-            out["zoomed"] = zoomed
+            out["zoomed"] = views.zoomed
         return out

@@ -1,0 +1,181 @@
+"""The zoom model's settings (``model.zoom.*``), checked once when the config is built: every value, and the
+combinations a level, box rule or sampler does not take, each refused in one line naming the key."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fgzoom.errors import ConfigError
+from fgzoom.models.attention import ATTENTION_KINDS
+from fgzoom.ops.boxes import RULES as RULE_BOXES
+from fgzoom.ops.crop_affine import AFFINE_MODES
+from fgzoom.ops.interpolation import check_interpolation
+
+LEVELS = ("feature", "image")
+BOX_RULES = (*RULE_BOXES, "glimpse", "learned")
+SAMPLERS = ("slice", "affine")
+FUSIONS = ("mean_prob", "mean_logit", "raw", "zoom")
+NORM_STATS = ("branch", "shared")
+
+
+@dataclass(frozen=True)
+class ZoomConfig:
+    """``model.zoom.*``. Validated on construction; every error names the key and the allowed values.
+
+    Attributes:
+        level: ``feature`` crops stage-k feature maps; ``image`` crops the input image.
+        stage: index into the backbone's timm ``feature_info`` (negative from the end).
+        mode, align_corners, antialias: how the crop is upsampled (``F.interpolate`` semantics).
+        size: output size of the zoomed view (int or [h, w]); None = the size of the cropped tensor.
+        scale_factor: zoom by a fixed factor instead of to a size (glimpse boxes only).
+        recompute_scale_factor: passed to ``F.interpolate`` with ``scale_factor``.
+        sampler: ``slice`` (the box rounded outward to whole cells, exact ``F.interpolate`` via ``crop_resize``)
+            or ``affine`` (the continuous box, ``F.affine_grid`` + ``F.grid_sample``; modes nearest, bilinear,
+            bicubic).
+        box: ``threshold`` (extent of attention >= theta of its range), ``mass`` (per axis the shortest run
+            holding ``mass`` of the attention), ``moments`` (centre +- ``sigmas`` std of the attention above
+            theta), ``glimpse`` (fixed-size box at the peak, on the cropped grid) or ``learned``
+            (``LearnedBox``, needs sampler=affine).
+        threshold: theta at evaluation (threshold, moments); threshold_range: [lo, hi] theta drawn per sample
+            in training (null = always ``threshold``).
+        mass: fraction of the attention the ``mass`` box holds per axis.
+        sigmas: half side of a ``moments`` box in weighted standard deviations.
+        padding: grow rule boxes by this fraction of their side on each side.
+        min_size: smallest rule box side, as a fraction of the frame.
+        box_warmup: fraction of training over which the rule boxes' smallest side shrinks linearly from the
+            whole frame to ``min_size`` (the zoom starts as a second view of the whole frame while the attention
+            learns where the parts are); 0 = tight boxes from the first step.
+        glimpse_size: glimpse box side as a fraction of the frame.
+        min_scale, max_scale: range of a learned box's side, fractions of the frame.
+        rank_margin: margin of the ranking loss of learned boxes (``model.loss.rank`` weighs it).
+        num_regions: k regions per sample (greedy suppression for rules, k map groups for learned).
+        attention: ``head`` (learned, WS-DAN/BAP) or ``channel_sum`` (MMAL).
+        num_maps: M, attention maps of the learned head.
+        drop_threshold: attention-drop augmentation masks the region above this (used when
+            ``model.loss.drop`` > 0).
+        fusion: ``mean_prob`` (default), ``mean_logit``, or one branch (``raw``/``zoom``).
+        norm_stats: ``branch`` (default): the zoom pass keeps its own BatchNorm running statistics
+            (``fgzoom.models.branch_norm``); ``shared``: both passes update one set, as WS-DAN's code does.
+        steps: zoom steps (level=image, rule boxes, one region): step s > 1 computes the attention of step
+            s - 1's view (the same head, with BatchNorm statistics of the zoomed views), takes the rule box
+            inside it and crops that from the loaded batch (RA-CNN's recursion); every step's box is at least
+            ``min_size`` of the frame; the zoomed branch is the mean of the steps' probabilities.
+    """
+
+    level: str = "feature"
+    stage: int = -2
+    mode: str = "bilinear"
+    align_corners: bool | None = None
+    antialias: bool = False
+    size: int | tuple[int, int] | None = None
+    scale_factor: float | None = None
+    recompute_scale_factor: bool | None = None
+    sampler: str = "affine"
+    box: str = "moments"
+    threshold: float = 0.5
+    threshold_range: tuple[float, float] | None = (0.4, 0.6)
+    mass: float = 0.5
+    sigmas: float = 1.0
+    padding: float = 0.0
+    min_size: float = 0.15
+    box_warmup: float = 0.25
+    glimpse_size: float = 0.5
+    min_scale: float = 0.1
+    max_scale: float = 0.9
+    rank_margin: float = 0.05
+    num_regions: int = 1
+    attention: str = "head"
+    num_maps: int = 8
+    drop_threshold: float = 0.5
+    fusion: str = "mean_prob"
+    norm_stats: str = "branch"
+    steps: int = 1
+
+    def __post_init__(self) -> None:
+        for key in ("threshold_range", "size"):  # a config file's lists, as the hashable tuples of the fields
+            if isinstance(getattr(self, key), list):
+                object.__setattr__(self, key, tuple(getattr(self, key)))
+
+        def bad(key: str, value, allowed: str) -> ConfigError:
+            return ConfigError(f"model.zoom.{key}={value!r}: {allowed}")
+
+        if self.level not in LEVELS:
+            raise bad("level", self.level, f"must be one of {LEVELS}")
+        try:
+            check_interpolation(self.mode, self.align_corners, self.antialias, prefix="model.zoom.")
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+        if self.box not in BOX_RULES:
+            raise bad("box", self.box, f"must be one of {BOX_RULES}")
+        if self.sampler not in SAMPLERS:
+            raise bad("sampler", self.sampler, f"must be one of {SAMPLERS}")
+        if self.sampler == "affine":
+            if self.mode not in AFFINE_MODES:
+                raise bad("mode", self.mode, f"sampler=affine (grid_sample) takes one of {AFFINE_MODES}; "
+                          "the other modes need model.zoom.sampler=slice")
+            if self.antialias:
+                raise bad("antialias", self.antialias, "sampler=affine does not antialias; set it to false")
+        if self.box == "learned":
+            if self.sampler != "affine" or self.mode == "nearest":
+                raise bad("box", self.box, "learned boxes train through the sampler: set model.zoom.sampler=affine "
+                          "and model.zoom.mode=bilinear or bicubic")
+            if not 0.0 < self.min_scale <= self.max_scale <= 1.0:
+                raise bad("min_scale", [self.min_scale, self.max_scale], "need 0 < min_scale <= max_scale <= 1")
+            if self.num_regions > (self.num_maps if self.attention == "head" else 1):
+                raise bad("num_regions", self.num_regions, "learned boxes take one group of attention maps per "
+                          "region: need num_regions <= model.zoom.num_maps (attention=head)")
+        if self.num_regions < 1:
+            raise bad("num_regions", self.num_regions, "must be >= 1")
+        if self.num_regions > 1 and self.box == "glimpse":
+            raise bad("num_regions", self.num_regions, "box=glimpse takes one region; use box=threshold, mass, "
+                      "moments or learned for several")
+        if not 0.0 < self.mass <= 1.0:
+            raise bad("mass", self.mass, "must be in (0, 1]")
+        if self.sigmas <= 0:
+            raise bad("sigmas", self.sigmas, "must be > 0")
+        if self.rank_margin < 0:
+            raise bad("rank_margin", self.rank_margin, "must be >= 0")
+        if not 0.0 <= self.threshold < 1.0:
+            raise bad("threshold", self.threshold, "must be in [0, 1)")
+        if self.threshold_range is not None:
+            lo, hi = self.threshold_range
+            if not 0.0 <= lo <= hi < 1.0:
+                raise bad("threshold_range", list(self.threshold_range), "need 0 <= lo <= hi < 1, or null")
+        if not 0.0 <= self.padding <= 1.0:
+            raise bad("padding", self.padding, "must be in [0, 1] (fraction of the box side)")
+        if not 0.0 <= self.box_warmup <= 1.0:
+            raise bad("box_warmup", self.box_warmup, "must be in [0, 1] (fraction of training)")
+        if not 0.0 <= self.min_size <= 1.0:
+            raise bad("min_size", self.min_size, "must be in [0, 1] (fraction of the frame side)")
+        if not 0.0 < self.glimpse_size <= 1.0:
+            raise bad("glimpse_size", self.glimpse_size, "must be in (0, 1]")
+        if self.size is not None and self.scale_factor is not None:
+            raise bad("scale_factor", self.scale_factor, "set either model.zoom.size or model.zoom.scale_factor, not both")
+        if self.scale_factor is not None:
+            if self.box != "glimpse" or self.sampler != "slice":
+                raise bad("scale_factor", self.scale_factor,
+                          "needs model.zoom.box=glimpse and model.zoom.sampler=slice (other boxes differ in size, so "
+                          "the output size would differ per sample); use model.zoom.size instead")
+            if self.scale_factor <= 0:
+                raise bad("scale_factor", self.scale_factor, "must be > 0")
+        if self.size is not None:
+            sizes = [self.size] if isinstance(self.size, int) else list(self.size)
+            if len(sizes) not in (1, 2) or any(int(s) < 1 for s in sizes):
+                raise bad("size", self.size, "must be a positive int or [h, w]")
+        if self.attention not in ATTENTION_KINDS:
+            raise bad("attention", self.attention, f"must be one of {ATTENTION_KINDS}")
+        if self.num_maps < 1:
+            raise bad("num_maps", self.num_maps, "must be >= 1")
+        if not 0.0 < self.drop_threshold < 1.0:
+            raise bad("drop_threshold", self.drop_threshold, "must be in (0, 1)")
+        if self.fusion not in FUSIONS:
+            raise bad("fusion", self.fusion, f"must be one of {FUSIONS}")
+        if self.norm_stats not in NORM_STATS:
+            raise bad("norm_stats", self.norm_stats, f"must be one of {NORM_STATS}")
+        if self.steps < 1:
+            raise bad("steps", self.steps, "must be >= 1")
+        if self.steps > 1 and (self.level != "image" or self.box not in RULE_BOXES or self.sampler != "affine"
+                               or self.num_regions != 1 or self.attention != "head"):
+            raise bad("steps", self.steps, "a recursive zoom needs model.zoom.level=image, a rule box "
+                      f"(model.zoom.box one of {RULE_BOXES}), model.zoom.sampler=affine, model.zoom.num_regions=1 "
+                      "and model.zoom.attention=head")
