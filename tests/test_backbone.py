@@ -8,7 +8,7 @@ import torch
 
 from fgzoom.errors import ConfigError
 from fgzoom.models.backbone import BackboneConfig, create_backbone
-from fgzoom.models.backbone_split import BackboneSplit, resolve_stage
+from fgzoom.models.backbone_split import StageSplit, resolve_stage
 
 FAMILIES = ["resnet18", "convnext_atto", "efficientnet_b0", "regnety_002"]
 
@@ -17,7 +17,7 @@ FAMILIES = ["resnet18", "convnext_atto", "efficientnet_b0", "regnety_002"]
 @pytest.mark.parametrize("stage", [-2, 1])
 def test_split_equals_full_forward(name, stage):
     model = timm.create_model(name, pretrained=False, num_classes=3)
-    split = BackboneSplit(model, stage).eval()
+    split = StageSplit(model, stage).eval()
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         assert torch.equal(split(x), model(x))
