@@ -17,18 +17,15 @@ from fgzoom.models.module import FGVCModule
 from fgzoom.models.options import config_from
 from fgzoom.models.zoom import ZoomNet
 from fgzoom.models.zoom_config import ZoomConfig
-from fgzoom.ops.boxes import (
-    box_mask,
-    grow_boxes,
+from fgzoom.ops.attention_boxes import (
     mass_extent,
     moments_extent,
     normalize_attention,
     region_boxes,
-    round_boxes,
     rule_boxes,
-    scale_float_boxes,
     threshold_extent,
 )
+from fgzoom.ops.boxes import box_mask, grow_boxes, round_boxes, scale_float_boxes
 
 H, W = 10, 12
 

@@ -8,7 +8,8 @@ from fractions import Fraction
 import pytest
 import torch
 
-from fgzoom.ops.boxes import glimpse_boxes, matched_box_iou, scale_boxes, threshold_boxes
+from fgzoom.ops.attention_boxes import glimpse_boxes, threshold_boxes
+from fgzoom.ops.boxes import matched_box_iou, scale_boxes
 
 
 def _peaked(h=8, w=8, at=(2, 5)):

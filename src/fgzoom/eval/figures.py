@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from fgzoom.models.zoom_config import ZoomConfig
 from fgzoom.models.zoom_crop import crop_views
-from fgzoom.ops.boxes import resize_attention
+from fgzoom.ops.attention_boxes import resize_attention
 
 ZOOM_COLOR = "red"
 GT_COLOR = "lime"

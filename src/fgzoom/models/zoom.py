@@ -44,17 +44,8 @@ from fgzoom.models.learned_box import LearnedBox
 from fgzoom.models.network import FGVCNet
 from fgzoom.models.zoom_config import ZoomConfig
 from fgzoom.models.zoom_crop import crop_views
-from fgzoom.ops.boxes import (
-    glimpse_boxes,
-    grow_boxes,
-    nest_boxes,
-    normalize_attention,
-    region_boxes,
-    resize_attention,
-    round_boxes,
-    scale_boxes,
-    scale_float_boxes,
-)
+from fgzoom.ops.attention_boxes import glimpse_boxes, normalize_attention, region_boxes, resize_attention
+from fgzoom.ops.boxes import grow_boxes, nest_boxes, round_boxes, scale_boxes, scale_float_boxes
 
 
 class ZoomedViews(NamedTuple):

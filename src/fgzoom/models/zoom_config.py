@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from fgzoom.errors import ConfigError
 from fgzoom.models.attention import ATTENTION_KINDS
-from fgzoom.ops.boxes import RULES as RULE_BOXES
+from fgzoom.ops.attention_boxes import RULES as RULE_BOXES
 from fgzoom.ops.crop_affine import AFFINE_MODES
 from fgzoom.ops.interpolation import check_interpolation
 

@@ -6,12 +6,16 @@ Modules, one job each:
 * ``crop_resize``: the exact batched crop-and-resize (public API and argument checks); its weight tables and
   kernels are ``resize_kernels``, its method choice (a CPU cost model) ``resize_cost``.
 * ``crop_affine``: the differentiable crop of continuous boxes (``grid_sample``).
-* ``boxes``: boxes from attention maps, and box transforms.
+* ``attention_boxes``: boxes from attention maps (the rules, glimpses, k regions).
+* ``boxes``: box geometry (grow, round, scale between grids, nest, masks, elementwise IoU); ``box_checks`` the
+  argument checks of both.
 
 The package re-exports the public functions; ``fgzoom.ops.crop_resize`` and ``fgzoom.ops.crop_affine`` are
 therefore the functions here, their modules are reached with ``from fgzoom.ops.crop_resize import ...``.
 """
 
+from fgzoom.ops.attention_boxes import *  # noqa: F403  (the names of attention_boxes.__all__)
+from fgzoom.ops.attention_boxes import __all__ as _ATTENTION_BOX_NAMES
 from fgzoom.ops.boxes import *  # noqa: F403  (the names of boxes.__all__)
 from fgzoom.ops.boxes import __all__ as _BOX_NAMES
 from fgzoom.ops.crop_affine import AFFINE_MODES, crop_affine
@@ -25,6 +29,7 @@ from fgzoom.ops.interpolation import (
 )
 
 __all__ = [
+    *_ATTENTION_BOX_NAMES,
     *_BOX_NAMES,
     "AFFINE_MODES",
     "ALIGN_CORNERS_MODES",
