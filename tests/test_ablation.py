@@ -28,7 +28,7 @@ from fgzoom.sweeps.summarize import (
     expand_sweep,
     summarize,
 )
-from tests.conftest import CONFIGS, compose_config, run_script, tiny_overrides
+from tests.helpers import CONFIGS, compose_config, run_script, tiny_overrides
 
 
 def _sweep_params(experiment: str, tmp_path: Path) -> dict[str, str]:

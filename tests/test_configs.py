@@ -9,7 +9,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from tests.conftest import CONFIGS, compose_config, tiny_overrides
+from tests.helpers import CONFIGS, compose_config, tiny_overrides
 
 GROUP_OPTIONS = {
     group: sorted(p.stem for p in (CONFIGS / group).glob("*.yaml"))
@@ -122,7 +122,7 @@ def test_recipe_trains_from_the_command_line(tmp_path):
     """A short run of a recipe on a tiny CUB-200-2011 fixture in the official layout, with the sizes shrunk."""
     from fixtures.fgvc_layouts import make_cub200
 
-    from tests.conftest import run_script
+    from tests.helpers import run_script
 
     layout = make_cub200(tmp_path / "data")
     result = run_script(

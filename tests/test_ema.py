@@ -11,7 +11,7 @@ from fgzoom.callbacks.ema import ema_decay, ema_multi_avg_fn
 from fgzoom.cli.train import train
 from fgzoom.errors import ConfigError
 from fgzoom.models.module import FGVCModule
-from tests.conftest import add_trainer_callbacks, compose_config, run_script, tiny_overrides
+from tests.helpers import add_trainer_callbacks, compose_config, run_script, tiny_overrides
 
 
 def test_decay_ramps_up_as_timms_and_is_capped():

@@ -36,7 +36,7 @@ from fgzoom.models.module import FGVCModule
 from fgzoom.ops import crop_resize
 from fgzoom.ops.boxes import matched_box_iou
 from fgzoom.ops.crop_affine import crop_affine
-from tests.conftest import TINY_SYNTHETIC, compose_config, run_script, tiny_overrides
+from tests.helpers import TINY_SYNTHETIC, compose_config, run_script, tiny_overrides
 
 CLASSES = 4
 BACKBONE = {"name": "resnet18", "pretrained": False}

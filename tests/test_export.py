@@ -20,7 +20,7 @@ from fgzoom.cli.export import LogitsModel, export, export_model
 from fgzoom.cli.runtime import one_line_errors
 from fgzoom.cli.train import train
 from fgzoom.errors import ConfigError
-from tests.conftest import TINY_SYNTHETIC, compose_config, run_script, tiny_overrides
+from tests.helpers import TINY_SYNTHETIC, compose_config, run_script, tiny_overrides
 
 SIZE = TINY_SYNTHETIC["image_size"]
 CLASSES = TINY_SYNTHETIC["num_classes"]

@@ -13,7 +13,7 @@ from lightning.pytorch.callbacks import Callback
 from fgzoom.cli.train import build
 from fgzoom.models.module import FGVCModule
 from fgzoom.models.optim import LR_SCRATCH
-from tests.conftest import compose_config, tiny_overrides
+from tests.helpers import compose_config, tiny_overrides
 
 HOST_READS = ("item", "tolist", "__bool__", "__int__", "__float__", "__index__", "numpy", "cpu")
 

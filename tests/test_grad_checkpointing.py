@@ -8,7 +8,7 @@ import torch
 
 from fgzoom.errors import ConfigError
 from fgzoom.models.module import FGVCModule
-from tests.conftest import run_script, tiny_overrides
+from tests.helpers import run_script, tiny_overrides
 
 VIT = {"name": "deit_tiny_patch16_224", "img_size": 32,
        "kwargs": {"depth": 3, "embed_dim": 32, "num_heads": 2, "patch_size": 8}}

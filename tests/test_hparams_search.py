@@ -16,7 +16,7 @@ from fgzoom.errors import ConfigError
 from fgzoom.models.options import config_from
 from fgzoom.models.zoom_config import ZoomConfig
 from fgzoom.sweeps.summarize import OK, collect_runs, expected_jobs, read_study, summarize
-from tests.conftest import compose_config, run_script, tiny_overrides
+from tests.helpers import compose_config, run_script, tiny_overrides
 
 OPTUNA_SWEEPER = "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper"
 needs_plugin = pytest.mark.skipif(

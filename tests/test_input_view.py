@@ -15,7 +15,7 @@ from fgzoom.models.plain import PlainNet
 from fgzoom.models.zoom import ZoomNet
 from fgzoom.models.zoom_config import ZoomConfig
 from fgzoom.ops import crop_resize
-from tests.conftest import compose_config, tiny_overrides
+from tests.helpers import compose_config, tiny_overrides
 
 
 def test_view_is_an_antialiased_resize_and_identity_when_unset():

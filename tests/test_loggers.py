@@ -18,7 +18,7 @@ from fgzoom.cli.evaluate import evaluate
 from fgzoom.cli.runtime import instantiate_loggers
 from fgzoom.cli.train import train
 from fgzoom.errors import ConfigError
-from tests.conftest import ROOT, SCRIPT_ENV, compose_config, script_command, tiny_overrides
+from tests.helpers import ROOT, SCRIPT_ENV, compose_config, script_command, tiny_overrides
 
 
 def _figure() -> Figure:

@@ -13,7 +13,7 @@ from fgzoom.cli.train import train
 from fgzoom.data.mixing import BatchMixing, MixupConfig
 from fgzoom.errors import ConfigError
 from fgzoom.models.loss import FGVCLoss
-from tests.conftest import add_trainer_callbacks, compose_config, run_script, tiny_overrides
+from tests.helpers import add_trainer_callbacks, compose_config, run_script, tiny_overrides
 
 
 def _batch(n: int = 6, k: int = 4) -> dict:

@@ -28,7 +28,7 @@ from fgzoom.data.mnist_clutter import (
 )
 from fgzoom.data.readers.mnist_clutter import prepare_mnist_clutter, read_mnist_clutter
 from fgzoom.errors import ConfigError
-from tests.conftest import compose_config
+from tests.helpers import compose_config
 
 PER_CLASS = 3  # digits per class in the fake source: the first 2 go to train, the last to test
 TRAIN_INK, TEST_INK = 128, 255  # train digits are dimmer, so a test digit's fragment would show

@@ -13,7 +13,7 @@ import torch
 
 from fgzoom.checkpoints.io import load_model
 from fgzoom.cli.train import train
-from tests.conftest import compose_config, run_script, tiny_overrides
+from tests.helpers import compose_config, run_script, tiny_overrides
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ import torch
 
 from fgzoom.checkpoints.io import load_model, read_checkpoint, read_checkpoint_meta
 from fgzoom.cli.evaluate import evaluate
-from tests.conftest import compose_config, tiny_overrides
+from tests.helpers import compose_config, tiny_overrides
 
 FIXTURE = Path(__file__).parent / "fixtures" / "checkpoint_5979749"
 

@@ -27,7 +27,7 @@ from fgzoom.models.optim import (
     param_groups,
 )
 from fgzoom.models.schedule import one_cycle, warmup_cosine
-from tests.conftest import compose_config, run_script, tiny_overrides
+from tests.helpers import compose_config, run_script, tiny_overrides
 
 ARCH = "test_resnet"
 NEW_ZOOM_HEAD = {"net.attention.maps.0.weight", "net.attention.maps.1.weight", "net.attention.maps.1.bias",

@@ -22,7 +22,7 @@ from fgzoom.cli.cluster import newest_checkpoint, next_hpc_path, run_name, sched
 from fgzoom.cli.train import train
 from fgzoom.data.seeding import EpochSeededSampler
 from fgzoom.errors import ConfigError
-from tests.conftest import (
+from tests.helpers import (
     ROOT,
     SCRIPT_ENV,
     add_trainer_callbacks,

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tests.conftest import run_script
+from tests.helpers import run_script
 
 FAST = ["model=plain", "model.backbone.name=resnet18", "data.image_size=32", "data.num_workers=0",
         "trainer=cpu", "debug=fast"]

@@ -18,7 +18,7 @@ from fgzoom.data.index import Sample
 from fgzoom.data.stats import channel_stats
 from fgzoom.data.transforms import build_transforms
 from fgzoom.errors import ConfigError
-from tests.conftest import CONFIGS, ROOT, compose_config, tiny_overrides
+from tests.helpers import CONFIGS, ROOT, compose_config, tiny_overrides
 
 FLIP_SENSITIVE = {"mnist_clutter"}  # orientation carries the class: no flips
 

@@ -16,7 +16,7 @@ from fgzoom.models.zoom import ZoomNet
 from fgzoom.models.zoom_config import ZoomConfig
 from fgzoom.ops.boxes import nest_boxes
 from fgzoom.ops.crop_affine import crop_affine
-from tests.conftest import compose_config, tiny_overrides
+from tests.helpers import compose_config, tiny_overrides
 
 RECURSIVE = ZoomConfig(level="image", steps=2)
 

@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 from fgzoom.cli.train import train
 from fgzoom.data.datamodule import FGVCDataModule
 from fgzoom.errors import ConfigError
-from tests.conftest import TINY_SYNTHETIC, compose_config, tiny_overrides
+from tests.helpers import TINY_SYNTHETIC, compose_config, tiny_overrides
 
 
 def test_train_on_val_adds_the_validation_samples_to_train(synthetic_root):

@@ -18,7 +18,7 @@ from lightning.pytorch.callbacks import Callback
 from fgzoom.checkpoints.io import AtomicCheckpointIO
 from fgzoom.cli.train import train
 from fgzoom.errors import NonFiniteLossError
-from tests.conftest import (
+from tests.helpers import (
     ROOT,
     SCRIPT_ENV,
     add_trainer_callbacks,

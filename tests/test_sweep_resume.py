@@ -11,7 +11,7 @@ import time
 import pytest
 
 from fgzoom.sweeps.resume import config_difference
-from tests.conftest import ROOT, SCRIPT_ENV, run_script, script_command, tiny_overrides
+from tests.helpers import ROOT, SCRIPT_ENV, run_script, script_command, tiny_overrides
 
 
 def test_config_difference_names_the_first_differing_key_and_ignores_run_bookkeeping():

@@ -15,7 +15,7 @@ from fgzoom.errors import ConfigError
 from fgzoom.models.backbone_split import split_backbone
 from fgzoom.models.module import FGVCModule
 from fgzoom.ops import AFFINE_MODES, MODES
-from tests.conftest import run_script, tiny_overrides
+from tests.helpers import run_script, tiny_overrides
 
 # tiny builds of each family (timm accepts the architecture's arguments), and the input side each takes
 TINY = {

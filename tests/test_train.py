@@ -9,7 +9,7 @@ import torch
 
 from fgzoom.cli.evaluate import evaluate
 from fgzoom.cli.train import train
-from tests.conftest import compose_config, run_script, tiny_overrides
+from tests.helpers import compose_config, run_script, tiny_overrides
 
 
 @pytest.mark.parametrize("model", ["plain", "zoom"])

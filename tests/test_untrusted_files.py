@@ -23,7 +23,7 @@ from fgzoom.cli.train import train
 from fgzoom.errors import ConfigError, FGZoomError
 from fgzoom.models.backbone import BackboneConfig, create_backbone
 from fgzoom.models.module import FGVCModule
-from tests.conftest import compose_config, run_script, tiny_overrides
+from tests.helpers import compose_config, run_script, tiny_overrides
 
 
 class ShellPayload:

@@ -18,7 +18,7 @@ from fgzoom.checkpoints.weights import (
     map_state_dict_by_order,
 )
 from fgzoom.models.backbone import BackboneConfig, create_backbone
-from tests.conftest import ROOT, compose_config
+from tests.helpers import ROOT, compose_config
 
 ARCH = "test_efficientnet"  # tiny timm model with BatchNorm counters
 

@@ -13,7 +13,7 @@ from fgzoom.models.backbone import BackboneConfig
 from fgzoom.models.module import FGVCModule
 from fgzoom.models.zoom import ZoomNet, fuse
 from fgzoom.models.zoom_config import ZoomConfig
-from tests.conftest import compose_config, tiny_overrides
+from tests.helpers import compose_config, tiny_overrides
 
 MODE_KNOBS = [
     ("nearest", None, False),
