@@ -8,7 +8,7 @@ model=plain`` and ``model=zoom`` under the same config overrides, epochs and see
 
     python scripts/bench.py baseline --seeds 1,2,3 data=mnist_clutter trainer.max_epochs=10
 
-The project's plain model must not lose to the loop; every accuracy claim of the README is made
+The project's plain model must not lose to the loop; every accuracy claim of the docs is made
 against it.
 """
 

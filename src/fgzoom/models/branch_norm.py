@@ -6,7 +6,7 @@ normalised with its own batch statistics, but a BatchNorm layer has one pair of 
 both passes update, so at evaluation each branch is normalised with the mean of the two, which neither was
 trained with. Where the zoomed views look unlike the whole image (a crop of a small object in clutter, or a
 network trained from scratch) this mismatch cost the raw branch 0.10 of accuracy at feature level and left
-the image-level model near chance on cluttered digits (README, "BatchNorm statistics per branch").
+the image-level model near chance on cluttered digits (docs/results.md, "BatchNorm statistics per branch").
 
 ``BranchStats`` gives every BatchNorm layer of the zoom pass a second set of running statistics
 (``zoom_running_mean``, ``zoom_running_var``, ``zoom_num_batches_tracked``: buffers, so they are checkpointed,

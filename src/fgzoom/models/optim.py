@@ -40,11 +40,11 @@ from torch.optim import Optimizer
 from fgzoom.errors import ConfigError
 
 UNSUPPORTED = ("param_group_fn",)
-# the recipe's defaults for ``lr: null`` and ``lr_mult_new: null``, measured in the README's recipe section
+# the recipe's defaults for ``lr: null`` and ``lr_mult_new: null``, measured in docs/results.md, "The training recipe against a plain loop"
 # (from ImageNet weights 2e-3 beat 1e-3 on both measured datasets; kept separate so photographs can differ)
 LR_SCRATCH, LR_PRETRAINED = 2e-3, 2e-3
 LR_MULT_NEW_PRETRAINED = 10.0
-# the recipe's (beta1, beta2) for ``betas: null`` with AdamW/Adam when fine-tuning (README, "Training recipe"):
+# the recipe's (beta1, beta2) for ``betas: null`` with AdamW/Adam when fine-tuning (docs/recipes.md, "The training recipe"):
 # beta1 0.85, where a one-cycle schedule puts Adam's momentum at peak lr, closed the plain model's gap to the
 # reference loop from ImageNet weights; from scratch it cost `fine_detail` two of three seeds, so training from
 # scratch (and every other optimizer) keeps the optimizer's own default (0.9, 0.999)
