@@ -109,3 +109,39 @@ def test_every_config_target_resolves(target, config):
         pytest.importorskip(top, reason=f"{config} names {target}, from an optional extra")
     assert hydra.utils.get_object(target) is not None
     assert importlib.import_module(target.rsplit(".", 1)[0])
+
+
+# the subpackages in the order they may import each other: each imports only from itself, from the ones before
+# it and from fgzoom.errors (docs/architecture.md, "Package layout")
+LAYERS = ("ops", "data", "callbacks", "models", "eval", "checkpoints", "sweeps", "bench", "cli")
+
+
+def layer_violations(graph: dict[str, set[str]]) -> list[str]:
+    """``importer -> imported`` for every import of a later layer's module (or an unknown subpackage's)."""
+
+    def layer(module: str) -> int | None:
+        part = module.split(".")[1] if module.count(".") else ""
+        return LAYERS.index(part) if part in LAYERS else None
+
+    found = []
+    for importer, imported in graph.items():
+        rank = layer(importer)
+        for other in imported:
+            if other in ("fgzoom", "fgzoom.errors"):
+                continue
+            other_rank = layer(other)
+            if rank is None or other_rank is None or other_rank > rank:
+                found.append(f"{importer} -> {other}")
+    return sorted(found)
+
+
+def test_subpackages_import_only_from_the_layers_before_them():
+    graph = import_graph()
+    assert {m.split(".")[1] for m in graph if m.count(".")} - {"errors"} == set(LAYERS)
+    assert layer_violations(graph) == []
+
+
+def test_the_layer_check_finds_an_upward_import():
+    assert layer_violations({"fgzoom.ops.x": {"fgzoom.cli.train"}, "fgzoom.cli.train": {"fgzoom.ops.x"}}) == [
+        "fgzoom.ops.x -> fgzoom.cli.train"
+    ]

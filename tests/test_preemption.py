@@ -17,8 +17,8 @@ import torch
 from lightning import Callback
 from lightning.fabric.utilities.distributed import DistributedSamplerWrapper
 
-from fgzoom.callbacks.preemption import RunRequeued
-from fgzoom.cli.cluster import newest_checkpoint, next_hpc_path, run_name, scheduler_run_id
+from fgzoom.callbacks.preemption import RunRequeued, next_hpc_path
+from fgzoom.cli.cluster import newest_checkpoint, run_name, scheduler_run_id
 from fgzoom.cli.train import train
 from fgzoom.data.seeding import EpochSeededSampler
 from fgzoom.errors import ConfigError

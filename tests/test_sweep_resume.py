@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from fgzoom.sweeps.resume import config_difference
+from fgzoom.cli.resume import config_difference
 from tests.helpers import ROOT, SCRIPT_ENV, run_script, script_command, tiny_overrides
 
 

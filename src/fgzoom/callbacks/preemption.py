@@ -22,6 +22,7 @@ Active only where Lightning detects SLURM (``SLURMEnvironment.detect()``, not an
 from __future__ import annotations
 
 import logging
+import os
 import re
 import signal
 import subprocess
@@ -33,10 +34,26 @@ import lightning as L
 from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch.callbacks import Checkpoint
 
-from fgzoom.cli.cluster import next_hpc_path, slurm_job_id
 from fgzoom.errors import ConfigError
 
 log = logging.getLogger(__name__)
+
+
+HPC_PATTERN = re.compile(r"^hpc_ckpt_(\d+)\.ckpt$")  # Lightning's name of a requeue checkpoint
+
+
+def slurm_job_id(env: Mapping[str, str] | None = None) -> str | None:
+    """``SLURM_JOB_ID``, or ``<array job>_<task>`` for an array task (what ``scontrol requeue`` takes); None
+    outside SLURM."""
+    env = os.environ if env is None else env
+    array_job, task = env.get("SLURM_ARRAY_JOB_ID"), env.get("SLURM_ARRAY_TASK_ID")
+    return f"{array_job}_{task}" if array_job and task else env.get("SLURM_JOB_ID") or None
+
+
+def next_hpc_path(folder: Path) -> Path:
+    """``<folder>/hpc_ckpt_<n>.ckpt`` with ``n`` one above the largest there (Lightning's naming)."""
+    numbers = [int(m.group(1)) for p in folder.glob("hpc_ckpt_*.ckpt") if (m := HPC_PATTERN.match(p.name))]
+    return folder / f"hpc_ckpt_{max(numbers, default=0) + 1}.ckpt"
 
 
 class RunRequeued(Exception):  # noqa: N818  (a stop, not an error)

@@ -30,20 +30,12 @@ import torch.distributed as dist
 from lightning.pytorch.strategies import ParallelStrategy
 from omegaconf import OmegaConf
 
+from fgzoom.callbacks.preemption import HPC_PATTERN, slurm_job_id
 from fgzoom.checkpoints.io import read_checkpoint
 
 log = logging.getLogger(__name__)
 
 RESOLVER = "fgzoom.run_name"
-HPC_PATTERN = re.compile(r"^hpc_ckpt_(\d+)\.ckpt$")
-
-
-def slurm_job_id(env: Mapping[str, str] | None = None) -> str | None:
-    """``SLURM_JOB_ID``, or ``<array job>_<task>`` for an array task (what ``scontrol requeue`` takes); None
-    outside SLURM."""
-    env = os.environ if env is None else env
-    array_job, task = env.get("SLURM_ARRAY_JOB_ID"), env.get("SLURM_ARRAY_TASK_ID")
-    return f"{array_job}_{task}" if array_job and task else env.get("SLURM_JOB_ID") or None
 
 
 def scheduler_run_id(env: Mapping[str, str] | None = None) -> str | None:
@@ -97,12 +89,6 @@ def newest_checkpoint(run_dir: Path, trust: bool = False) -> Path | None:
         if best_key is None or key > best_key:
             best, best_key = path, key
     return best
-
-
-def next_hpc_path(folder: Path) -> Path:
-    """``<folder>/hpc_ckpt_<n>.ckpt`` with ``n`` one above the largest there (Lightning's naming)."""
-    numbers = [int(m.group(1)) for p in folder.glob("hpc_ckpt_*.ckpt") if (m := HPC_PATTERN.match(p.name))]
-    return folder / f"hpc_ckpt_{max(numbers, default=0) + 1}.ckpt"
 
 
 def init_restarted_process_group(trainer: L.Trainer) -> None:

@@ -23,6 +23,7 @@ from fgzoom.checkpoints.io import (
     trusts_checkpoints,
 )
 from fgzoom.cli.cluster import init_restarted_process_group, newest_checkpoint, scheduler_run_id
+from fgzoom.cli.resume import is_sweep_job, previous_run
 from fgzoom.cli.runtime import (
     fill_normalization,
     instantiate_callbacks,
@@ -36,7 +37,6 @@ from fgzoom.cli.runtime import (
     write_json,
 )
 from fgzoom.errors import ConfigError, NonFiniteLossError
-from fgzoom.sweeps.resume import is_sweep_job, previous_run
 
 log = logging.getLogger("fgzoom.cli.train")
 EXIT_REQUEUED = 3  # exit status of a run stopped for a requeue: not finished, not failed
@@ -95,7 +95,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     Writes ``<run dir>/metrics.json`` and ``<run dir>/config.yaml``; returns the metrics. A sweep job (or a job
     a scheduler requeued or restarted, :mod:`fgzoom.cli.cluster`) whose
     folder holds a finished run of the same config returns its metrics instead, and a stopped one resumes
-    (``skip_finished``; :mod:`fgzoom.sweeps.resume`).
+    (``skip_finished``; :mod:`fgzoom.cli.resume`).
     """
     check_optimized_metric(cfg.get("optimized_metric"))
     refit = bool(cfg.get("refit", False))
