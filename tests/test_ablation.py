@@ -13,21 +13,15 @@ import pytest
 from omegaconf import OmegaConf
 
 from fgzoom.cli.runtime import resolved_container
-from fgzoom.errors import ConfigError
+from fgzoom.errors import ConfigError, SummaryError
 from fgzoom.models.options import config_from
 from fgzoom.models.zoom import BOX_RULES, LEVELS, ZoomConfig
 from fgzoom.ops import MODES
 from fgzoom.ops.crop_affine import AFFINE_MODES
-from fgzoom.sweeps.summarize import (
-    NO_METRICS,
-    NOT_STARTED,
-    OK,
-    SettingSummary,
-    SummaryError,
-    collect_runs,
-    expand_sweep,
-    summarize,
-)
+from fgzoom.sweeps.expand import expand_sweep
+from fgzoom.sweeps.plots import plot_labels
+from fgzoom.sweeps.runs import NO_METRICS, NOT_STARTED, OK, SettingSummary, collect_runs
+from fgzoom.sweeps.summarize import summarize
 from tests.conftest import CONFIGS, compose_config, run_script, tiny_overrides
 
 
@@ -404,8 +398,6 @@ def test_step_bench_interp_rows_are_the_sweep_settings_as_composed(tmp_path):
 def test_plot_gives_each_setting_of_a_level_its_own_bar(tmp_path):
     """Settings that differ only in the sampler (or box rule, or region count) are labelled apart, so no bar
     hides another; a sweep of one sampler keeps the short mode labels."""
-    from fgzoom.sweeps.summarize import plot_labels
-
     def summary(**setting):
         full = {"model": "zoom", "level": "feature", "mode": "bilinear", "align_corners": None,
                 "antialias": False, "sampler": "slice", "box": "moments", "num_regions": 1, **setting}
