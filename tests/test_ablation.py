@@ -397,7 +397,7 @@ def test_step_bench_interp_rows_are_the_sweep_settings_as_composed(tmp_path):
 
 def test_plot_gives_each_setting_of_a_level_its_own_bar(tmp_path):
     """Settings that differ only in the sampler (or box rule, or region count) are labelled apart, so no bar
-    hides another; a sweep of one sampler keeps the short mode labels."""
+    hides another; a sweep of one sampler keeps the short mode labels; the interpolation is interp_label's."""
     def summary(**setting):
         full = {"model": "zoom", "level": "feature", "mode": "bilinear", "align_corners": None,
                 "antialias": False, "sampler": "slice", "box": "moments", "num_regions": 1, **setting}
@@ -407,6 +407,10 @@ def test_plot_gives_each_setting_of_a_level_its_own_bar(tmp_path):
     assert plot_labels(both) == ["slice bilinear", "affine bilinear", "slice nearest", "affine bilinear"]
     assert plot_labels([summary(), summary(mode="nearest")]) == ["bilinear", "nearest"]
     assert plot_labels([summary(), summary(num_regions=2)]) == ["bilinear k=1", "bilinear k=2"]
+    # the interpolation reads as fgzoom.ops.interp_label writes it, in the plot as in the tables' labels
+    knobs = summary(mode="bicubic", align_corners=True, antialias=True)
+    assert plot_labels([summary(), knobs]) == ["bilinear", "bicubic, align_corners=true, antialias"]
+    assert knobs.label == "feature / bicubic, align_corners=true, antialias / moments slice"
 
 
 def test_summarize_adds_the_step_cost_of_each_setting_from_a_step_bench(hand_made_sweep, tmp_path):

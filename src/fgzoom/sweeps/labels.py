@@ -3,15 +3,18 @@
 
 from __future__ import annotations
 
+from fgzoom.ops.interpolation import interp_label
+
 
 def setting_label(setting: dict[str, object], other: str = "") -> str:
-    """``plain`` or ``<level> / <mode>[ ac=<align_corners>][ aa][ / <box> <sampler>][ k=<n>]`` (+ ``[<other>]``)."""
+    """``plain`` or ``<level> / <interpolation>[ / <box> <sampler>][ k=<n>]`` (+ ``[<other>]``), the
+    interpolation as :func:`setting_interp` writes it, e.g. ``image / bicubic, align_corners=true, antialias``."""
     if setting.get("model") is None:
         label = "?"
     elif setting["model"] == "plain":
         label = "plain"
     else:
-        label = f"{setting['level']} / {interp_label(setting)}"
+        label = f"{setting['level']} / {setting_interp(setting)}"
         box, sampler = setting.get("box") or "threshold", setting.get("sampler") or "slice"
         if (box, sampler) != ("threshold", "slice"):  # the label of the original crop stays as it was
             label += f" / {box} {sampler}"
@@ -20,16 +23,10 @@ def setting_label(setting: dict[str, object], other: str = "") -> str:
     return f"{label} [{other}]" if other else label
 
 
-def interp_label(setting: dict[str, object], long: bool = False) -> str:
-    """The interpolation part of a zoom setting: ``<mode>[ ac=<v>][ aa]`` (plot labels) or, ``long``,
-    ``<mode>[, align_corners=<v>][, antialias]`` (table cells)."""
-    sep, align, antialias = (", ", "align_corners=", "antialias") if long else (" ", "ac=", "aa")
-    label = str(setting.get("mode"))
-    if setting.get("align_corners") is not None:
-        label += f"{sep}{align}{str(setting['align_corners']).lower()}"
-    if setting.get("antialias"):
-        label += f"{sep}{antialias}"
-    return label
+def setting_interp(setting: dict[str, object]) -> str:
+    """The interpolation of a zoom setting (its ``mode``, ``align_corners`` and ``antialias``) as
+    :func:`fgzoom.ops.interpolation.interp_label` writes every interpolation setting."""
+    return interp_label(setting.get("mode"), setting.get("align_corners"), bool(setting.get("antialias")))
 
 
 def cell(value: object) -> str:

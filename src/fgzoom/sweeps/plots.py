@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from fgzoom.eval.paired import paired_compare
-from fgzoom.sweeps.labels import interp_label
+from fgzoom.sweeps.labels import setting_interp
 from fgzoom.sweeps.runs import LEVEL_ORDER, SettingSummary, reference_settings
 
 
@@ -20,7 +20,7 @@ def plot_labels(zoom: list[SettingSummary]) -> list[str]:
     for s in zoom:
         prefix = "".join(f"{s.setting.get(k)} " for k in ("box", "sampler") if k in varying)
         regions = f" k={s.setting.get('num_regions')}" if "num_regions" in varying else ""
-        labels.append(prefix + interp_label(s.setting) + regions + (f"\n{s.other}" if s.other else ""))
+        labels.append(prefix + setting_interp(s.setting) + regions + (f"\n{s.other}" if s.other else ""))
     return labels
 
 

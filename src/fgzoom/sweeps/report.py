@@ -14,7 +14,7 @@ from pathlib import Path
 
 from fgzoom.eval.paired import PairedComparison, paired_compare
 from fgzoom.sweeps.drift import config_differences
-from fgzoom.sweeps.labels import cell, interp_label, percent, setting_label
+from fgzoom.sweeps.labels import cell, percent, setting_interp, setting_label
 from fgzoom.sweeps.optuna_study import OptunaStudy, study_lines
 from fgzoom.sweeps.runs import OK, SETTING_KEYS, Run, SettingSummary, best_setting, reference_settings
 from fgzoom.sweeps.step_cost import StepCost, bench_name
@@ -71,7 +71,7 @@ def comparison_lines(
         if s.setting.get("model") == "plain":
             cells = ["plain (no zoom)", "–", "–", *["–"] * len(extra)]
         else:
-            cells = [str(s.setting.get("level")), str(s.setting.get("sampler")), interp_label(s.setting, long=True),
+            cells = [str(s.setting.get("level")), str(s.setting.get("sampler")), setting_interp(s.setting),
                      *(cell(s.setting.get(k)) for k in extra)]
         cells += [s.other or "–"] if has_other else []
         per_seed = s.by_seed(metric)
