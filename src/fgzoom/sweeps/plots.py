@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fgzoom.eval.paired import paired_compare
 from fgzoom.sweeps.labels import setting_interp
+from fgzoom.sweeps.paired import paired_compare
 from fgzoom.sweeps.runs import LEVEL_ORDER, SettingSummary, reference_settings
 
 

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fgzoom.eval.paired import PairedComparison, paired_compare
 from fgzoom.sweeps.drift import config_differences
 from fgzoom.sweeps.labels import cell, percent, setting_interp, setting_label
 from fgzoom.sweeps.optuna_study import OptunaStudy, study_lines
+from fgzoom.sweeps.paired import PairedComparison, paired_compare
 from fgzoom.sweeps.runs import OK, SETTING_KEYS, Run, SettingSummary, best_setting, reference_settings
 from fgzoom.sweeps.step_cost import StepCost, bench_name
 

@@ -7,7 +7,7 @@
   :mod:`~fgzoom.sweeps.tables` (a ``results.csv``); several sources through :mod:`~fgzoom.sweeps.merge`;
 - ``results.csv``: :mod:`~fgzoom.sweeps.tables`, one row per job;
 - ``results.md``: :mod:`~fgzoom.sweeps.report`, one row per setting, the seed-paired comparisons
-  (:mod:`fgzoom.eval.paired`), failed runs, config drift (:mod:`~fgzoom.sweeps.drift`), an Optuna
+  (:mod:`~fgzoom.sweeps.paired`), failed runs, config drift (:mod:`~fgzoom.sweeps.drift`), an Optuna
   study's section (:mod:`~fgzoom.sweeps.optuna_study`) and each setting's step cost
   (:mod:`~fgzoom.sweeps.step_cost`);
 - ``results.png``: :mod:`~fgzoom.sweeps.plots`.
