@@ -385,7 +385,7 @@ def test_grid_shows_the_zoomed_view_the_model_saw(zoom, datamodule, tmp_path):
         assert data.attention.shape == (3, 48, 48) and 0 <= float(data.attention.min()) <= float(data.attention.max()) <= 1
         if zoom["level"] == "image":
             assert torch.allclose(data.zoomed, out["zoomed"]) and data.zoomed.shape[-1] == 40
-            assert data.zoom_note.startswith("zoomed input (bicubic, align_corners=True")
+            assert data.zoom_note.startswith("zoomed input (bicubic, align_corners=true")
         else:  # the image crop of the same boxes, resized like the features were
             expected = crop_resize(batch["image"], out["boxes_image"], size=(48, 48), mode="area")
             assert torch.allclose(data.zoomed, expected) and "net zooms features" in data.zoom_note

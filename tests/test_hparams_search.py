@@ -15,7 +15,10 @@ from fgzoom.cli.train import check_optimized_metric, optimized_value
 from fgzoom.errors import ConfigError
 from fgzoom.models.options import config_from
 from fgzoom.models.zoom_config import ZoomConfig
-from fgzoom.sweeps.summarize import OK, collect_runs, expected_jobs, read_study, summarize
+from fgzoom.sweeps.expand import expected_jobs
+from fgzoom.sweeps.optuna_study import read_study
+from fgzoom.sweeps.runs import OK, collect_runs
+from fgzoom.sweeps.summarize import summarize
 from tests.helpers import compose_config, run_script, tiny_overrides
 
 OPTUNA_SWEEPER = "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper"

@@ -1,4 +1,5 @@
-"""check_interpolation: accepts exactly what F.interpolate accepts, says so in one line, and crop_resize uses it."""
+"""check_interpolation: accepts exactly what F.interpolate accepts, says so in one line, and crop_resize uses it;
+interp_label: the one text of a setting, which the crop_resize bench table uses too."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fgzoom.ops import MODES, check_interpolation, crop_resize
+from fgzoom.bench.crop_resize_bench import format_table
+from fgzoom.ops import MODES, check_interpolation, crop_resize, interp_label
 from fgzoom.ops.crop_resize import METHODS
 from fgzoom.ops.crop_resize import MODES as CROP_RESIZE_MODES
 from fgzoom.ops.interpolation import ALIGN_CORNERS_MODES, ANTIALIAS_MODES, NEAREST_MODES, resize_spec
@@ -81,3 +83,18 @@ def test_resize_spec_fills_the_defaults():
         "bicubic", False, False, (5, 5), None)
     assert resize_spec("nearest", scale_factor=(2, 0.5)).scale_factor == (2.0, 0.5)
     assert resize_spec("area", size=torch.Size([3, 4])).size == (3, 4)
+
+
+def test_interp_label_names_only_the_knobs_that_are_set():
+    assert interp_label("nearest") == interp_label("nearest", None, False) == "nearest"
+    assert interp_label("bilinear", False) == "bilinear, align_corners=false"
+    assert interp_label("bicubic", True, True) == "bicubic, align_corners=true, antialias"
+    assert interp_label("lanczos", None, True) == "lanczos, antialias"
+
+
+def test_crop_resize_bench_table_writes_each_setting_as_interp_label():
+    row = {"shape": "2x3x8x8->8x8", "loop_ms": 2.0, "crop_resize_ms": 1.0, "speedup": 2.0, "method": "dense"}
+    table = format_table([{**row, "mode": "bilinear", "knobs": {"align_corners": True, "antialias": False}},
+                          {**row, "mode": "area", "knobs": {}}])
+    assert "| 2x3x8x8->8x8 | bilinear, align_corners=true | 2.00 | 1.00 | 2.00x | dense |" in table
+    assert "| 2x3x8x8->8x8 | area | 2.00 |" in table

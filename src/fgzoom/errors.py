@@ -12,3 +12,8 @@ class ConfigError(FGZoomError, ValueError):
 
 class NonFiniteLossError(FGZoomError, FloatingPointError):
     """The training loss became NaN or Inf; the run stops and keeps its last good checkpoint."""
+
+
+class SummaryError(FGZoomError):
+    """A sweep cannot be summarized: the folder or csv is missing, holds no job, or a sweep or bench file
+    cannot be read."""

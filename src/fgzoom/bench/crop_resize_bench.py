@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from fgzoom.ops.crop_resize import crop_resize
-from fgzoom.ops.interpolation import resize_spec
+from fgzoom.ops.interpolation import interp_label, resize_spec
 from fgzoom.ops.resize_cost import choose_method
 
 __all__ = ["bench_crop_resize", "crop_resize_loop", "format_table", "random_boxes"]
@@ -128,15 +128,17 @@ def bench_crop_resize(
 
 
 def format_table(rows: Sequence[Mapping[str, Any]]) -> str:
-    """Markdown table of ``bench_crop_resize`` rows: shape, mode, knobs, loop ms, crop_resize ms, speedup."""
+    """Markdown table of ``bench_crop_resize`` rows: shape, setting (``interp_label``), loop ms, crop_resize ms,
+    speedup, method."""
     lines = [
-        "| shape | mode | knobs | loop ms | crop_resize ms | speedup | method |",
-        "|---|---|---|---:|---:|---:|---|",
+        "| shape | setting | loop ms | crop_resize ms | speedup | method |",
+        "|---|---|---:|---:|---:|---|",
     ]
     for r in rows:
-        knobs = ", ".join(f"{k}={v}" for k, v in r["knobs"].items()) or "-"
+        knobs = r["knobs"]
+        setting = interp_label(r["mode"], knobs.get("align_corners"), knobs.get("antialias", False))
         lines.append(
-            f"| {r['shape']} | {r['mode']} | {knobs} | {r['loop_ms']:.2f} | {r['crop_resize_ms']:.2f} "
+            f"| {r['shape']} | {setting} | {r['loop_ms']:.2f} | {r['crop_resize_ms']:.2f} "
             f"| {r['speedup']:.2f}x | {r.get('method', '')} |"
         )
     return "\n".join(lines)

@@ -23,7 +23,7 @@ from torch.optim.swa_utils import AveragedModel
 from fgzoom.callbacks.ema import ema_multi_avg_fn
 from fgzoom.data.mixing import BatchMixing, MixupConfig
 from fgzoom.models.module import FGVCModule
-from fgzoom.sweeps.summarize import bench_name
+from fgzoom.sweeps.step_cost import bench_name
 
 
 def _peak_rss_reset() -> None:

@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from fgzoom.models.zoom_config import ZoomConfig
 from fgzoom.models.zoom_crop import crop_views
 from fgzoom.ops.attention_boxes import resize_attention
+from fgzoom.ops.interpolation import interp_label
 
 ZOOM_COLOR = "red"
 GT_COLOR = "lime"
@@ -90,12 +91,9 @@ def dataset_batch(dataset, indices: Sequence[int]) -> dict[str, Tensor]:
 
 
 def _interp_note(config) -> str:
-    knobs = [config.mode if getattr(config, "sampler", "slice") == "slice" else f"affine {config.mode}"]
-    if config.align_corners is not None:
-        knobs.append(f"align_corners={config.align_corners}")
-    if config.antialias:
-        knobs.append("antialias")
-    return ", ".join(knobs)
+    """The zoom's interpolation as ``interp_label`` writes it, led by ``affine`` for the affine sampler."""
+    sampler = "" if getattr(config, "sampler", "slice") == "slice" else "affine "
+    return sampler + interp_label(config.mode, config.align_corners, config.antialias)
 
 
 def zoom_title(config) -> str:

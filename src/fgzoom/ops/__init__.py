@@ -2,7 +2,8 @@
 
 Modules, one job each:
 
-* ``interpolation``: the interpolation modes and knobs, and their one validator ``check_interpolation``.
+* ``interpolation``: the interpolation modes and knobs, their one validator ``check_interpolation`` and their one
+  text ``interp_label``.
 * ``crop_resize``: the exact batched crop-and-resize (public API and argument checks); its weight tables and
   kernels are ``resize_kernels``, its method choice (a CPU cost model) ``resize_cost``.
 * ``crop_affine``: the differentiable crop of continuous boxes (``grid_sample``).
@@ -26,6 +27,7 @@ from fgzoom.ops.interpolation import (
     MODES,
     NEAREST_MODES,
     check_interpolation,
+    interp_label,
 )
 
 __all__ = [
@@ -40,4 +42,5 @@ __all__ = [
     "check_interpolation",
     "crop_affine",
     "crop_resize",
+    "interp_label",
 ]

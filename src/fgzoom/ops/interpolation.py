@@ -1,7 +1,9 @@
 """The interpolation options of a 2-D ``F.interpolate`` call, and their one validator.
 
 Every place that accepts a ``mode``/``align_corners``/``antialias`` triple (``crop_resize``, the zoom config,
-the summary tables) takes the lists below and calls ``check_interpolation``, so they cannot disagree.
+the summary tables) takes the lists below and calls ``check_interpolation``, so they cannot disagree; every
+place that writes one as text (sweep tables and plots, figure titles, the crop_resize bench) calls
+``interp_label``, so they all read alike.
 
 Accepted ``mode`` strings (every 2-D mode of ``F.interpolate``), with the knobs each takes:
 
@@ -34,6 +36,7 @@ __all__ = [
     "NEAREST_MODES",
     "ResizeSpec",
     "check_interpolation",
+    "interp_label",
     "resize_spec",
 ]
 
@@ -85,6 +88,21 @@ def check_interpolation(mode: str, align_corners: bool | None, antialias: bool, 
         )
     if mode == "lanczos" and not antialias:
         raise ValueError(f"{p}antialias={antialias!r}: mode=lanczos requires antialias=True; set it to True")
+
+
+def interp_label(mode: str, align_corners: bool | None = None, antialias: bool = False) -> str:
+    """The one text of an interpolation setting: ``<mode>[, align_corners=<true|false>][, antialias]``.
+
+    ``align_corners`` is written when it is set (not None), lower-case as in a config; ``antialias`` when
+    True. E.g. ``bilinear``, ``bicubic, align_corners=true, antialias``, ``lanczos, align_corners=false,
+    antialias``.
+    """
+    label = str(mode)
+    if align_corners is not None:
+        label += f", align_corners={str(align_corners).lower()}"
+    if antialias:
+        label += ", antialias"
+    return label
 
 
 class ResizeSpec(NamedTuple):
