@@ -3,9 +3,14 @@ running a script as a user would."""
 
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
 import os
+import runpy
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -88,3 +93,35 @@ def add_trainer_callbacks(monkeypatch: pytest.MonkeyPatch, *callbacks) -> None:
         return datamodule, module, trainer
 
     monkeypatch.setattr(train_module, "build", build_with_callbacks)
+
+
+def run_script_here(script: str, *overrides: str) -> subprocess.CompletedProcess:
+    """Run ``scripts/<script>`` with ``overrides`` as ``python scripts/<script>`` does (its ``__main__``, Hydra's
+    command-line parsing, the one-line error handler), but in this process: no interpreter, torch and Lightning
+    start-up, about 5 s less per call. Returns what :func:`run_script` returns (exit status, stdout, stderr). Use
+    :func:`run_script` where a separate process is the point: environment read at import, signals, a kill."""
+    path = ROOT / "scripts" / script
+    argv, out, err, code = sys.argv, io.StringIO(), io.StringIO(), 0
+    root_logger = logging.getLogger()
+    handlers, level = root_logger.handlers[:], root_logger.level
+    GlobalHydra.instance().clear()
+    sys.argv = [str(path), *overrides]
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                runpy.run_path(str(path), run_name="__main__")
+            except SystemExit as exit_:
+                code = exit_.code if isinstance(exit_.code, int) else int(exit_.code is not None)
+    finally:
+        sys.argv = argv
+        GlobalHydra.instance().clear()
+        for handler in root_logger.handlers[:]:  # the run's log file and console handlers (Hydra's job logging)
+            if handler not in handlers:
+                root_logger.removeHandler(handler)
+                handler.close()
+        for handler in handlers:  # and what Hydra's logging config took away (pytest's capture)
+            if handler not in root_logger.handlers:
+                root_logger.addHandler(handler)
+        root_logger.setLevel(level)
+    return subprocess.CompletedProcess(sys.argv, code, out.getvalue(), err.getvalue())

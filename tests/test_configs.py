@@ -122,10 +122,10 @@ def test_recipe_trains_from_the_command_line(tmp_path):
     """A short run of a recipe on a tiny CUB-200-2011 fixture in the official layout, with the sizes shrunk."""
     from fixtures.fgvc_layouts import make_cub200
 
-    from tests.helpers import run_script
+    from tests.helpers import run_script_here
 
     layout = make_cub200(tmp_path / "data")
-    result = run_script(
+    result = run_script_here(
         "train.py", "experiment=recipe_cub200", f"data.root={layout.root}", "model.backbone.pretrained=false",
         "model.backbone.name=resnet18", "data.image_size=64", "data.batch_size=4", "data.num_workers=0",
         "model.zoom.num_maps=4", "trainer=cpu", "trainer.fast_dev_run=true", "callbacks.rich_progress_bar=null",

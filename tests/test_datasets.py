@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from fixtures.fgvc_layouts import (
@@ -28,6 +29,7 @@ from fixtures.fgvc_layouts import (
     make_stanford_dogs,
     truncate,
 )
+from PIL import Image
 
 from fgzoom.data.datamodule import FGVCDataModule
 from fgzoom.data.dataset import BadImageError
@@ -81,14 +83,19 @@ def test_stanford_cars_layout_variants(variant: str, tmp_path: Path) -> None:
 
 
 def test_stanford_cars_matches_torchvision(tmp_path: Path) -> None:
-    """On torchvision's own layout our parse gives torchvision's samples and classes."""
+    """On torchvision's own layout our parse gives torchvision's samples (image and label, in order) and classes."""
     from torchvision.datasets import StanfordCars
 
     layout = make_stanford_cars(tmp_path, "torchvision")
     index = READERS["stanford_cars"](layout.root)
     for split, samples in (("train", index.train), ("test", index.test)):
         tv = StanfordCars(layout.root, split=split)
-        assert [(Path(p), y) for p, y in tv._samples] == [(s.path, s.label) for s in samples]
+        assert len(tv) == len(samples)
+        for i, sample in enumerate(samples):
+            image, label = tv[i]
+            assert label == sample.label
+            with Image.open(sample.path) as ours:
+                assert np.array_equal(np.asarray(image), np.asarray(ours.convert("RGB")))
         assert tv.classes == index.classes
 
 

@@ -20,7 +20,7 @@ from fgzoom.cli.export import LogitsModel, export, export_model
 from fgzoom.cli.runtime import one_line_errors
 from fgzoom.cli.train import train
 from fgzoom.errors import ConfigError
-from tests.helpers import TINY_SYNTHETIC, compose_config, run_script, tiny_overrides
+from tests.helpers import TINY_SYNTHETIC, compose_config, run_script_here, tiny_overrides
 
 SIZE = TINY_SYNTHETIC["image_size"]
 CLASSES = TINY_SYNTHETIC["num_classes"]
@@ -38,13 +38,13 @@ def trained(tmp_path_factory, synthetic_root) -> Path:
 
 @pytest.fixture(scope="module")
 def exported(trained, tmp_path_factory):
-    """``scripts/export.py format=onnx`` (example batch 2) run like a user would; returns (result, run folder).
+    """``scripts/export.py format=onnx`` (example batch 2) run as a user runs it (in this process); returns (result, run folder).
     Skips without the export extra (onnx, onnxscript, onnxruntime); the TorchScript tests need none of it."""
     for package in ("onnx", "onnxscript", "onnxruntime"):
         pytest.importorskip(package)
     run = tmp_path_factory.mktemp("export") / "run"
-    result = run_script("export.py", f"ckpt_path={trained}", "format=onnx", "batch_size=2", "verify=false",
-                        f"hydra.run.dir={run}", timeout=300)
+    result = run_script_here("export.py", f"ckpt_path={trained}", "format=onnx", "batch_size=2", "verify=false",
+                             f"hydra.run.dir={run}")
     return result, run
 
 

@@ -9,6 +9,8 @@ import math
 from pathlib import Path
 
 import pytest
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import IntervalSweep
 from omegaconf import OmegaConf
 
 from fgzoom.cli.train import check_optimized_metric, optimized_value
@@ -30,8 +32,6 @@ needs_plugin = pytest.mark.skipif(
 
 @needs_plugin
 def test_optuna_search_composes_over_keys_the_zoom_model_has(tmp_path):
-    from hydra_plugins.hydra_optuna_sweeper._impl import create_params_from_overrides
-
     cfg = compose_config("train.yaml", ["hparams_search=optuna"], tmp_path)
     sweeper = cfg.hydra.sweeper
     assert sweeper._target_ == OPTUNA_SWEEPER
@@ -39,19 +39,21 @@ def test_optuna_search_composes_over_keys_the_zoom_model_has(tmp_path):
     assert sweeper.sampler._target_ == "optuna.samplers.TPESampler" and sweeper.sampler.seed == cfg.seed
     assert str(cfg.hydra.mode) == "RunMode.MULTIRUN"
 
-    space, fixed = create_params_from_overrides([f"{k}={v}" for k, v in sweeper.params.items()])
+    parsed = OverridesParser.create().parse_overrides([f"{k}={v}" for k, v in sweeper.params.items()])
+    space = {o.key_or_group: o.value() for o in parsed}
+    assert all(isinstance(v, IntervalSweep) for v in space.values())
     assert set(space) == {
         "model.optimizer.lr",
         "model.optimizer.weight_decay",
         "model.zoom.threshold",
         "model.zoom.padding",
-    } and not fixed
+    }
     for key in space:  # each searched key exists in the composed config (a typo would fail every trial)
         parent, _, leaf = key.rpartition(".")
         assert leaf in OmegaConf.select(cfg, parent), key
     zoom = OmegaConf.to_container(cfg.model.zoom, resolve=True)
     for key in ("threshold", "padding"):  # both ends of each zoom range pass the model's own checks
-        for bound in (space[f"model.zoom.{key}"].low, space[f"model.zoom.{key}"].high):
+        for bound in (space[f"model.zoom.{key}"].start, space[f"model.zoom.{key}"].end):
             config_from(ZoomConfig, {**zoom, key: bound}, "model.zoom")
 
 

@@ -13,7 +13,7 @@ import torch
 
 from fgzoom.checkpoints.io import load_model
 from fgzoom.cli.train import train
-from tests.helpers import compose_config, run_script, tiny_overrides
+from tests.helpers import compose_config, run_script, run_script_here, tiny_overrides
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +25,7 @@ def trained(tmp_path_factory, synthetic_root) -> Path:
 
 def test_folder_predicts_what_the_checkpoint_predicts_and_carries_a_card(trained, tmp_path):
     ckpt = trained / "checkpoints" / "last.ckpt"
-    result = run_script("save_model.py", f"ckpt_path={ckpt}", f"out={tmp_path / 'model'}",
+    result = run_script_here("save_model.py", f"ckpt_path={ckpt}", f"out={tmp_path / 'model'}",
                         f"hydra.run.dir={tmp_path / 'save'}")
     assert result.returncode == 0, result.stderr[-3000:]
     folder = tmp_path / "model"
@@ -43,20 +43,20 @@ def test_folder_predicts_what_the_checkpoint_predicts_and_carries_a_card(trained
 def test_eval_and_predict_take_the_folder_without_the_run(trained, synthetic_root, tmp_path):
     ckpt = trained / "checkpoints" / "last.ckpt"
     folder = tmp_path / "shared" / "model"
-    assert run_script("save_model.py", f"ckpt_path={ckpt}", f"out={folder}",
+    assert run_script_here("save_model.py", f"ckpt_path={ckpt}", f"out={folder}",
                       f"hydra.run.dir={tmp_path / 'save'}").returncode == 0
     moved = tmp_path / "elsewhere"
     shutil.copytree(folder, moved)  # no run folder, no checkpoint next to it
-    result = run_script("eval.py", f"ckpt_path={moved}", "trainer=cpu", "eval.num_images=0",
+    result = run_script_here("eval.py", f"ckpt_path={moved}", "trainer=cpu", "eval.num_images=0",
                         f"hydra.run.dir={tmp_path / 'eval'}")
     assert result.returncode == 0, result.stderr[-3000:]
     folder_metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
-    result = run_script("eval.py", f"ckpt_path={ckpt}", "trainer=cpu", "eval.num_images=0",
+    result = run_script_here("eval.py", f"ckpt_path={ckpt}", "trainer=cpu", "eval.num_images=0",
                         f"hydra.run.dir={tmp_path / 'eval_ckpt'}")
     assert result.returncode == 0, result.stderr[-3000:]
     assert folder_metrics == json.loads((tmp_path / "eval_ckpt" / "metrics.json").read_text())
     image = sorted((synthetic_root / "test").rglob("*.png"))[0]
-    result = run_script("predict.py", f"ckpt_path={moved}", f"input={image}", f"hydra.run.dir={tmp_path / 'pred'}")
+    result = run_script_here("predict.py", f"ckpt_path={moved}", f"input={image}", f"hydra.run.dir={tmp_path / 'pred'}")
     assert result.returncode == 0, result.stderr[-3000:]
     assert len(list(csv.DictReader((tmp_path / "pred" / "predictions.csv").open()))) == 1
 

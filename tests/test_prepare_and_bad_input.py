@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tests.helpers import run_script
+from tests.helpers import run_script_here
 
 FAST = ["model=plain", "model.backbone.name=resnet18", "data.image_size=32", "data.num_workers=0",
         "trainer=cpu", "debug=fast"]
@@ -33,7 +33,7 @@ def last_line(text: str) -> str:
 
 def test_prepare_data_reports_counts(tmp_path):
     root = make_imagefolder(tmp_path / "ds")
-    result = run_script("prepare_data.py", "data=imagefolder", f"data.root={root}", "data.num_workers=0",
+    result = run_script_here("prepare_data.py", "data=imagefolder", f"data.root={root}", "data.num_workers=0",
                         f"hydra.run.dir={tmp_path / 'run'}")
     assert result.returncode == 0, result.stderr[-2000:]
     assert "2 classes" in result.stdout
@@ -43,7 +43,7 @@ def test_prepare_data_reports_counts(tmp_path):
 @pytest.mark.parametrize("script", ["prepare_data.py", "train.py"])
 def test_missing_root_is_one_line_naming_the_path(script, tmp_path):
     missing = tmp_path / "no_such_dataset"
-    result = run_script(script, "data=cub200", f"data.root={missing}", f"hydra.run.dir={tmp_path / 'run'}")
+    result = run_script_here(script, "data=cub200", f"data.root={missing}", f"hydra.run.dir={tmp_path / 'run'}")
     assert result.returncode != 0
     assert "Traceback" not in result.stderr
     assert str(missing) in last_line(result.stderr)
@@ -52,7 +52,7 @@ def test_missing_root_is_one_line_naming_the_path(script, tmp_path):
 def test_incomplete_root_names_the_missing_file(tmp_path):
     root = tmp_path / "CUB_200_2011"
     (root / "images").mkdir(parents=True)
-    result = run_script("train.py", "data=cub200", f"data.root={root}", *FAST, f"hydra.run.dir={tmp_path / 'run'}")
+    result = run_script_here("train.py", "data=cub200", f"data.root={root}", *FAST, f"hydra.run.dir={tmp_path / 'run'}")
     assert result.returncode != 0
     assert "Traceback" not in result.stderr
     assert ".txt" in last_line(result.stderr) and str(root) in last_line(result.stderr)
@@ -61,11 +61,11 @@ def test_incomplete_root_names_the_missing_file(tmp_path):
 def test_corrupt_image_is_named_by_prepare_and_train(tmp_path):
     root = make_imagefolder(tmp_path / "ds", corrupt=True)
     bad = root / "test" / "a" / "0.jpg"
-    prepared = run_script("prepare_data.py", "data=imagefolder", f"data.root={root}", "data.num_workers=0",
+    prepared = run_script_here("prepare_data.py", "data=imagefolder", f"data.root={root}", "data.num_workers=0",
                           f"hydra.run.dir={tmp_path / 'p'}")
     assert prepared.returncode != 0
     assert str(bad) in last_line(prepared.stderr)
-    trained = run_script("train.py", "data=imagefolder", f"data.root={root}", *FAST, "data.batch_size=8",
+    trained = run_script_here("train.py", "data=imagefolder", f"data.root={root}", *FAST, "data.batch_size=8",
                          f"hydra.run.dir={tmp_path / 't'}")
     assert trained.returncode != 0
     assert "Traceback" not in trained.stderr
@@ -74,7 +74,7 @@ def test_corrupt_image_is_named_by_prepare_and_train(tmp_path):
 
 def test_corrupt_image_is_skipped_and_counted(tmp_path):
     root = make_imagefolder(tmp_path / "ds", corrupt=True)
-    result = run_script("prepare_data.py", "data=imagefolder", f"data.root={root}", "data.on_bad_image=skip",
+    result = run_script_here("prepare_data.py", "data=imagefolder", f"data.root={root}", "data.on_bad_image=skip",
                         "data.num_workers=0", f"hydra.run.dir={tmp_path / 'p'}")
     assert result.returncode == 0, result.stderr[-2000:]
     assert "test        3 images" in result.stdout and "1 unreadable skipped" in result.stdout

@@ -15,7 +15,7 @@ from fgzoom.errors import ConfigError
 from fgzoom.models.backbone_split import split_backbone
 from fgzoom.models.module import FGVCModule
 from fgzoom.ops import AFFINE_MODES, MODES
-from tests.helpers import run_script, tiny_overrides
+from tests.helpers import run_script, run_script_here, tiny_overrides
 
 # tiny builds of each family (timm accepts the architecture's arguments), and the input side each takes
 TINY = {
@@ -117,7 +117,7 @@ def test_a_family_that_cannot_be_split_is_one_line_at_build_time(name):
 
 
 def test_unsupported_family_from_the_command_line_is_one_line(tmp_path, synthetic_root):
-    result = run_script("train.py", *tiny_overrides(synthetic_root), "model.backbone.name=mixer_s16_224",
+    result = run_script_here("train.py", *tiny_overrides(synthetic_root), "model.backbone.name=mixer_s16_224",
                         "data.image_size=224", f"hydra.run.dir={tmp_path}")
     assert result.returncode == 2
     lines = [line for line in result.stderr.splitlines() if line.strip()]

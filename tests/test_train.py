@@ -9,7 +9,7 @@ import torch
 
 from fgzoom.cli.evaluate import evaluate
 from fgzoom.cli.train import train
-from tests.helpers import compose_config, run_script, tiny_overrides
+from tests.helpers import compose_config, run_script, run_script_here, tiny_overrides
 
 
 @pytest.mark.parametrize("model", ["plain", "zoom"])
@@ -88,7 +88,7 @@ def test_scripts_train_then_eval_like_a_user(tmp_path, synthetic_root):
 
 
 def test_script_reports_bad_input_in_one_line(tmp_path):
-    result = run_script("train.py", "data=imagefolder", f"data.root={tmp_path / 'nope'}", f"hydra.run.dir={tmp_path}")
+    result = run_script_here("train.py", "data=imagefolder", f"data.root={tmp_path / 'nope'}", f"hydra.run.dir={tmp_path}")
     assert result.returncode != 0
     lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
     assert lines[-1].startswith("error: data.root=")

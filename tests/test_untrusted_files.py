@@ -23,7 +23,7 @@ from fgzoom.cli.train import train
 from fgzoom.errors import ConfigError, FGZoomError
 from fgzoom.models.backbone import BackboneConfig, create_backbone
 from fgzoom.models.module import FGVCModule
-from tests.helpers import compose_config, run_script, tiny_overrides
+from tests.helpers import compose_config, run_script_here, tiny_overrides
 
 
 class ShellPayload:
@@ -134,7 +134,7 @@ def test_resuming_from_a_payload_or_a_folder_is_one_line(files, synthetic_root, 
 
 
 def test_eval_script_prints_the_refusal_as_one_error_line(files, tmp_path):
-    result = run_script("eval.py", f"ckpt_path={files['hostile']}", "trainer=cpu",
+    result = run_script_here("eval.py", f"ckpt_path={files['hostile']}", "trainer=cpu",
                         f"hydra.run.dir={tmp_path / 'e'}")
     assert result.returncode == 2, result.stderr[-2000:]
     lines = [line for line in result.stderr.splitlines() if line.strip()]
