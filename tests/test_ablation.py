@@ -22,7 +22,7 @@ from fgzoom.sweeps.expand import expand_sweep
 from fgzoom.sweeps.plots import plot_labels
 from fgzoom.sweeps.runs import NO_METRICS, NOT_STARTED, OK, SettingSummary, collect_runs
 from fgzoom.sweeps.summarize import summarize
-from tests.helpers import CONFIGS, compose_config, run_script, tiny_overrides
+from tests.helpers import CONFIGS, compose_config, run_script_here, tiny_overrides
 
 
 def _sweep_params(experiment: str, tmp_path: Path) -> dict[str, str]:
@@ -226,7 +226,7 @@ def test_summarize_flags_config_differences_the_sweep_does_not_explain(hand_made
 
 
 def test_summarize_cli_reports_a_missing_folder_in_one_line(tmp_path):
-    result = run_script("summarize.py", str(tmp_path / "nope"))
+    result = run_script_here("summarize.py", str(tmp_path / "nope"))
     assert result.returncode == 2
     assert result.stderr.strip().startswith("error: ") and len(result.stderr.strip().splitlines()) == 1
     with pytest.raises(SummaryError, match="no job folders"):
@@ -236,7 +236,7 @@ def test_summarize_cli_reports_a_missing_folder_in_one_line(tmp_path):
 @pytest.mark.slow
 def test_tiny_sweep_end_to_end(tmp_path, synthetic_root):
     sweep = tmp_path / "sweep"
-    result = run_script(
+    result = run_script_here(
         "train.py",
         "-m",
         "experiment=ablate_interp",
@@ -253,7 +253,7 @@ def test_tiny_sweep_end_to_end(tmp_path, synthetic_root):
         assert (sweep / str(num) / "metrics.json").is_file()
         assert (sweep / str(num) / "config.yaml").is_file()
 
-    result = run_script("summarize.py", str(sweep))
+    result = run_script_here("summarize.py", str(sweep))
     assert result.returncode == 0, result.stderr[-3000:]
     rows = list(csv.DictReader((sweep / "results.csv").open()))
     assert len(rows) == 4 and {r["status"] for r in rows} == {OK}
@@ -311,7 +311,7 @@ def test_summarize_redraws_tables_and_plot_from_a_results_csv(hand_made_sweep, t
     assert set(again) == {"md", "png"} and again["md"] == kept.with_suffix(".md") and again["png"].stat().st_size
     assert _tables(again["md"]) == _tables(first["md"])
     assert kept.read_bytes() == first["csv"].read_bytes()  # the input is not rewritten
-    result = run_script("summarize.py", str(tmp_path / "missing.csv"))
+    result = run_script_here("summarize.py", str(tmp_path / "missing.csv"))
     assert result.returncode == 2 and result.stderr.startswith("error: ")
 
 
@@ -346,7 +346,7 @@ def test_summarize_merges_a_sweep_run_in_parts(hand_made_sweep, tmp_path):
     _job(rest, 1, "interp/feature/nearest", 1, nearest, _metrics(0.6))
     _job(rest, 2, "plain", 1, None, _metrics(0.5))  # rerun of a finished job: the first source's is kept
 
-    result = run_script("summarize.py", str(first["csv"]), str(rest), "--out", str(docs), "--name", "ablation_x")
+    result = run_script_here("summarize.py", str(first["csv"]), str(rest), "--out", str(docs), "--name", "ablation_x")
     assert result.returncode == 0, result.stderr[-2000:]
     rows = list(csv.DictReader((docs / "ablation_x.csv").open()))
     status = {(next(o for o in r["overrides"].split() if o.startswith("model=")), r["seed"]): r["status"] for r in rows}
@@ -422,7 +422,7 @@ def test_summarize_adds_the_step_cost_of_each_setting_from_a_step_bench(hand_mad
     assert "| +40.0, 1/0, noise | **best by val/acc** | 1.38 |" in paired
     assert "| – | -40.0, 0/1, n=1, noise | 1.00 |" in paired
     (tmp_path / "bad.json").write_text("{}")
-    result = run_script("summarize.py", str(hand_made_sweep), "--step-bench", str(tmp_path / "bad.json"))
+    result = run_script_here("summarize.py", str(hand_made_sweep), "--step-bench", str(tmp_path / "bad.json"))
     assert result.returncode == 2 and "bad.json: not a step bench JSON" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
 

@@ -133,6 +133,7 @@ def test_train_and_eval_with_mlflow_leave_metrics_and_figures_in_the_run_folder(
     assert not (tmp_path / "eval" / "mlflow.db").exists()  # the given store replaced the local one
 
 
+@pytest.mark.slow  # a whole training run through the script, with W&B's service process
 def test_train_with_wandb_offline_writes_the_run_folder_without_network(tmp_path, synthetic_root):
     """Run like a user, with no stdin (a login prompt would fail, not wait), no W&B credentials and a server
     address that refuses connections; the run must finish quickly and leave an offline run to sync."""

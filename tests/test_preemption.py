@@ -128,9 +128,10 @@ def slurm(tmp_path, monkeypatch) -> Path:
     return calls
 
 
-@pytest.mark.parametrize(("batch", "where"), [(2, {"epoch": 1, "samples": 3 * 4, "world_size": 1}),
-                                            (4, {"epoch": 1, "samples": 5 * 4, "world_size": 1})],
-                         ids=["mid-epoch", "last-batch"])
+@pytest.mark.parametrize(("batch", "where"), [
+    (2, {"epoch": 1, "samples": 3 * 4, "world_size": 1}),
+    pytest.param(4, {"epoch": 1, "samples": 5 * 4, "world_size": 1}, marks=pytest.mark.slow),  # the same path
+], ids=["mid-epoch", "last-batch"])
 def test_requeue_signal_then_resume_equals_the_uninterrupted_run(tmp_path, synthetic_root, slurm, monkeypatch,
                                                                   batch, where):
     """SIGUSR1 in epoch 1: a checkpoint at that batch's end (on the epoch's last batch: after its validation),

@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import runpy
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
 import torch
-from hydra.core.global_hydra import GlobalHydra
 from lightning.pytorch.callbacks import Callback
 
 from fgzoom.checkpoints.io import AtomicCheckpointIO
@@ -24,6 +20,7 @@ from tests.helpers import (
     add_trainer_callbacks,
     compose_config,
     run_script,
+    run_script_here,
     script_command,
     tiny_overrides,
 )
@@ -43,24 +40,10 @@ BAD_CONFIGS = [
 ]
 
 
-def run_train_in_process(overrides: list[str], capsys) -> tuple[int, str]:
-    """Run scripts/train.py's Hydra main in this process (fast); returns (exit code, stderr)."""
-    GlobalHydra.instance().clear()
-    argv = sys.argv
-    sys.argv = [str(ROOT / "scripts" / "train.py"), *overrides]
-    os.environ.setdefault("PROJECT_ROOT", str(ROOT))
-    try:
-        with pytest.raises(SystemExit) as exit_info:
-            runpy.run_path(str(ROOT / "scripts" / "train.py"), run_name="__main__")
-    finally:
-        sys.argv = argv
-        GlobalHydra.instance().clear()
-    return exit_info.value.code, capsys.readouterr().err
-
-
 @pytest.mark.parametrize(("overrides", "expected"), BAD_CONFIGS, ids=[o[0] for o, _ in BAD_CONFIGS])
-def test_bad_config_exits_with_one_line_naming_the_key(overrides, expected, tmp_path, capsys):
-    code, err = run_train_in_process([*overrides, f"hydra.run.dir={tmp_path}"], capsys)
+def test_bad_config_exits_with_one_line_naming_the_key(overrides, expected, tmp_path):
+    result = run_script_here("train.py", *overrides, f"hydra.run.dir={tmp_path}")
+    code, err = result.returncode, result.stderr
     assert code != 0
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: "), err
@@ -188,7 +171,8 @@ class _KillAtEpoch(Callback):
             raise _Killed
 
 
-@pytest.mark.parametrize("switch", list(RESUMABLE_SWITCHES))
+# one whole kill-and-resume run each: the EMA in the default suite, the others in the slow one
+@pytest.mark.parametrize("switch", [s if s == "ema" else pytest.param(s, marks=pytest.mark.slow) for s in RESUMABLE_SWITCHES])
 def test_switch_state_resumes_exactly(tmp_path, synthetic_root, switch, monkeypatch):
     """In-process and fast (the SIGKILL test above is the slow, real one): stopped after epoch 0, resumed
     with ckpt_path=last in the same folder, the run reports what the uninterrupted run reports."""

@@ -80,7 +80,7 @@ def test_scripts_train_then_eval_like_a_user(tmp_path, synthetic_root):
     result = run_script("train.py", *tiny_overrides(synthetic_root), "model=plain", f"hydra.run.dir={run}")
     assert result.returncode == 0, result.stderr[-2000:]
     assert (run / "metrics.json").is_file()
-    result = run_script(
+    result = run_script_here(  # the train above is the separate process; eval's script runs here
         "eval.py", f"ckpt_path={run}/checkpoints/last.ckpt", "trainer=cpu", f"hydra.run.dir={tmp_path / 'e'}"
     )
     assert result.returncode == 0, result.stderr[-2000:]
