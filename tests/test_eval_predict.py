@@ -21,6 +21,7 @@ from fgzoom.cli.evaluate import evaluate
 from fgzoom.cli.predict import eval_transform_args, predict
 from fgzoom.cli.runtime import one_line_errors
 from fgzoom.cli.train import train
+from fgzoom.data.batches import LoaderDataModule, collate_uint8, normalize_images
 from fgzoom.errors import ConfigError, FGZoomError
 from fgzoom.eval.confusion import (
     ANNOTATE_MAX,
@@ -373,8 +374,10 @@ def test_grid_shows_the_zoomed_view_the_model_saw(zoom, datamodule, tmp_path):
     torch.manual_seed(0)
     model = FGVCModule(BACKBONE, CLASSES, datamodule.class_names, zoom=zoom)
     dataset = datamodule.dataset("test")
-    batch = dataset_batch(dataset, select_indices(3, len(dataset)))
-    data = grid_data(model, batch)
+    batch = dataset_batch(dataset, select_indices(3, len(dataset)))  # the loader's uint8 images
+    mean, std = datamodule.normalization()
+    data = grid_data(model, batch, mean, std)
+    batch["image"] = normalize_images(batch["image"], mean, std)  # what the network saw
     assert model.training  # restored
     assert data.probs.shape == (3, CLASSES)
     if zoom is None:
@@ -413,7 +416,8 @@ def test_grid_draws_every_region_and_float_boxes(zoom, datamodule, tmp_path):
     config = model.net.config
     dataset = datamodule.dataset("test")
     batch = dataset_batch(dataset, select_indices(3, len(dataset)))
-    data = grid_data(model, batch)
+    data = grid_data(model, batch, *datamodule.normalization())
+    batch["image"] = normalize_images(batch["image"], *datamodule.normalization())
     out = model.net.eval()(batch["image"], return_zoomed=True)
     k = config.num_regions
     assert torch.equal(data.boxes, out["boxes_image"])
@@ -463,12 +467,14 @@ def test_predict_step_tta_is_the_mean_of_its_views(zoom, datamodule):
     rule = zoom is not None and model.net.config.box in ("threshold", "moments")
     assert views == ([(False, 0.1), (False, 0.9), (True, 0.1), (True, 0.9)] if rule else [(False, None), (True, None)])
     model.set_tta(views)
-    loader = torch.utils.data.DataLoader(torch.utils.data.Subset(datamodule.dataset("test"), [0, 4, 8]), batch_size=3)
+    loader = torch.utils.data.DataLoader(torch.utils.data.Subset(datamodule.dataset("test"), [0, 4, 8]), batch_size=3,
+                                         collate_fn=collate_uint8)
     trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
                         enable_model_summary=False, enable_checkpointing=False)
-    outputs = trainer.predict(model, dataloaders=loader)
+    outputs = trainer.predict(model, datamodule=LoaderDataModule(loader, *datamodule.normalization()))
     preds = gather_predictions(outputs)
     batch = next(iter(loader))
+    batch["image"] = normalize_images(batch["image"], *datamodule.normalization())
     model.eval()
     with torch.inference_mode():
         runs = [model(batch["image"].flip(-1) if flip else batch["image"], **({} if t is None else {"threshold": t}))

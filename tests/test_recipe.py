@@ -23,29 +23,29 @@ from tests.helpers import CONFIGS, ROOT, compose_config, tiny_overrides
 FLIP_SENSITIVE = {"mnist_clutter"}  # orientation carries the class: no flips
 
 
-def _image_with_box(tmp_path: Path, size: int = 32) -> tuple[Image.Image, tv_tensors.BoundingBoxes]:
-    array = np.zeros((size, size, 3), np.uint8)
-    array[10:14, 12:18] = 255  # a white part, box (y0, x0, y1, x1) = (10, 12, 14, 18)
+def _image_with_box(tmp_path: Path, size: int = 32) -> tuple[tv_tensors.Image, tv_tensors.BoundingBoxes]:
+    image = torch.zeros(3, size, size, dtype=torch.uint8)
+    image[:, 10:14, 12:18] = 255  # a white part, box (y0, x0, y1, x1) = (10, 12, 14, 18)
     boxes = tv_tensors.BoundingBoxes(torch.tensor([[12.0, 10.0, 18.0, 14.0]]), format="XYXY", canvas_size=(size, size))
-    return Image.fromarray(array), boxes
+    return tv_tensors.Image(image), boxes
 
 
 def test_translate_shifts_image_and_box_together_and_eval_keeps_the_frame(tmp_path: Path) -> None:
     image, boxes = _image_with_box(tmp_path)
-    train = build_transforms(True, 32, crop_pct=1.0, hflip=0.0, translate=0.125, mean=(0, 0, 0), std=(1, 1, 1))
+    train = build_transforms(True, 32, crop_pct=1.0, hflip=0.0, translate=0.125)
     shifts = set()
     for seed in range(20):
         torch.manual_seed(seed)
         tensor, moved = train(image, boxes)
         x0, y0, x1, y1 = (int(v) for v in moved[0].tolist())
         assert (x1 - x0, y1 - y0) == (6, 4)  # the box moves with the image, unclipped here
-        assert tensor[0, y0:y1, x0:x1].min() == 1.0 and tensor[0].sum() == 24  # the whole part, nothing else
+        assert tensor[0, y0:y1, x0:x1].min() == 255 and tensor[0].sum() == 24 * 255  # the whole part, nothing else
         shifts.add((y0 - 10, x0 - 12))
     assert len(shifts) > 5 and all(abs(dy) <= 4 and abs(dx) <= 4 for dy, dx in shifts)  # 0.125 * 32 = 4 px
 
-    evaluation = build_transforms(False, 32, crop_pct=1.0, translate=0.125, mean=(0, 0, 0), std=(1, 1, 1))
+    evaluation = build_transforms(False, 32, crop_pct=1.0, translate=0.125)
     tensor, same = evaluation(image, boxes)
-    assert same[0].tolist() == [12.0, 10.0, 18.0, 14.0] and tensor[0].sum() == 24  # whole frame, no shift
+    assert same[0].tolist() == [12.0, 10.0, 18.0, 14.0] and tensor[0].sum() == 24 * 255  # whole frame, no shift
 
 
 @pytest.mark.parametrize(
@@ -86,8 +86,8 @@ def test_datamodule_auto_normalization(tmp_path: Path, synthetic_root: Path) -> 
     dm.setup()
     expected = channel_stats(dm.splits["train"], cfg.data.image_size)
     assert list(cfg.data.mean) == expected[0] and list(cfg.data.std) == expected[1]
-    batch = next(iter(dm.train_dataloader()))
-    assert batch["image"].mean().abs() < 0.5  # roughly centred
+    batch = dm.on_after_batch_transfer(next(iter(dm.train_dataloader())), 0)  # normalized as on the device
+    assert batch["image"].dtype == torch.float32 and batch["image"].mean().abs() < 0.5  # roughly centred
     for bad in ("mean", 0.5, [0.5, 0.5]):
         with pytest.raises(ConfigError, match="data.mean"):
             FGVCDataModule(dataset="synthetic", root=str(synthetic_root), mean=bad)

@@ -42,6 +42,7 @@ from fgzoom.checkpoints.io import (
     trusts_checkpoints,
 )
 from fgzoom.cli.runtime import instantiate_loggers, pin_run_dir, resolve_ckpt_path, to_float_dict, write_json
+from fgzoom.data.batches import LoaderDataModule
 from fgzoom.data.datamodule import FGVCDataModule
 from fgzoom.errors import ConfigError
 from fgzoom.eval.confusion import (
@@ -143,7 +144,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         log.info("TTA over %d views: %s", len(model.tta), ", ".join(view_name(*view) for view in model.tta))
     split = cfg.split
     loader = datamodule.test_dataloader() if split == "test" else datamodule.val_dataloader()
-    outputs = trainer.predict(model, dataloaders=loader)
+    outputs = trainer.predict(model, datamodule=LoaderDataModule(loader, *datamodule.normalization()))
     preds = gather_predictions(outputs)
     metrics = split_metrics(split, model, outputs, preds)
     for logger in trainer.loggers:  # what trainer.test would have logged

@@ -7,8 +7,9 @@ file): integers for ``sampler=slice``, 2 decimals for ``sampler=affine``.
 
 The model, its class names and the eval transform (``image_size``, ``crop_pct``, ``resize_mode``, ``mean``,
 ``std`` of the run's ``data`` config) all come from the checkpoint, so an image gets exactly the
-preprocessing ``scripts/eval.py`` gives it. The images run through ``trainer.predict``
-(``FGVCModule.predict_step``) on the device ``trainer.*`` selects.
+preprocessing ``scripts/eval.py`` gives it: decoded and resized as uint8 in the loader, normalized on the
+device (:mod:`fgzoom.data.batches`). The images run through ``trainer.predict`` (``FGVCModule.predict_step``)
+on the device ``trainer.*`` selects.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pathlib import Path
 import hydra
 import lightning as L
 from omegaconf import DictConfig
-from torch.utils.data import DataLoader, default_collate
+from torch.utils.data import DataLoader
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from fgzoom.checkpoints.io import (
@@ -32,8 +33,9 @@ from fgzoom.checkpoints.io import (
     trusts_checkpoints,
 )
 from fgzoom.cli.runtime import resolve_ckpt_path
+from fgzoom.data.batches import LoaderDataModule, collate_uint8
 from fgzoom.data.datamodule import FGVCDataModule
-from fgzoom.data.dataset import BadImageError, FGVCDataset, load_rgb
+from fgzoom.data.dataset import BadImageError, FGVCDataset, read_image
 from fgzoom.data.index import Sample
 from fgzoom.data.transforms import build_transforms
 from fgzoom.errors import ConfigError
@@ -82,7 +84,7 @@ def _readable(files: list[Path]) -> list[Path]:
     kept = []
     for path in files:
         try:
-            load_rgb(path)
+            read_image(path)
             kept.append(path)
         except BadImageError as e:
             log.warning("on_bad_image=skip: %s", str(e).split(";")[0])
@@ -101,8 +103,9 @@ def _first_reason(error: BadImageError) -> str:
 
 
 def collate_unlabelled(items: list[dict]) -> dict:
-    """Batch the ``image`` and ``index`` of dataset items: files to predict have no label or box."""
-    return default_collate([{"image": item["image"], "index": item["index"]} for item in items])
+    """Batch the ``image`` (uint8, :func:`collate_uint8`) and ``index`` of dataset items: files to predict have
+    no label or box."""
+    return collate_uint8([{"image": item["image"], "index": item["index"]} for item in items])
 
 
 def check_predict_options(cfg: DictConfig) -> None:
@@ -133,7 +136,8 @@ def predict(cfg: DictConfig) -> Path:
     if cfg.on_bad_image == "skip":
         files = _readable(files)
     transform_args = eval_transform_args(data, model.hparams.backbone["name"])
-    dataset = FGVCDataset([Sample(p, -1) for p in files], build_transforms(train=False, **transform_args))
+    geometry = {k: v for k, v in transform_args.items() if k not in ("mean", "std")}
+    dataset = FGVCDataset([Sample(p, -1) for p in files], build_transforms(train=False, **geometry))
     loader = DataLoader(dataset, batch_size=int(cfg.batch_size), shuffle=False, num_workers=int(cfg.num_workers),
                         collate_fn=collate_unlabelled)
     callbacks = []
@@ -143,7 +147,8 @@ def predict(cfg: DictConfig) -> Path:
     trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, logger=False, callbacks=callbacks)
     check_one_device(trainer, "predict")
     try:
-        preds = gather_predictions(trainer.predict(model, dataloaders=loader))
+        preds = gather_predictions(trainer.predict(
+            model, datamodule=LoaderDataModule(loader, transform_args["mean"], transform_args["std"])))
     except BadImageError as e:  # also when re-raised from a DataLoader worker (message = its traceback)
         raise BadImageError(
             f"{_first_reason(e)}; replace or remove the file, or pass on_bad_image=skip"

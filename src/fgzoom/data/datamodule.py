@@ -8,12 +8,12 @@ import secrets
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import lightning as L
 import torch
 from lightning.pytorch.trainer.states import TrainerFn
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch.utils.data import DataLoader
 
+from fgzoom.data.batches import NormalizeOnDevice, collate_uint8
 from fgzoom.data.dataset import FGVCDataset, decode_errors
 from fgzoom.data.index import DatasetIndex, Sample
 from fgzoom.data.mixing import BatchMixing, MixupConfig
@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 ON_BAD_IMAGE = ("error", "skip")
 AUTO = "auto"
-IMAGENET = {"mean": IMAGENET_DEFAULT_MEAN, "std": IMAGENET_DEFAULT_STD}
+NORMALIZATION_KEYS = ("mean", "std")
 
 
 def _normalization(key: str, value, default: tuple[float, ...]) -> tuple[float, ...] | str:
@@ -49,8 +49,11 @@ def _normalization(key: str, value, default: tuple[float, ...]) -> tuple[float, 
     return values
 
 
-class FGVCDataModule(L.LightningDataModule):
+class FGVCDataModule(NormalizeOnDevice):
     """Train/val/test loaders for the dataset ``dataset`` found at ``root``.
+
+    Batches leave the loaders as uint8 (``image`` Tensor[B, 3, S, S], channels-last memory) and are scaled and
+    normalized by ``mean``/``std`` on their device (:mod:`fgzoom.data.batches`), then mixed (``mixup``).
 
     The validation split is the dataset's official one when it has one, else ``val_fraction`` of the
     training split held out per class with ``split_seed``. The test split is never used for model
@@ -72,6 +75,10 @@ class FGVCDataModule(L.LightningDataModule):
         mean, std: normalization: three floats each, ``"auto"`` for the training split's own statistics
             (:meth:`resolve_normalization`, computed once at setup), or ``None`` for ImageNet's. The entry
             point fills ``None`` in: the backbone's timm values with pretrained weights, ``auto`` without.
+            Applied on the device the batch reaches (:meth:`on_after_batch_transfer`).
+        pin_memory: page-locked batches (faster, asynchronous copies to a GPU); None: on when CUDA is available.
+        persistent_workers: keep the loader workers between epochs (no start-up cost per epoch).
+        prefetch_factor: batches each worker loads ahead; None: PyTorch's default (2). Only with workers.
         mixup: ``data.mixup``: timm Mixup/CutMix of training batches (:class:`fgzoom.data.mixing.MixupConfig`;
             both alphas 0 or null: off). Applied after the batch reaches the device.
         download: let torchvision download the dataset when it supports it (opt-in).
@@ -103,6 +110,7 @@ class FGVCDataModule(L.LightningDataModule):
         std: Sequence[float] | None = None,
         pin_memory: bool | None = None,
         persistent_workers: bool = True,
+        prefetch_factor: int | None = None,
         download: bool = False,
         mixup: Mapping | None = None,
         annotation_level: str | None = None,
@@ -122,6 +130,8 @@ class FGVCDataModule(L.LightningDataModule):
             raise ConfigError(f"data.image_size={image_size}: must be >= 8")
         if batch_size < 1 or num_workers < 0:
             raise ConfigError(f"data.batch_size={batch_size}, data.num_workers={num_workers}: need >= 1 and >= 0")
+        if prefetch_factor is not None and int(prefetch_factor) < 1:
+            raise ConfigError(f"data.prefetch_factor={prefetch_factor}: must be >= 1, or null for PyTorch's default")
         self.dataset_name = dataset
         self.reader = get_reader(dataset)
         self.root = Path(str(root)).expanduser() if root is not None else None
@@ -140,9 +150,10 @@ class FGVCDataModule(L.LightningDataModule):
             color_jitter=color_jitter, randaugment=randaugment,
             mean=_normalization("mean", mean, IMAGENET_DEFAULT_MEAN), std=_normalization("std", std, IMAGENET_DEFAULT_STD),
         )
-        build_transforms(train=True, **{**self.transform_args, **IMAGENET})  # validate now, not in a worker
+        build_transforms(train=True, **self._geometry())  # validate now, not in a worker
         self.pin_memory = pin_memory
         self.persistent_workers = persistent_workers
+        self.prefetch_factor = int(prefetch_factor) if prefetch_factor is not None else None
         self.download = download
         self.reader_options = dict(reader_options or {})
         if annotation_level is not None:
@@ -234,12 +245,22 @@ class FGVCDataModule(L.LightningDataModule):
                 args["std"] = tuple(std)
         return args["mean"], args["std"]
 
+    def normalization(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """``(mean, std)`` of the device-side normalization (:meth:`resolve_normalization`)."""
+        return self.resolve_normalization()
+
     # ------------------------------------------------------------------ loaders
+    def _geometry(self) -> dict:
+        """The arguments of :func:`build_transforms` in ``transform_args`` (all but the normalization)."""
+        return {k: v for k, v in self.transform_args.items() if k not in NORMALIZATION_KEYS}
+
     def dataset(self, split: str, train_transform: bool | None = None) -> FGVCDataset:
+        """The ``split``'s dataset: uint8 images (normalize with :meth:`normalization`), the train transform
+        for ``train`` unless ``train_transform`` says otherwise. Resolves ``auto`` normalization first."""
         self.setup()
         train_transform = split == "train" if train_transform is None else train_transform
         self.resolve_normalization()
-        return FGVCDataset(self.splits[split], build_transforms(train=train_transform, **self.transform_args))
+        return FGVCDataset(self.splits[split], build_transforms(train=train_transform, **self._geometry()))
 
     def _loader(self, split: str) -> DataLoader:
         pin = torch.cuda.is_available() if self.pin_memory is None else self.pin_memory
@@ -257,8 +278,10 @@ class FGVCDataModule(L.LightningDataModule):
             sampler=sampler,
             drop_last=split == "train" and len(self.splits["train"]) > self.batch_size,
             num_workers=self.num_workers,
+            collate_fn=collate_uint8,
             pin_memory=pin,
             persistent_workers=self.persistent_workers and self.num_workers > 0,
+            prefetch_factor=self.prefetch_factor if self.num_workers > 0 else None,
         )
 
     def state_dict(self) -> dict[str, int]:
@@ -296,7 +319,8 @@ class FGVCDataModule(L.LightningDataModule):
         return self._loader("test")
 
     def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
-        """Mix training batches (``data.mixup``) on their device; other batches pass unchanged."""
+        """Normalize every batch's uint8 images on their device, then mix training batches (``data.mixup``)."""
+        batch = super().on_after_batch_transfer(batch, dataloader_idx)
         trainer = self.trainer
         if self.mixup is None or trainer is None or not trainer.training:
             return batch

@@ -37,9 +37,12 @@ def run_seed() -> int | None:
 
 @contextlib.contextmanager
 def seeded_rng(seed: int) -> Iterator[None]:
-    """Run the block with torch's CPU generator seeded to ``seed``; restore the previous state after."""
+    """Run the block with torch's CPU generator seeded to ``seed``; restore the previous state after.
+
+    Seeds the CPU generator alone (``torch.default_generator``: the same stream as ``torch.manual_seed``,
+    which also seeds every accelerator's and costs ~0.1 ms, a tenth of a sample's decode and resize)."""
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+        torch.default_generator.manual_seed(seed)
         yield
 
 

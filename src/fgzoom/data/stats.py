@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
-from fgzoom.data.dataset import load_rgb
+from fgzoom.data.decode import read_image
 from fgzoom.data.transforms import build_transforms
 
 
@@ -32,11 +32,10 @@ def channel_stats(
         raise ValueError("channel_stats: no samples")
     step = max(1, -(-len(samples) // max_images))  # ceil: at most max_images picked
     picked = list(samples)[::step]
-    # the evaluation pipeline itself, with an identity normalization: pixel values in [0, 1]
-    geometry = build_transforms(False, image_size, crop_pct, resize_mode, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+    geometry = build_transforms(False, image_size, crop_pct, resize_mode)  # the evaluation pipeline itself
 
     def sums(sample) -> torch.Tensor:  # [3, 3]: count, sum, sum of squares per channel
-        pixels = geometry(load_rgb(sample.path)).double().flatten(1)  # [3, S*S]
+        pixels = geometry(read_image(sample.path)).double().flatten(1) / 255  # [3, S*S] in [0, 1]
         return torch.stack([torch.full((3,), float(pixels.shape[1]), dtype=torch.float64),
                             pixels.sum(1), pixels.square().sum(1)])
 

@@ -1,21 +1,28 @@
-"""FGVC transforms on (image, box) pairs with torchvision.transforms.v2.
+"""FGVC transforms on (image, box) pairs with torchvision.transforms.v2, on uint8 tensors.
 
 Train: Resize(image_size / crop_pct) -> RandomCrop(image_size, padding=translate * image_size) ->
-horizontal flip [-> colour jitter] [-> RandAugment] -> tensor -> Normalize. Eval: Resize(image_size /
-crop_pct) -> CenterCrop(image_size) -> tensor -> Normalize.
+horizontal flip [-> colour jitter] [-> RandAugment]. Eval: Resize(image_size / crop_pct) ->
+CenterCrop(image_size). The image stays ``Tensor[3, S, S]`` uint8 (the decoder's RGB, see
+:mod:`fgzoom.data.decode`); scaling to [0, 1] and ``data.mean``/``data.std`` happen on the device, batch by
+batch (:mod:`fgzoom.data.batches`).
 
 Two ways to translate in training: ``crop_pct < 1`` (resize larger, crop randomly: the FGVC recipe, whose
 evaluation centre crop cuts ``(1 - crop_pct) / 2`` off each border) and ``translate > 0`` (zero-pad by that
-fraction of the side and crop randomly: a random shift that leaves the evaluation frame whole). Boxes are ``tv_tensors.BoundingBoxes`` so every geometric step moves them too.
+fraction of the side and crop randomly: a random shift that leaves the evaluation frame whole). Boxes are
+``tv_tensors.BoundingBoxes`` so every geometric step moves them too; they must lie inside the image (the
+dataset clamps them), as every crop keeps them inside its frame.
+
+The resize is torchvision's antialiased bilinear on uint8, which differs from PIL's (the path before uint8
+tensors) by at most a few grey levels; colour jitter runs torchvision's tensor kernels (within a grey level
+or two of its PIL ones). RandAugment is timm's, which needs PIL images: the image goes to PIL and back for it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from torchvision import tv_tensors
 from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as F
 
 from fgzoom.errors import ConfigError
 
@@ -31,10 +38,9 @@ def build_transforms(
     translate: float = 0.0,
     color_jitter: float = 0.0,
     randaugment: str | None = None,
-    mean: Sequence[float] = IMAGENET_DEFAULT_MEAN,
-    std: Sequence[float] = IMAGENET_DEFAULT_STD,
 ) -> v2.Compose:
-    """Build the train or eval pipeline; called as ``t(pil_image, bounding_boxes)``.
+    """Build the train or eval pipeline; called as ``t(image, bounding_boxes)`` with ``image`` uint8
+    ``Tensor[3, H, W]`` (or ``tv_tensors.Image``), it returns the uint8 ``Tensor[3, S, S]`` and the boxes.
 
     Args:
         image_size: side of the square network input.
@@ -66,33 +72,29 @@ def build_transforms(
         if color_jitter > 0:
             steps.append(v2.ColorJitter(brightness=color_jitter, contrast=color_jitter, saturation=color_jitter))
         if randaugment:
-            steps.append(_timm_randaugment(randaugment, mean))
+            steps.append(_timm_randaugment(randaugment))
     else:
         steps.append(v2.CenterCrop(image_size))
-    steps += [
-        v2.ClampBoundingBoxes(),
-        v2.ToImage(),
-        v2.ToDtype(torch.float32, scale=True),
-        v2.Normalize(mean=list(mean), std=list(std)),
-    ]
     return v2.Compose(steps)
 
 
-class _OnImageOnly(torch.nn.Module):
-    """Apply a PIL-only photometric transform to the image and pass the boxes through."""
+class _OnPILImageOnly(torch.nn.Module):
+    """Apply a PIL-only photometric transform to the uint8 image (through PIL and back) and pass the boxes."""
 
     def __init__(self, fn) -> None:
         super().__init__()
         self.fn = fn
 
-    def forward(self, image, boxes):
-        return self.fn(image), boxes
+    def forward(self, image: torch.Tensor, boxes):
+        out = F.pil_to_tensor(self.fn(F.to_pil_image(image.as_subclass(torch.Tensor))))
+        return (tv_tensors.Image(out) if isinstance(image, tv_tensors.Image) else out), boxes
 
 
-def _timm_randaugment(config: str, mean: Sequence[float]) -> torch.nn.Module:
+def _timm_randaugment(config: str) -> torch.nn.Module:
     from timm.data.auto_augment import rand_augment_transform
 
-    hparams = {"translate_const": 0, "img_mean": tuple(int(round(255 * m)) for m in mean)}
+    # img_mean (timm's fill colour) is left out: only the geometric ops, which are not used, fill
+    hparams = {"translate_const": 0}
     # geometric ops would move the part without moving its box: keep RandAugment photometric only
     ops = [
         "AutoContrast", "Equalize", "Invert", "Posterize", "Solarize", "SolarizeAdd",
@@ -102,4 +104,4 @@ def _timm_randaugment(config: str, mean: Sequence[float]) -> torch.nn.Module:
         fn = rand_augment_transform(config, hparams, transforms=ops)
     except Exception as e:  # timm raises AssertionError/KeyError on malformed strings
         raise ConfigError(f"data.randaugment={config!r}: not a timm RandAugment string like 'rand-m9-mstd0.5' ({e})") from e
-    return _OnImageOnly(fn)
+    return _OnPILImageOnly(fn)

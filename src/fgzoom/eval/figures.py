@@ -26,6 +26,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
 from torch import Tensor, nn
 
+from fgzoom.data.batches import normalize_images
 from fgzoom.models.zoom_config import ZoomConfig
 from fgzoom.models.zoom_crop import crop_views
 from fgzoom.ops.attention_boxes import resize_attention
@@ -120,12 +121,21 @@ def image_crops(images: Tensor, boxes: Tensor, config: ZoomConfig, size: tuple[i
 
 
 @torch.inference_mode()
-def grid_data(model: nn.Module, batch: dict[str, Tensor]) -> GridData:
+def grid_data(
+    model: nn.Module, batch: dict[str, Tensor], mean: Sequence[float] | None = None, std: Sequence[float] | None = None
+) -> GridData:
     """Run ``model`` (FGVCModule or its network) on ``batch["image"]`` Tensor[N, 3, H, W] in eval mode and
-    gather what :func:`grid_figure` draws. The model's train/eval mode is restored afterwards."""
+    gather what :func:`grid_figure` draws. The model's train/eval mode is restored afterwards.
+
+    ``image`` is the normalized float network input, or the loader's uint8 images, which are normalized on
+    the model's device with ``mean``/``std`` (then required) as training batches are."""
     net = getattr(model, "net", model)
     device = next(net.parameters()).device
     images = batch["image"].to(device)
+    if images.dtype == torch.uint8:
+        if mean is None or std is None:
+            raise ValueError("grid_data: uint8 images need the mean and std to normalize them")
+        images = normalize_images(images, mean, std)
     config = getattr(net, "config", None)  # the zoom settings: sampler, mode, level of the zoomed panel
     was_training = net.training
     net.eval()
@@ -338,9 +348,9 @@ def zoom_grid(
     std: Sequence[float],
     title: str = "",
 ) -> Figure:
-    """Images ``indices`` of ``dataset`` through ``model`` -> the grid Figure; for a zoom model the title
-    ends with its zoom settings (:func:`zoom_title`)."""
-    data = grid_data(model, dataset_batch(dataset, indices))
+    """Images ``indices`` of ``dataset`` (uint8, normalized with ``mean``/``std``) through ``model`` -> the grid
+    Figure; for a zoom model the title ends with its zoom settings (:func:`zoom_title`)."""
+    data = grid_data(model, dataset_batch(dataset, indices), mean, std)
     if data.boxes is not None:
         title = f"{title} ({zoom_title(getattr(model, 'net', model).config)})"
     return grid_figure(data, class_names, mean, std, title)
