@@ -6,6 +6,11 @@
     python scripts/bench.py step --interp          # train step: plain vs every interpolation ablation setting
     python scripts/bench.py baseline --seeds 1,2,3 data=mnist_clutter trainer.max_epochs=10
                                                    # test/acc: the reference loop vs model=plain vs model=zoom
+    python scripts/bench.py loader --step-rate 800 # images/s of the train and eval loaders (448 px, uint8) vs a
+                                                   # plain torchvision uint8 loader, 500x375 and 1024x683 JPEGs,
+                                                   # 0 (in process, one thread), 1, 2 and all cores' workers;
+                                                   # the workers that keep up with 800 images/s of training
+    python scripts/bench.py loader data.image_size=224 data.crop_pct=1.0   # other data settings
 
     # the 2-core CPU of the README (add --repeats 7 or more when other work shares the cores)
     python scripts/bench.py step --backbone resnet50 --image-size 160 --batch-size 8 --repeats 7 --stages=-2
@@ -22,7 +27,9 @@ The step benchmark times forward + loss (the default loss terms) + backward + Ad
 interleaved, synchronising the GPU around each step; peak memory is each variant's own footprint, from
 the allocator (torch.cuda.max_memory_allocated) on CUDA and, roughly, from the growth of the process's peak
 RSS on CPU. Ratios are to the plain model in the same process: compare ratios, or times measured on the
-same card in one run.
+same card in one run. The loader benchmark (``fgzoom.bench.loader_bench``) writes its JPEGs into a temporary
+folder and compares the project's loaders with the torchvision reference in the same process; its
+``--step-rate`` is the training's images/s (e.g. the ``step`` mode's, at the batch size and card you train).
 
 Prints markdown tables and writes JSON (--out, default bench.json in the current folder): the machine, the
 arguments and every row.
@@ -32,7 +39,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
+import tempfile
 from pathlib import Path
 
 from project_root import ROOT
@@ -53,7 +62,7 @@ def machine(device: str) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["crop_resize", "step", "baseline", "all"], nargs="?", default="all")
+    parser.add_argument("what", choices=["crop_resize", "step", "baseline", "loader", "all"], nargs="?", default="all")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--backbone", default="resnet50")
@@ -80,9 +89,14 @@ def main() -> None:
     parser.add_argument("--loop-batch-size", type=int, default=64)
     parser.add_argument("--loop-train-on-val", action="store_true",
                         help="baseline: the loop also trains on the validation split (the cost of holding it out)")
+    parser.add_argument("--images", type=int, default=256, help="loader: JPEGs per image size")
+    parser.add_argument("--workers", default=None,
+                        help="loader: worker counts, comma-separated (default 0, 1, 2 and all cores)")
+    parser.add_argument("--step-rate", type=float, default=None,
+                        help="loader: training images/s to keep up with (e.g. the step mode's images/s)")
     args, overrides = parser.parse_known_args()
-    if args.what != "baseline" and overrides:
-        parser.error(f"unrecognized arguments: {' '.join(overrides)} (config overrides go with 'baseline')")
+    if args.what not in ("baseline", "loader") and overrides:
+        parser.error(f"unrecognized arguments: {' '.join(overrides)} (config overrides go with 'baseline' or 'loader')")
 
     from fgzoom.bench.crop_resize_bench import bench_crop_resize, format_table
     from fgzoom.bench.step_bench import bench_train_step, default_variants, format_step_table, interp_variants
@@ -124,6 +138,33 @@ def main() -> None:
         )
         report["baseline"] = {"overrides": overrides, "seeds": seeds, "test_acc": results, "runs": str(runs)}
         print(f"\ntest/acc, {' '.join(overrides) or 'defaults'}\n" + format_results(results, seeds))
+    if args.what == "loader":
+        import hydra
+
+        from fgzoom.bench.baseline import compose_train_config
+        from fgzoom.bench.loader_bench import (
+            bench_loaders,
+            format_loader_table,
+            format_workers_needed,
+            worker_counts,
+        )
+
+        cores = os.cpu_count() or 1
+        workers = [int(w) for w in args.workers.split(",")] if args.workers else worker_counts(cores)
+        defaults = ["data=imagefolder", "data.image_size=448", "data.crop_pct=0.875", "data.batch_size=16",
+                    "data.pin_memory=false"]
+
+        def make_datamodule(root: Path, n: int, extra: list[str]):
+            cfg = compose_train_config(ROOT, [*defaults, *overrides, *extra, f"data.root={root}",
+                                              f"data.num_workers={n}"], seed=0)
+            return hydra.utils.instantiate(cfg.data, seed=0)
+
+        with tempfile.TemporaryDirectory(prefix="fgzoom_loader_bench_") as tmp:
+            rows = bench_loaders(make_datamodule, Path(tmp), count=args.images, workers=workers, repeats=args.repeats)
+        report["loader"] = {"overrides": [*defaults, *overrides], "cores": cores, "rows": rows}
+        print(f"\nloader images/s, {' '.join([*defaults, *overrides])}, {cores} cores\n" + format_loader_table(rows))
+        if args.step_rate:
+            print("\n" + format_workers_needed(rows, args.step_rate))
     Path(args.out).write_text(json.dumps(report, indent=2, default=str))
     print(f"\nwrote {args.out}")
 

@@ -48,7 +48,7 @@ class FGVCDataset(Dataset):
         else:
             xyxy = [0.0, 0.0, float(w), float(h)]
         boxes = tv_tensors.BoundingBoxes([xyxy], format="XYXY", canvas_size=(h, w), dtype=torch.float32)
-        tensor, boxes = self.transform(tv_tensors.Image(image), boxes)
+        tensor, boxes = self.transform(image, boxes)  # a plain tensor: v2 takes it as the image
         x0, y0, x1, y1 = boxes[0].tolist()
         has_box = sample.box is not None and x1 > x0 and y1 > y0
         return {

@@ -66,7 +66,7 @@ def build_transforms(
     if train:
         padding = int(round(translate * image_size))
         if padding > 0 or resize_side > image_size or resize_mode == "shorter":
-            steps.append(v2.RandomCrop(image_size, padding=padding or None))
+            steps.append(WindowPaddedRandomCrop(image_size, padding=padding or None))
         if hflip > 0:
             steps.append(v2.RandomHorizontalFlip(p=hflip))
         if color_jitter > 0:
@@ -76,6 +76,33 @@ def build_transforms(
     else:
         steps.append(v2.CenterCrop(image_size))
     return v2.Compose(steps)
+
+
+class WindowPaddedRandomCrop(v2.RandomCrop):
+    """``v2.RandomCrop(size, padding)`` (zero fill): the same random draws, pixels and boxes, but the image's
+    crop window is padded, not the whole image first, and keeps its channels-last memory (padding the whole
+    image cost as much as the rest of the transform, and its planar output a transposing collate)."""
+
+    def transform(self, inpt, params: dict):
+        if not params["needs_pad"] or not isinstance(inpt, torch.Tensor) or isinstance(inpt, tv_tensors.BoundingBoxes):
+            return super().transform(inpt, params)  # no padding, a PIL image, or boxes (cheap to pad)
+        left, top = params["padding"][:2]
+        window = (params["top"] - top, params["left"] - left, params["height"], params["width"])
+        out = _crop_zero_filled(inpt.as_subclass(torch.Tensor), *window)
+        return tv_tensors.wrap(out, like=inpt) if isinstance(inpt, tv_tensors.TVTensor) else out
+
+
+def _crop_zero_filled(image: torch.Tensor, top: int, left: int, height: int, width: int) -> torch.Tensor:
+    """Tensor[C, H, W] -> Tensor[C, height, width]: the window at ``(top, left)`` (which may reach outside the
+    image), zero outside the image, in channels-last memory (a view of ``image`` when the window is inside it)."""
+    c, h, w = image.shape
+    y0, x0, y1, x1 = max(top, 0), max(left, 0), min(top + height, h), min(left + width, w)
+    if (y0, x0, y1, x1) == (top, left, top + height, left + width):  # inside the image: a view, as a crop is
+        return image[:, y0:y1, x0:x1]
+    out = image.new_zeros(height, width, c).permute(2, 0, 1)
+    if y1 > y0 and x1 > x0:
+        out[:, y0 - top:y1 - top, x0 - left:x1 - left] = image[:, y0:y1, x0:x1]
+    return out
 
 
 class _OnPILImageOnly(torch.nn.Module):
