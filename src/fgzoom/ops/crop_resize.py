@@ -21,7 +21,7 @@ This module holds the public function and its argument checks. How a batch is re
 tables read off ``F.interpolate`` for integer boxes, weights built from float boxes by
 ``fgzoom.ops.resize_continuous``, and four methods that apply them: ``"gather"``, ``"dense"``, ``"taps"``,
 ``"loop"``) is ``fgzoom.ops.resize_kernels``; which method runs (``method="auto"``) is
-``fgzoom.ops.resize_cost`` (for float boxes its ``"loop"`` becomes ``"taps"``).
+``fgzoom.ops.resize_cost`` (for float boxes from the mode and device only, so a dynamic batch exports).
 
 Notes:
     * Box values are validated with one host read per call (a handful of reduced numbers, not per sample),
@@ -44,7 +44,7 @@ import torch
 from torch import Tensor
 
 from fgzoom.ops.interpolation import MODES, NEAREST_MODES, ResizeSpec, resize_spec
-from fgzoom.ops.resize_cost import choose_method
+from fgzoom.ops.resize_cost import choose_float_method, choose_method
 from fgzoom.ops.resize_kernels import KERNELS, resize_boxes, resize_float_boxes
 
 __all__ = ["METHODS", "MODES", "crop_resize"]
@@ -126,11 +126,10 @@ def crop_resize(
     else:  # nothing read back; the cost model takes the frame as the box size (it matters only when shrinking)
         box_stats = _BoxStats(None, (float(H), float(W)))
     out_hw = _output_size(spec, box_stats.common_hw)
+    if continuous:
+        return resize_float_boxes(x, boxes, spec, out_hw, choose_float_method(x, spec) if method == "auto" else method)
     if method == "auto":
         method = choose_method(x, spec, out_hw, box_stats.mean_hw)
-    if continuous:
-        # The per-sample loop needs integer slices; the same weights applied as sparse taps replace it.
-        return resize_float_boxes(x, boxes, spec, out_hw, "taps" if method == "loop" else method)
     return resize_boxes(x, boxes, spec, out_hw, method, box_stats.common_hw)
 
 

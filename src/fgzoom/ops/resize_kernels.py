@@ -239,7 +239,9 @@ def _apply_dense(x: Tensor, wy: Tensor, wx: Tensor) -> Tensor:
     width_first = H * W * Ow + Oh * H * Ow <= Oh * H * W + Oh * W * Ow  # fewer flops
     per_channel = B * (Oh * H + Oh * Ow + (H * Ow if width_first else Oh * W))  # intermediate elements
     recording = torch.is_grad_enabled() and (x.requires_grad or wy.requires_grad or wx.requires_grad)
-    block = C if recording else max(1, min(C, DENSE_BLOCK_ELEMS // per_channel))
+    # A traced program (torch.export, torch.compile) runs one block: the block size depends on the batch size.
+    whole = recording or torch.compiler.is_compiling()
+    block = C if whole else max(1, min(C, DENSE_BLOCK_ELEMS // per_channel))
     wxt = wx.transpose(1, 2)  # [B, W, Ow]
     # Height matrices repeated for each channel of a block, [B * block, Oh, H]: built once, used by all.
     wy_block = _repeat_channels(wy, block)
