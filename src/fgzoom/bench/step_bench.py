@@ -55,6 +55,7 @@ def _status_mib(key: str) -> float | None:
 BOX_VARIANTS: list[dict[str, Any]] = [
     # the stage rows run the defaults (continuous sampler, moments boxes); this is the exact whole-cell crop
     {"name": "zoom feature slice", "zoom": {"level": "feature", "sampler": "slice", "box": "threshold"}},
+    {"name": "zoom feature grid_sample", "zoom": {"level": "feature", "sampler": "grid_sample"}},
     {"name": "zoom feature learned", "zoom": {"level": "feature", "sampler": "continuous", "box": "learned"}},
     {"name": "zoom feature regions=2", "zoom": {"level": "feature", "num_regions": 2}},
 ]
@@ -83,6 +84,8 @@ def default_variants(stages: Sequence[int] = (-2,), box_variants: bool = True,
     if switches:
         variants += [{**v, "zoom": dict(v["zoom"])} for v in SWITCH_VARIANTS]
     variants.append({"name": "zoom image", "zoom": {"level": "image"}})
+    if box_variants:
+        variants.append({"name": "zoom image grid_sample", "zoom": {"level": "image", "sampler": "grid_sample"}})
     if box_variants:  # the recursive zoom: a third backbone pass and the attention head on the first view
         variants.append({"name": "zoom image steps=2", "zoom": {"level": "image", "steps": 2}})
     return variants
