@@ -1,6 +1,7 @@
 """Benchmarks, each measured against its baseline in the same process.
 
     python scripts/bench.py crop_resize            # crop_resize vs the per-sample F.interpolate loop
+    python scripts/bench.py samplers               # the zoom's samplers (continuous, slice, grid_sample) per mode
     python scripts/bench.py step                   # train step: plain vs zoom (feature: per stage at the
                                                    # defaults, slice sampler, learned boxes, 2 regions; image)
     python scripts/bench.py step --interp          # train step: plain vs every interpolation ablation setting
@@ -49,6 +50,7 @@ from project_root import ROOT
 CROP_SHAPES = [(32, 1024, 14, 14), (32, 512, 28, 28), (16, 3, 448, 448)]
 CROP_MODES = ["nearest", "nearest-exact", "bilinear", {"mode": "bilinear", "align_corners": True},
               {"mode": "bilinear", "antialias": True}, "bicubic", "area"]
+SAMPLER_MODES = [*CROP_MODES, {"mode": "bicubic", "antialias": True}, {"mode": "lanczos", "antialias": True}]
 
 
 def machine(device: str) -> str:
@@ -62,7 +64,8 @@ def machine(device: str) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["crop_resize", "step", "baseline", "loader", "all"], nargs="?", default="all")
+    parser.add_argument("what", choices=["crop_resize", "samplers", "step", "baseline", "loader", "all"], nargs="?",
+                        default="all")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--backbone", default="resnet50")
@@ -75,7 +78,9 @@ def main() -> None:
                         help="step: leave out the zoom feature slice / learned / regions=2 rows")
     parser.add_argument("--interp", action="store_true",
                         help="step: plain and one row per setting of the interpolation ablation "
-                        "(configs/model/interp/<level>/*, both samplers and levels) instead of the default rows")
+                        "(experiment=ablate_interp's valid combinations, both levels) instead of the default rows")
+    parser.add_argument("--rows", default=None,
+                        help="step: only the rows with these names, comma-separated (e.g. 'plain,zoom image')")
     parser.add_argument("--switches", action="store_true",
                         help="step: add the practitioner switches' rows (zoom feature with grad_checkpointing, EMA, mixup+CutMix)")
     parser.add_argument("--precision", choices=["32", "bf16", "16"], default="32")
@@ -98,7 +103,7 @@ def main() -> None:
     if args.what not in ("baseline", "loader") and overrides:
         parser.error(f"unrecognized arguments: {' '.join(overrides)} (config overrides go with 'baseline' or 'loader')")
 
-    from fgzoom.bench.crop_resize_bench import bench_crop_resize, format_table
+    from fgzoom.bench.crop_resize_bench import bench_crop_resize, bench_samplers, format_sampler_table, format_table
     from fgzoom.bench.step_bench import bench_train_step, default_variants, format_step_table, interp_variants
 
     report: dict = {"machine": machine(args.device), "args": vars(args)}
@@ -107,12 +112,23 @@ def main() -> None:
         rows = bench_crop_resize(CROP_SHAPES, CROP_MODES, repeats=args.repeats, device=args.device)
         report["crop_resize"] = rows
         print("\ncrop_resize vs per-sample loop (forward, fp32, median ms)\n" + format_table(rows))
+    if args.what in ("samplers", "all"):
+        rows = bench_samplers(CROP_SHAPES, SAMPLER_MODES, repeats=args.repeats, device=args.device)
+        report["samplers"] = rows
+        print("\nthe zoom's samplers on fractional boxes (forward + backward, fp32, median ms)\n"
+              + format_sampler_table(rows))
     if args.what in ("step", "all"):
         stages = [int(s) for s in args.stages.split(",") if s]
         if args.interp:
             variants = interp_variants(ROOT / "configs")
         else:
             variants = default_variants(stages, box_variants=not args.no_box_variants, switches=args.switches)
+        if args.rows:
+            wanted = [name.strip() for name in args.rows.split(",")]
+            unknown = sorted(set(wanted) - {v["name"] for v in variants})
+            if unknown:
+                parser.error(f"--rows: no rows named {unknown}; the rows are {[v['name'] for v in variants]}")
+            variants = [v for v in variants if v["name"] in wanted]
         rows = bench_train_step(
             backbone=args.backbone, image_size=args.image_size, batch_size=args.batch_size,
             input_size=args.input_size, variants=variants, repeats=args.repeats, device=args.device,

@@ -17,10 +17,9 @@ from fgzoom.errors import ConfigError, SummaryError
 from fgzoom.models.options import config_from
 from fgzoom.models.zoom_config import BOX_RULES, LEVELS, ZoomConfig
 from fgzoom.ops import MODES
-from fgzoom.ops.crop_affine import AFFINE_MODES
 from fgzoom.sweeps.expand import expand_sweep
 from fgzoom.sweeps.plots import plot_labels
-from fgzoom.sweeps.runs import NO_METRICS, NOT_STARTED, OK, SettingSummary, collect_runs
+from fgzoom.sweeps.runs import INVALID, NO_METRICS, NOT_STARTED, OK, SettingSummary, collect_runs
 from fgzoom.sweeps.summarize import summarize
 from tests.helpers import CONFIGS, compose_config, run_script_here, tiny_overrides
 
@@ -32,44 +31,56 @@ def _sweep_params(experiment: str, tmp_path: Path) -> dict[str, str]:
 
 def _valid_settings() -> set[tuple]:
     """Every (level, sampler, mode, align_corners, antialias) the ablation should cover, by the model's own
-    validation. The slice sampler: each valid (level, mode, align_corners), antialias off unless the mode
-    requires it; align_corners=False is left out, being the same setting as None in F.interpolate. The affine sampler: each of its modes (no antialias) with align_corners null, and bilinear
-    also with align_corners=true (null = false there)."""
+    validation: each valid (level, mode, align_corners, antialias) of the default (continuous) sampler, with
+    align_corners=False left out (the same setting as None in F.interpolate)."""
     settings = set()
-    for level, mode, align_corners in product(LEVELS, MODES, (None, True)):
-        for antialias in (False, True):
-            try:
-                ZoomConfig(level=level, mode=mode, align_corners=align_corners, antialias=antialias, sampler="slice")
-            except ConfigError:
-                continue
-            settings.add((level, "slice", mode, align_corners, antialias))
-            break
-    for level in LEVELS:
-        for mode, align_corners in [*((m, None) for m in AFFINE_MODES), ("bilinear", True)]:
-            ZoomConfig(level=level, sampler="affine", mode=mode, align_corners=align_corners)  # valid
-            settings.add((level, "affine", mode, align_corners, False))
+    for level, mode, align_corners, antialias in product(LEVELS, MODES, (None, True), (False, True)):
+        try:
+            ZoomConfig(level=level, mode=mode, align_corners=align_corners, antialias=antialias)
+        except ConfigError:
+            continue
+        settings.add((level, "continuous", mode, align_corners, antialias))
     return settings
 
 
-def test_sweep_launches_exactly_the_valid_settings_with_every_seed(tmp_path):
+def _job_settings(jobs: list[list[str]], tmp_path: Path) -> tuple[list, int]:
+    """The (level, sampler, mode, align_corners, antialias) of every valid job, and how many jobs the config
+    check refuses."""
+    settings, refused = [], 0
+    for job in jobs:
+        cfg = compose_config("train.yaml", job, tmp_path)
+        zoom = OmegaConf.to_container(cfg.model.zoom, resolve=True)
+        try:
+            config_from(ZoomConfig, zoom, "model.zoom")  # raises on an invalid combination
+        except ConfigError:
+            refused += 1
+            continue
+        settings.append((zoom["level"], zoom["sampler"], zoom["mode"], zoom["align_corners"], zoom["antialias"]))
+    return settings, refused
+
+
+def test_sweep_is_the_product_of_keys_whose_valid_jobs_are_every_setting(tmp_path):
+    """experiment=ablate_interp: level x mode x align_corners x antialias x seed; the combinations the config
+    check refuses are skipped by the jobs themselves (test_invalid_jobs_of_a_sweep_...), the others are each
+    valid setting exactly once per seed."""
     params = _sweep_params("ablate_interp", tmp_path)
     jobs = expand_sweep(params, ["experiment=ablate_interp"])
-    models = sorted({o.split("=", 1)[1] for job in jobs for o in job if o.startswith("model=")})
     seeds = sorted({o.split("=", 1)[1] for job in jobs for o in job if o.startswith("seed=")})
-    assert len(seeds) >= 3
-    assert len(jobs) == len(models) * len(seeds)  # every setting with every seed, nothing else
+    assert seeds == ["1", "2", "3"] and len(jobs) == 2 * 6 * 2 * 2 * 3
+    one_seed = [job for job in jobs if "seed=1" in job]
+    settings, refused = _job_settings(one_seed, tmp_path)
+    assert len(settings) == len(set(settings)), "two jobs give the same setting"
+    assert set(settings) == _valid_settings() and len(settings) == 24 and refused == 24
 
-    settings = []
-    for model in models:
-        cfg = compose_config("train.yaml", ["experiment=ablate_interp", f"model={model}"], tmp_path)
-        zoom = OmegaConf.to_container(cfg.model.zoom, resolve=True) if cfg.model.zoom is not None else None
-        if zoom is None:
-            settings.append("plain")
-            continue
-        config_from(ZoomConfig, zoom, "model.zoom")  # raises on an invalid combination (e.g. align_corners with nearest)
-        settings.append((zoom["level"], zoom["sampler"], zoom["mode"], zoom["align_corners"], zoom["antialias"]))
-    assert len(settings) == len(set(settings)), "two model options give the same setting"
-    assert set(settings) == _valid_settings() | {"plain"}
+
+def test_plain_reference_runs_the_plain_model_with_the_ablation_seeds(tmp_path):
+    params = _sweep_params("plain_reference", tmp_path)
+    assert params == {"seed": "1,2,3"}
+    cfg = compose_config("train.yaml", ["experiment=plain_reference"], tmp_path)
+    interp = compose_config("train.yaml", ["experiment=ablate_interp"], tmp_path)
+    assert cfg.model.zoom is None and cfg.task_name == "plain_reference"
+    assert cfg.hydra.launcher == interp.hydra.launcher and cfg.data.num_workers == 0
+    assert resolved_container(cfg)["callbacks"] == resolved_container(interp)["callbacks"]
 
 
 def test_box_sweep_runs_each_rule_with_each_sampler_plus_learned_boxes(tmp_path):
@@ -98,10 +109,12 @@ def test_box_sweep_runs_each_rule_with_each_sampler_plus_learned_boxes(tmp_path)
 
 def test_command_line_sweep_replaces_the_experiment_sweep(tmp_path):
     params = _sweep_params("ablate_interp", tmp_path)
-    jobs = expand_sweep(params, ["experiment=ablate_interp", "model=plain,interp/image/area", "seed=7,8"])
+    jobs = expand_sweep(params, ["experiment=ablate_interp", "model.zoom.level=image", "model.zoom.mode=area,bilinear",
+                                 "model.zoom.align_corners=null", "model.zoom.antialias=false", "seed=7,8"])
     assert [sorted(job) for job in jobs] == [
-        sorted(["experiment=ablate_interp", f"model={m}", f"seed={s}"])
-        for m, s in product(["plain", "interp/image/area"], [7, 8])
+        sorted(["experiment=ablate_interp", "model.zoom.level=image", f"model.zoom.mode={m}",
+                "model.zoom.align_corners=null", "model.zoom.antialias=False", f"seed={s}"])  # as Hydra renders it
+        for m, s in product(["area", "bilinear"], [7, 8])
     ]
 
 
@@ -241,7 +254,10 @@ def test_tiny_sweep_end_to_end(tmp_path, synthetic_root):
         "-m",
         "experiment=ablate_interp",
         "hydra/launcher=basic",
-        "model=plain,interp/feature/nearest",
+        "model.zoom.level=feature",
+        "model.zoom.mode=nearest",
+        "model.zoom.align_corners=null,true",  # true with nearest: refused in one line, the sweep runs on
+        "model.zoom.antialias=false",
         "seed=1,2",
         f"hydra.sweep.dir={sweep}",
         *tiny_overrides(synthetic_root),
@@ -249,11 +265,19 @@ def test_tiny_sweep_end_to_end(tmp_path, synthetic_root):
         "++figures_every_n_epochs=0",
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    for num in range(4):
+    for num in range(2):  # align_corners=null: trained
         assert (sweep / str(num) / "metrics.json").is_file()
         assert (sweep / str(num) / "config.yaml").is_file()
+    for num in range(2, 4):  # align_corners=true with nearest: refused in one line, recorded, no training
+        assert not (sweep / str(num) / "metrics.json").exists()
+        assert "align_corners" in (sweep / str(num) / "invalid.txt").read_text()
+    plain = tmp_path / "plain"
+    result = run_script_here("train.py", "-m", "experiment=plain_reference", "hydra/launcher=basic", "seed=1,2",
+                             f"hydra.sweep.dir={plain}", *tiny_overrides(synthetic_root),
+                             "trainer.limit_train_batches=2", "++figures_every_n_epochs=0")
+    assert result.returncode == 0, result.stderr[-3000:]
 
-    result = run_script_here("summarize.py", str(sweep))
+    result = run_script_here("summarize.py", str(sweep), str(plain), "--out", str(sweep))
     assert result.returncode == 0, result.stderr[-3000:]
     rows = list(csv.DictReader((sweep / "results.csv").open()))
     assert len(rows) == 4 and {r["status"] for r in rows} == {OK}
@@ -264,6 +288,7 @@ def test_tiny_sweep_end_to_end(tmp_path, synthetic_root):
         ("zoom", "nearest", "2"),
     ]
     md = (sweep / "results.md").read_text()
+    assert "4 of 4 runs finished (2 more jobs were combinations of the swept keys" in md
     ranking, paired = md.split("## Failed or unfinished runs")[0].split("## Paired comparisons")
 
     def rows(section: str) -> list[str]:
@@ -275,6 +300,23 @@ def test_tiny_sweep_end_to_end(tmp_path, synthetic_root):
     assert (sweep / "results.png").stat().st_size > 0
 
 
+def test_invalid_jobs_of_a_sweep_stop_in_one_line_and_the_sweep_runs_on(tmp_path, synthetic_root):
+    """A product of keys holds combinations F.interpolate does not take: each such job prints one error
+    line, leaves invalid.txt and returns; the sweep exits 0; summarize says there is nothing to summarize."""
+    sweep = tmp_path / "sweep"
+    result = run_script_here("train.py", "-m", "experiment=ablate_interp", "hydra/launcher=basic",
+                             "model.zoom.level=feature", "model.zoom.mode=nearest,area",
+                             "model.zoom.align_corners=true", "model.zoom.antialias=false", "seed=1",
+                             f"hydra.sweep.dir={sweep}", *tiny_overrides(synthetic_root))
+    assert result.returncode == 0, result.stderr[-3000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 2 and all("model.zoom.align_corners=True" in e for e in errors), errors
+    assert all((sweep / str(n) / "invalid.txt").is_file() for n in range(2))
+    assert collect_runs(sweep)[0].status == INVALID
+    with pytest.raises(SummaryError, match="every job is an invalid setting"):
+        summarize(sweep)
+
+
 def test_fine_detail_experiment_compares_plain_and_image_zoom_on_the_same_view(tmp_path):
     """experiment=fine_detail: the two models differ only in the zoom; both see the 96 px view of the
     192 px shape_stripes set, and the zoom crops at level=image."""
@@ -283,7 +325,7 @@ def test_fine_detail_experiment_compares_plain_and_image_zoom_on_the_same_view(t
     assert len(jobs) == 2 * 3
     cfgs = {
         model: compose_config("train.yaml", ["experiment=fine_detail", f"model={model}"], tmp_path)
-        for model in ("plain", "interp/image/bilinear")
+        for model in ("plain", "zoom_image")
     }
     plain, zoom = (resolved_container(c) for c in cfgs.values())
     assert plain["model"]["zoom"] is None and zoom["model"]["zoom"]["level"] == "image"
@@ -318,7 +360,7 @@ def test_summarize_redraws_tables_and_plot_from_a_results_csv(hand_made_sweep, t
 def test_fine_detail_interp_sweep_runs_the_interp_settings_on_the_fine_detail_view(tmp_path):
     """experiment=ablate_interp_fine: ablate_interp's settings and seeds, fine_detail's data, view and
     budget, ablate_interp's parallel launcher and quiet callbacks."""
-    assert _sweep_params("ablate_interp_fine", tmp_path) == _sweep_params("ablate_interp", tmp_path)
+    assert _sweep_params("ablate_interp_fine", tmp_path) == {"model": "zoom", **_sweep_params("ablate_interp", tmp_path)}
     cfg = compose_config("train.yaml", ["experiment=ablate_interp_fine"], tmp_path)
     fine = resolved_container(cfg)
     detail = resolved_container(compose_config("train.yaml", ["experiment=fine_detail"], tmp_path))
@@ -367,19 +409,25 @@ def test_summarize_merges_a_sweep_run_in_parts(hand_made_sweep, tmp_path):
 
 
 def test_step_bench_interp_rows_are_the_sweep_settings_as_composed(tmp_path):
-    """bench.py step --interp: plain plus one row per zoom setting of experiment=ablate_interp, each the
-    zoom config that model=interp/<level>/<setting> composes; a tiny bench of two rows runs."""
+    """bench.py step --interp: plain plus one row per valid zoom setting of experiment=ablate_interp, each the
+    zoom config its job composes, named as summarize looks it up; a tiny bench of two rows runs."""
     from fgzoom.bench.step_bench import bench_train_step, interp_variants
+    from fgzoom.sweeps.runs import setting_of
+    from fgzoom.sweeps.step_cost import bench_name
 
     variants = interp_variants(CONFIGS)
-    choices = [c.strip() for c in _sweep_params("ablate_interp", tmp_path)["model"].split(",")]
-    assert [v["name"] for v in variants] == ["plain"] + [
-        "zoom " + c.removeprefix("interp/").replace("/", " ") for c in choices if c != "plain"
-    ]
-    for v, choice in zip(variants[1:], [c for c in choices if c != "plain"], strict=True):
-        composed = resolved_container(compose_config("train.yaml", [f"model={choice}"], tmp_path))["model"]["zoom"]
-        assert v["zoom"] == {k: val for k, val in composed.items() if not k.startswith("_")}, choice
-        config_from(ZoomConfig, v["zoom"], "model.zoom")
+    jobs = [job for job in expand_sweep(_sweep_params("ablate_interp", tmp_path), []) if "seed=1" in job]
+    composed = []
+    for job in jobs:
+        cfg = resolved_container(compose_config("train.yaml", [o for o in job if not o.startswith("seed=")], tmp_path))
+        zoom = {k: v for k, v in cfg["model"]["zoom"].items() if not k.startswith("_")}
+        try:
+            config_from(ZoomConfig, zoom, "model.zoom")
+        except ConfigError:
+            continue
+        composed.append((bench_name(setting_of(cfg)), zoom))
+    assert [(v["name"], v["zoom"]) for v in variants] == [("plain", None), *composed]
+    assert len(variants) == 1 + 24
     rows = bench_train_step(backbone="resnet10t", image_size=32, batch_size=2, repeats=1, warmup=1,
                             variants=[variants[0], variants[-1]], num_classes=3)
     assert [r["name"] for r in rows] == ["plain", variants[-1]["name"]] and rows[1]["step_ms"] > 0

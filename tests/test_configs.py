@@ -46,7 +46,7 @@ def test_eval_config_falls_back_to_the_checkpoint_data(tmp_path):
     assert cfg.get("data") is None  # eval reads the data config saved in the checkpoint unless data= is given
 
 
-# every model option, sub-folders included (model=interp/feature/bilinear, model=boxes/learned, ...); the
+# every model option, sub-folders included (model=boxes/learned, ...); the
 # scheduler folder holds options of the model's scheduler key (model/scheduler=cosine), not models
 SCHEDULES = sorted(p.stem for p in (CONFIGS / "model" / "scheduler").glob("*.yaml"))
 MODEL_OPTIONS = sorted(
@@ -57,7 +57,7 @@ MODEL_OPTIONS = sorted(
 
 @pytest.mark.parametrize("schedule", SCHEDULES)
 def test_every_schedule_option_instantiates_for_every_network(schedule, tmp_path, synthetic_root):
-    for model in ("zoom", "plain", "interp/image/bilinear"):
+    for model in ("zoom", "plain", "zoom_image"):
         cfg = compose_config("train.yaml", [*tiny_overrides(synthetic_root), f"model={model}",
                                             f"model/scheduler={schedule}"], tmp_path)
         optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
@@ -66,12 +66,12 @@ def test_every_schedule_option_instantiates_for_every_network(schedule, tmp_path
 
 
 def test_model_options_include_the_sub_folders():
-    assert {m.split("/")[0] for m in MODEL_OPTIONS} >= {"interp", "boxes", "plain", "zoom"}
+    assert {m.split("/")[0] for m in MODEL_OPTIONS} >= {"boxes", "plain", "zoom", "zoom_image"}
 
 
 @pytest.mark.parametrize("model", MODEL_OPTIONS)
 def test_every_model_config_builds_a_network_that_runs(model, tmp_path, synthetic_root):
-    """Each configs/model/**.yaml instantiates (an invalid combination, e.g. sampler=affine with mode=area,
+    """Each configs/model/**.yaml instantiates (an invalid combination, e.g. sampler=grid_sample with mode=area,
     raises ConfigError) and the network it builds runs a batch with the zoom its file name promises."""
     cfg = compose_config("train.yaml", [*tiny_overrides(synthetic_root), f"model={model}"], tmp_path)
     module = hydra.utils.instantiate(cfg.model, num_classes=4, class_names=list("abcd")).eval()
@@ -81,13 +81,11 @@ def test_every_model_config_builds_a_network_that_runs(model, tmp_path, syntheti
     zoom = getattr(module.net, "config", None)
     assert (zoom is None) == (model == "plain") and ("boxes_image" in out) == (zoom is not None)
     name = model.rsplit("/", 1)[-1]
-    if model.startswith("interp/"):
-        assert zoom.level == model.split("/")[1]
-        assert zoom.sampler == ("affine" if name.startswith("affine_") else "slice")
-        assert zoom.mode == name.removeprefix("affine_").split("_align")[0]
-    if model.startswith("boxes/"):
+    if model.startswith("boxes/"):  # <rule>_<sampler>, affine being grid_sample's old name; learned: grid_sample
         rule, _, sampler = name.partition("_")
-        assert zoom.box == rule and zoom.sampler == (sampler or "affine")
+        assert zoom.box == rule and zoom.sampler == {"affine": "grid_sample", "": "grid_sample"}.get(sampler, sampler)
+    if model in ("zoom", "zoom_image"):
+        assert zoom.sampler == "continuous"
 
 
 def test_trainer_and_callbacks_instantiate(train_cfg):

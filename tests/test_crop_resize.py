@@ -317,8 +317,12 @@ def test_argument_errors(kwargs, match):
         (torch.tensor([[0, 0, 4, 4]]), r"one box per sample of x: got 1 boxes for a batch of 2"),
         (torch.tensor([0, 0, 4, 4]), r"boxes must have shape \[B, 4\].*got shape \(4,\)"),
         (torch.zeros(2, 5, dtype=torch.int64), r"boxes must have shape \[B, 4\]"),
-        (BOXES.float(), r"boxes must have an integer dtype .* got torch.float32"),
-        (BOXES.bool(), r"boxes must have an integer dtype .* got torch.bool"),
+        (BOXES.bool(), r"boxes must have an integer dtype .* or a floating one .* got torch.bool"),
+        # float boxes (continuous): any positive length inside the frame, finite
+        (torch.tensor([[0.0, 0.0, 4.0, 4.0], [2.0, 2.0, 8.5, 8.0]]), r"boxes\[1\] = \(2.0, 2.0, 8.5, 8.0\) is not"),
+        (torch.tensor([[0.0, 0.0, 4.0, 4.0], [2.5, 2.0, 2.5, 8.0]]), r"boxes\[1\] .* non-empty"),
+        (torch.tensor([[0.0, 0.0, 4.0, float("nan")], [2.0, 2.0, 8.0, 8.0]]), r"boxes\[0\] = .*nan"),
+        (torch.tensor([[-0.25, 0.0, 4.0, 4.0], [2.0, 2.0, 8.0, 8.0]]), r"boxes\[0\] = \(-0.25, "),
         (
             torch.tensor([[0, 0, 4, 4], [2, 2, 9, 8]]),
             r"boxes\[1\] = \(2, 2, 9, 8\) is not a valid .* 8x8 frame",

@@ -388,7 +388,7 @@ def test_grid_shows_the_zoomed_view_the_model_saw(zoom, datamodule, tmp_path):
         assert data.attention.shape == (3, 48, 48) and 0 <= float(data.attention.min()) <= float(data.attention.max()) <= 1
         if zoom["level"] == "image":
             assert torch.allclose(data.zoomed, out["zoomed"]) and data.zoomed.shape[-1] == 40
-            assert data.zoom_note.startswith("zoomed input (bicubic, align_corners=true")
+            assert data.zoom_note.startswith("zoomed input (slice bicubic, align_corners=true")
         else:  # the image crop of the same boxes, resized like the features were
             expected = crop_resize(batch["image"], out["boxes_image"], size=(48, 48), mode="area")
             assert torch.allclose(data.zoomed, expected) and "net zooms features" in data.zoom_note
@@ -398,12 +398,14 @@ def test_grid_shows_the_zoomed_view_the_model_saw(zoom, datamodule, tmp_path):
 
 
 ZOOM_OPTIONS = {
-    "feature-affine-k2": {"level": "feature", "sampler": "affine", "num_regions": 2},
+    "feature-continuous-k2": {"level": "feature", "num_regions": 2},
+    "image-continuous-area": {"level": "image", "mode": "area", "box": "moments"},
+    "feature-affine-k2": {"level": "feature", "sampler": "affine", "num_regions": 2},  # grid_sample's old name
     "feature-affine-nearest": {"level": "feature", "sampler": "affine", "mode": "nearest", "box": "moments"},
     "feature-slice-k3-mass": {"level": "feature", "sampler": "slice", "num_regions": 3, "box": "mass"},
     "image-affine-k2-size": {"level": "image", "sampler": "affine", "mode": "bicubic", "num_regions": 2, "size": 40},
     "image-slice-k2": {"level": "image", "sampler": "slice", "num_regions": 2, "box": "moments"},
-    "feature-learned-k2": {"level": "feature", "box": "learned", "sampler": "affine", "num_regions": 2},
+    "feature-learned-k2": {"level": "feature", "box": "learned", "num_regions": 2},
 }
 
 
@@ -421,7 +423,7 @@ def test_grid_draws_every_region_and_float_boxes(zoom, datamodule, tmp_path):
     out = model.net.eval()(batch["image"], return_zoomed=True)
     k = config.num_regions
     assert torch.equal(data.boxes, out["boxes_image"])
-    assert data.boxes.dtype == (torch.float32 if config.sampler == "affine" else torch.int64)
+    assert data.boxes.dtype == (torch.int64 if config.sampler == "slice" else torch.float32)
     assert data.boxes.shape == ((3, k, 4) if k > 1 else (3, 4))
     side = 40 if config.size else 48
     assert data.zoomed.shape == ((3, k, 3, side, side) if k > 1 else (3, 3, side, side))
@@ -430,9 +432,9 @@ def test_grid_draws_every_region_and_float_boxes(zoom, datamodule, tmp_path):
     else:
         images = batch["image"].repeat_interleave(k, dim=0)
         boxes = out["boxes_image"].reshape(-1, 4)
-        if config.sampler == "affine":
+        if config.sampler == "grid_sample":
             expected = crop_affine(images, boxes, (48, 48), mode=config.mode, align_corners=config.align_corners)
-        else:
+        else:  # continuous (float boxes) or slice (whole cells)
             expected = crop_resize(images, boxes, size=(48, 48), mode=config.mode)
         assert torch.allclose(data.zoomed.reshape(expected.shape), expected, atol=1e-6)
     fig = grid_figure(data, datamodule.class_names, datamodule.transform_args["mean"],
@@ -454,9 +456,9 @@ def test_grid_draws_every_region_and_float_boxes(zoom, datamodule, tmp_path):
     assert _is_png(save_figure(fig, tmp_path / "grid.png"))[0] > 300
 
 
-@pytest.mark.parametrize("zoom", [ZOOM_OPTIONS["feature-affine-k2"], ZOOM_OPTIONS["image-slice-k2"],
-                                  ZOOM_OPTIONS["feature-learned-k2"], None],
-                         ids=["affine-k2", "slice-k2", "learned-k2", "plain"])
+@pytest.mark.parametrize("zoom", [ZOOM_OPTIONS["feature-continuous-k2"], ZOOM_OPTIONS["feature-affine-k2"],
+                                  ZOOM_OPTIONS["image-slice-k2"], ZOOM_OPTIONS["feature-learned-k2"], None],
+                         ids=["continuous-k2", "affine-k2", "slice-k2", "learned-k2", "plain"])
 def test_predict_step_tta_is_the_mean_of_its_views(zoom, datamodule):
     """``trainer.predict`` over ``predict_step`` with ``set_tta``: ``probs_tta`` is the mean of the views run one
     by one (image flipped, box threshold passed to the network); thresholds only for the threshold/moments
@@ -491,4 +493,4 @@ def test_predict_step_tta_is_the_mean_of_its_views(zoom, datamodule):
     else:
         k = model.net.config.num_regions
         assert preds.boxes.shape == (3, k, 4)
-        assert preds.boxes.dtype == (torch.float32 if model.net.config.sampler == "affine" else torch.int64)
+        assert preds.boxes.dtype == (torch.int64 if model.net.config.sampler == "slice" else torch.float32)

@@ -3,7 +3,7 @@ onnxruntime and TorchScript run through ``torch.jit.load`` against PyTorch on an
 exported (the batch dimension is dynamic), the JSON sidecar, and the one-line refusal of an option that does
 not export (``model.zoom.sampler=slice``).
 
-One tiny zoom model (default config: affine sampler, feature level) is trained once for the module, and the
+One tiny zoom model (default config: continuous sampler, feature level) is trained once for the module, and the
 script exports it to ONNX once; the tests reuse both.
 """
 
@@ -69,7 +69,7 @@ def test_export_script_writes_the_onnx_file_and_its_sidecar(exported, trained):
     saved = torch.load(trained, map_location="cpu", weights_only=False)
     assert meta["class_names"] == saved["fgzoom"]["class_names"] and len(meta["class_names"]) == CLASSES
     assert meta["mean"] == pytest.approx(saved["fgzoom"]["config"]["data"]["mean"])
-    assert meta["model"]["zoom"]["sampler"] == "affine" and meta["model"]["zoom"]["level"] == "feature"
+    assert meta["model"]["zoom"]["sampler"] == "continuous" and meta["model"]["zoom"]["level"] == "feature"
 
 
 def test_onnx_matches_pytorch_on_another_batch_size(exported, trained):
@@ -107,6 +107,20 @@ def test_torchscript_matches_pytorch_on_another_batch_size(trained, tmp_path):
     assert torch.equal(got.argmax(1), expected.argmax(1))
 
 
+@pytest.mark.parametrize(("mode", "antialias"), [("bicubic", True), ("area", False), ("nearest", False)])
+def test_the_continuous_sampler_exports_in_other_modes(trained, tmp_path, mode, antialias):
+    """The default sampler's other modes (their weights are built from the boxes on the device, from shapes
+    that do not depend on the batch): ONNX with a dynamic batch, verified against PyTorch on another batch."""
+    checkpoint = torch.load(trained, map_location="cpu", weights_only=False)
+    checkpoint["hyper_parameters"]["zoom"].update(mode=mode, antialias=antialias)  # the sampler has no parameters
+    ckpt = tmp_path / "mode.ckpt"
+    torch.save(checkpoint, ckpt)
+    path = export(compose_config("export.yaml", [f"ckpt_path={ckpt}", "format=onnx", f"out={tmp_path / 'm.onnx'}"],
+                                 tmp_path / "run"))  # verify=true: runs the file on a batch of 3 against PyTorch
+    meta = json.loads(path.with_suffix(".json").read_text())
+    assert meta["max_abs_error"] < 1e-4 and meta["model"]["zoom"]["mode"] == mode
+
+
 def test_an_unexportable_option_is_one_line_naming_the_key(trained, tmp_path, capsys):
     # the same weights with model.zoom.sampler=slice (the sampler has no parameters)
     checkpoint = torch.load(trained, map_location="cpu", weights_only=False)
@@ -120,7 +134,7 @@ def test_an_unexportable_option_is_one_line_naming_the_key(trained, tmp_path, ca
         assert exit_info.value.code == 2
         err = capsys.readouterr().err
         assert err.startswith(f"error: model.zoom.sampler=slice: cannot be exported to format={fmt}")
-        assert "model.zoom.sampler=affine" in err and err.count("\n") == 1
+        assert "model.zoom.sampler=continuous" in err and err.count("\n") == 1
         assert not (tmp_path / fmt / f"model.{'onnx' if fmt == 'onnx' else 'pt'}").exists()
 
 

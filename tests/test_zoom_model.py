@@ -24,21 +24,24 @@ MODE_KNOBS = [
     ("bicubic", True, False),
     ("bicubic", False, True),
     ("area", None, False),
+    ("lanczos", None, True),
 ]
 
 
+@pytest.mark.parametrize("sampler", ["continuous", "slice"])
 @pytest.mark.parametrize("level", ["feature", "image"])
 @pytest.mark.parametrize(("mode", "align_corners", "antialias"), MODE_KNOBS)
-def test_forward_backward_every_mode_and_level(level, mode, align_corners, antialias):
+def test_forward_backward_every_mode_and_level(level, mode, align_corners, antialias, sampler):
     torch.manual_seed(0)
-    # the exact slice sampler (crop_resize) takes every F.interpolate mode
-    zoom = ZoomConfig(level=level, mode=mode, align_corners=align_corners, antialias=antialias, sampler="slice")
+    # both crop_resize samplers take every F.interpolate mode: the float box (continuous) and whole cells (slice)
+    zoom = ZoomConfig(level=level, mode=mode, align_corners=align_corners, antialias=antialias, sampler=sampler)
     net = ZoomNet(BackboneConfig("resnet18"), zoom, num_classes=5)
     x = torch.randn(3, 3, 64, 64)
     net.attention_drop = True  # the module sets it when model.loss.drop > 0
     out = net(x, return_zoomed=True)
     assert out["logits"].shape == out["logits_raw"].shape == out["logits_zoom"].shape == (3, 5)
-    assert out["boxes"].dtype == torch.int64 and out["boxes_image"].shape == (3, 4)
+    assert out["boxes"].dtype == (torch.int64 if sampler == "slice" else torch.float32)
+    assert out["boxes_image"].shape == (3, 4)
     grid = (4, 4) if level == "feature" else (64, 64)  # resnet stage -2 has stride 16
     assert out["zoomed"].shape[-2:] == grid
     loss = sum(torch.nn.functional.cross_entropy(out[k], torch.tensor([0, 1, 2]))

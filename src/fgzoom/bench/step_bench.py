@@ -23,6 +23,8 @@ from torch.optim.swa_utils import AveragedModel
 from fgzoom.callbacks.ema import ema_multi_avg_fn
 from fgzoom.data.mixing import BatchMixing, MixupConfig
 from fgzoom.models.module import FGVCModule
+from fgzoom.ops.interpolation import check_interpolation
+from fgzoom.sweeps.expand import expand_sweep
 from fgzoom.sweeps.step_cost import bench_name
 
 
@@ -51,9 +53,10 @@ def _status_mib(key: str) -> float | None:
 
 
 BOX_VARIANTS: list[dict[str, Any]] = [
-    # the stage rows run the defaults (affine sampler, moments boxes); this is the exact whole-cell crop
+    # the stage rows run the defaults (continuous sampler, moments boxes); this is the exact whole-cell crop
     {"name": "zoom feature slice", "zoom": {"level": "feature", "sampler": "slice", "box": "threshold"}},
-    {"name": "zoom feature learned", "zoom": {"level": "feature", "sampler": "affine", "box": "learned"}},
+    {"name": "zoom feature grid_sample", "zoom": {"level": "feature", "sampler": "grid_sample"}},
+    {"name": "zoom feature learned", "zoom": {"level": "feature", "sampler": "continuous", "box": "learned"}},
     {"name": "zoom feature regions=2", "zoom": {"level": "feature", "num_regions": 2}},
 ]
 
@@ -70,7 +73,7 @@ SWITCH_VARIANTS: list[dict[str, Any]] = [
 
 def default_variants(stages: Sequence[int] = (-2,), box_variants: bool = True,
                      switches: bool = False) -> list[dict[str, Any]]:
-    """plain, zoom at level=feature for each stage (the zoom defaults: affine sampler, moments boxes), then
+    """plain, zoom at level=feature for each stage (the zoom defaults: continuous sampler, moments boxes), then
     (``box_variants``) level=feature at the default stage with the slice sampler (threshold boxes), with
     learned boxes and with 2 regions, then level=image (and, with ``box_variants``, its two-step recursion)."""
     variants: list[dict[str, Any]] = [{"name": "plain", "zoom": None}]
@@ -81,6 +84,8 @@ def default_variants(stages: Sequence[int] = (-2,), box_variants: bool = True,
     if switches:
         variants += [{**v, "zoom": dict(v["zoom"])} for v in SWITCH_VARIANTS]
     variants.append({"name": "zoom image", "zoom": {"level": "image"}})
+    if box_variants:
+        variants.append({"name": "zoom image grid_sample", "zoom": {"level": "image", "sampler": "grid_sample"}})
     if box_variants:  # the recursive zoom: a third backbone pass and the attention head on the first view
         variants.append({"name": "zoom image steps=2", "zoom": {"level": "image", "steps": 2}})
     return variants
@@ -88,20 +93,28 @@ def default_variants(stages: Sequence[int] = (-2,), box_variants: bool = True,
 
 def interp_variants(config_dir: Path | str, experiment: str = "ablate_interp") -> list[dict[str, Any]]:
     """plain, then one zoom variant per setting of the interpolation ablation, in its sweep order: the
-    ``zoom`` section of ``configs/model/zoom.yaml`` with each ``configs/model/interp/<level>/<setting>.yaml``
-    merged over it, as ``model=interp/<level>/<setting>`` composes it (the backbone is the bench's)."""
+    ``zoom`` section of ``configs/model/zoom.yaml`` with each combination of the experiment's swept
+    ``model.zoom.*`` keys over it (seeds dropped; combinations ``check_interpolation`` refuses skipped, as the
+    sweep's config check skips them). The backbone is the bench's."""
+    import yaml
     from omegaconf import OmegaConf
 
     config_dir = Path(config_dir)
-    params = OmegaConf.load(config_dir / "experiment" / f"{experiment}.yaml").hydra.sweeper.params
-    defaults = OmegaConf.load(config_dir / "model" / "zoom.yaml").zoom
+    params = OmegaConf.to_container(OmegaConf.load(config_dir / "experiment" / f"{experiment}.yaml").hydra.sweeper.params)
+    swept = {k: str(v) for k, v in params.items() if k.startswith("model.zoom.")}
+    defaults = OmegaConf.to_container(OmegaConf.load(config_dir / "model" / "zoom.yaml").zoom)
+    defaults = {k: v for k, v in defaults.items() if not k.startswith("_")}
     variants: list[dict[str, Any]] = [{"name": "plain", "zoom": None}]
-    for choice in (c.strip() for c in str(params.model).split(",")):
-        if not choice.startswith("interp/"):
+    for job in expand_sweep(swept, []):
+        zoom = dict(defaults)
+        for override in job:
+            key, value = override.split("=", 1)
+            zoom[key.removeprefix("model.zoom.")] = yaml.safe_load(value)
+        try:
+            check_interpolation(zoom["mode"], zoom["align_corners"], zoom["antialias"])
+        except ValueError:
             continue
-        zoom = OmegaConf.merge(defaults, OmegaConf.load(config_dir / "model" / f"{choice}.yaml").zoom)
-        zoom = {k: v for k, v in OmegaConf.to_container(zoom).items() if not k.startswith("_")}
-        variants.append({"name": bench_name(choice), "zoom": zoom})
+        variants.append({"name": bench_name({"model": "zoom", **zoom}), "zoom": zoom})
     return variants
 
 

@@ -13,7 +13,7 @@ Writes into the run folder:
     <split>_predictions.csv      one row per image: index, path, true and predicted class, probability
                                  (pred_tta, prob_tta with eval.tta), and for the zoom model its boxes
                                  box1_y0..box1_x1 (.. box<k>_* with k regions, most salient first) in input
-                                 pixels: integers for sampler=slice, 2 decimals for sampler=affine
+                                 pixels: integers for sampler=slice, 2 decimals for the float-box samplers
     figures/eval_grid.png        attention, zoom boxes, GT box and zoomed view for ``eval.num_images`` images
 
 Localization (``iou_mean``, ``loc_acc@0.5``) scores region 1 (the most salient) against the GT box.

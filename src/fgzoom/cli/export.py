@@ -21,7 +21,8 @@ Both formats go through one ``torch.export.export`` of the network (non-strict, 
 What exports (measured with torch 2.14.1, onnxscript 0.7.2, onnxruntime 1.32; batch 3 against PyTorch, max abs
 logit error <= 2.4e-7 for ONNX, 0 for TorchScript): the plain model; zoom at level=feature and level=image;
 box=moments, threshold, glimpse, learned; num_regions=2; attention=head, channel_sum and cls (DeiT); fusion
-mean_prob and mean_logit; sampler=affine with mode nearest, bilinear, bicubic and align_corners=true;
+mean_prob and mean_logit; sampler=continuous (the default; bilinear, bicubic with antialias, area and nearest
+tested) and grid_sample with mode nearest, bilinear, bicubic and align_corners=true;
 model.zoom.size; model.input_size; channels_last; ResNet, DeiT and Swin backbones; a checkpoint trained with
 ``model.compile=true`` (loading it does not compile; even a compiled backbone exports). What does not
 (``UNSUPPORTED``, refused with one ConfigError line before exporting): ``model.zoom.sampler=slice`` (both
@@ -67,7 +68,7 @@ UNSUPPORTED: dict[tuple[str, object, str | None], tuple[str, str]] = {
     ("model.zoom.sampler", "slice", None): (
         "crop_resize reads the box values to pick crop sizes and kernels, which torch.export cannot trace "
         "with a dynamic batch",
-        "retrain with model.zoom.sampler=affine",
+        "retrain with model.zoom.sampler=continuous (the default) or grid_sample",
     ),
     ("model.zoom.box", "mass", "onnx"): (
         "the mass rule's torch.searchsorted has no ONNX operator",

@@ -3,7 +3,7 @@
 ``predictions.csv``: ``path``, ``class_1, prob_1`` .. ``class_<top_k>, prob_<top_k>`` and, for the zoom model,
 its boxes ``box1_y0, box1_x0, box1_y1, box1_x1`` (.. ``box<k>_*`` with ``model.zoom.num_regions`` = k, the
 most salient region first) in pixels of the network input (the image after the eval transform, not the
-file): integers for ``sampler=slice``, 2 decimals for ``sampler=affine``.
+file): integers for ``sampler=slice``, 2 decimals for the float-box samplers (``continuous``, ``grid_sample``).
 
 The model, its class names and the eval transform (``image_size``, ``crop_pct``, ``resize_mode``, ``mean``,
 ``std`` of the run's ``data`` config) all come from the checkpoint, so an image gets exactly the

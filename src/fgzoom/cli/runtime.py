@@ -12,6 +12,7 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from lightning import Callback
 from lightning.pytorch.loggers import Logger, MLFlowLogger, TensorBoardLogger, WandbLogger
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
@@ -26,6 +27,7 @@ from fgzoom.models.backbone import BackboneConfig, backbone_normalization, check
 from fgzoom.models.loss import FGVCLoss
 from fgzoom.models.options import config_from
 from fgzoom.models.zoom_config import ZoomConfig
+from fgzoom.sweeps.runs import INVALID_MARKER
 
 log = logging.getLogger("fgzoom")
 register_resolvers()  # ${fgzoom.run_name:...} of configs/hydra/default.yaml, before any script composes its config
@@ -184,7 +186,12 @@ def _fgzoom_cause(error: BaseException) -> FGZoomError | None:
 
 def one_line_errors(fn: Callable) -> Callable:
     """Run ``fn``; an FGZoomError (also when re-raised from a DataLoader worker) becomes one line on
-    stderr and exit status 2 instead of a traceback."""
+    stderr and exit status 2 instead of a traceback.
+
+    In a job of a multirun (``-m``), a ConfigError (a setting the sweep's product of keys makes invalid, e.g.
+    ``align_corners=true`` with ``mode=nearest``) is that one line and ``<job dir>/invalid.txt`` holding it, and
+    the job returns NaN instead of exiting: the other jobs of the sweep run on, a sweeper records a failed
+    trial, and ``scripts/summarize.py`` lists the job as an invalid setting."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -200,7 +207,17 @@ def one_line_errors(fn: Callable) -> Callable:
             if ": " in message and message.split(": ", 1)[0].rsplit(".", 1)[-1] == type(e).__name__:
                 message = message.split(": ", 1)[1]
             print(f"error: {message}", file=sys.stderr)
+            if isinstance(e, ConfigError) and _multirun_job_dir() is not None:
+                (_multirun_job_dir() / INVALID_MARKER).write_text(message + "\n")
+                return float("nan")
             sys.exit(2)
 
     return wrapper
+
+
+def _multirun_job_dir() -> Path | None:
+    """The output folder of this multirun job; None outside a multirun."""
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return None
+    return Path(HydraConfig.get().runtime.output_dir)
 

@@ -4,7 +4,7 @@ Each cell shows the input image (de-normalized) with the mean attention map over
 zoom box (red; with ``model.zoom.num_regions`` = k > 1 the other regions dashed in :data:`REGION_COLORS`,
 numbered by salience) and the ground-truth box when known (lime); next to it the zoomed view as the model
 saw it (with k > 1 a mosaic of the k views, framed in their boxes' colours); above, the predicted and the
-true class. Boxes are drawn where they are, integer (``sampler=slice``) or fractional (``sampler=affine``).
+true class. Boxes are drawn where they are, integer (``sampler=slice``) or fractional (``continuous``, ``grid_sample``).
 For ``level=image`` the zoomed view is the network's own zoomed input. For ``level=feature`` the network
 zooms a feature map, which is not a picture: the panel shows the same boxes cut from the image and resized
 with the same sampler and ``mode``/``align_corners``/``antialias`` (:func:`fgzoom.ops.crop_resize` for
@@ -49,7 +49,7 @@ class GridData:
         gt_boxes: Tensor[N, 4] ``(y0, x0, y1, x1)`` input pixels, or None; has_box: Tensor[N] bool or None.
         attention: Tensor[N, H, W] in [0, 1] resized to the input, or None (plain model).
         boxes: zoom boxes in input pixels as the model returns them, or None: Tensor[N, 4] (one region) or
-            Tensor[N, k, 4] (most salient first); int64 (``sampler=slice``) or float (``sampler=affine``).
+            Tensor[N, k, 4] (most salient first); int64 (``sampler=slice``) or float (the others).
         zoomed: normalized zoomed views in image space, or None: Tensor[N, 3, h, w] (one region) or
             Tensor[N, k, 3, h, w].
         degenerate: Tensor[N] (or Tensor[N, k]) bool, or None.
@@ -92,9 +92,10 @@ def dataset_batch(dataset, indices: Sequence[int]) -> dict[str, Tensor]:
 
 
 def _interp_note(config) -> str:
-    """The zoom's interpolation as ``interp_label`` writes it, led by ``affine`` for the affine sampler."""
-    sampler = "" if getattr(config, "sampler", "slice") == "slice" else "affine "
-    return sampler + interp_label(config.mode, config.align_corners, config.antialias)
+    """The zoom's interpolation as ``interp_label`` writes it, led by the sampler unless it is the default."""
+    sampler = getattr(config, "sampler", "continuous")
+    prefix = "" if sampler == "continuous" else f"{sampler} "
+    return prefix + interp_label(config.mode, config.align_corners, config.antialias)
 
 
 def zoom_title(config) -> str:

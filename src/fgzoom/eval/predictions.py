@@ -3,7 +3,7 @@ gathered into per-sample tensors, the test-time-augmentation views, and the CSV 
 
 Zoom boxes come in the model's own form: Tensor[N, 4] for one region, Tensor[N, k, 4] for
 ``model.zoom.num_regions`` = k > 1 (most salient first); int64 cells for ``sampler=slice``, continuous
-float32 for ``sampler=affine``. :func:`box_header` / :func:`box_cells` write them to CSV.
+float32 for ``sampler=continuous`` and ``grid_sample``. :func:`box_header` / :func:`box_cells` write them to CSV.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ class Predictions:
         labels: Tensor[N] int64, or None when the loader has no labels (predict).
         boxes: zoom boxes ``(y0, x0, y1, x1)`` in input pixels, or None (a network without boxes):
             Tensor[N, 4] (k = 1) or Tensor[N, k, 4] (k regions, most salient first); int64 end-exclusive
-            cells for ``sampler=slice``, float32 continuous edges (may be fractional) for ``sampler=affine``.
+            cells for ``sampler=slice``, float32 continuous edges (may be fractional) for the other samplers.
     """
 
     index: Tensor
@@ -111,7 +111,7 @@ def box_header(boxes: Tensor | None) -> list[str]:
 
 def box_cells(boxes: Tensor | None, row: int, decimals: int = 2) -> list[str]:
     """The cells of :func:`box_header` for sample ``row``: integers as they are (``sampler=slice``), float
-    boxes (``sampler=affine``) with ``decimals`` decimals. [] for None."""
+    boxes (``continuous``, ``grid_sample``) with ``decimals`` decimals. [] for None."""
     if boxes is None:
         return []
     values = boxes[row].reshape(-1)

@@ -1,6 +1,6 @@
 """Learned zoom boxes: centre from a soft-argmax of the attention, side from a small head.
 
-Trained end to end through the ``affine`` sampler: the zoom branch's loss moves the centre (through the
+Trained end to end through a sampler differentiable in the box (``continuous``, ``grid_sample``): the zoom branch's loss moves the centre (through the
 attention maps and the soft-argmax temperature) and the side (through the scale head). The side is bounded
 to ``[min_scale, max_scale]`` of the frame, the guard against the collapse of learned crops to the whole
 frame; the ranking loss (``ranking_loss``, RA-CNN) asks the zoomed view to be more confident in the true

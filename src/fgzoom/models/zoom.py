@@ -13,9 +13,10 @@ and reads the source pixels afresh; every step's view is classified.
 
 Boxes are always computed on the image grid (the mean map resized to H x W, ``rule_boxes``), so they are
 continuous and may be narrower than one feature cell; at level=feature they are mapped to the feature grid.
-The ``slice`` sampler crops them rounded outward to whole cells (``crop_resize``, exact ``F.interpolate``);
-the ``affine`` sampler samples the continuous box (``crop_affine``). ``box=learned`` predicts the box
-(``LearnedBox``) and trains it through the affine sampler. ``num_regions`` = k > 1 crops k regions per
+The ``continuous`` sampler (default) crops the float box with ``crop_resize`` (``F.interpolate``'s rule at
+the box's real edges, every mode); ``slice`` rounds it outward to whole cells (exact ``F.interpolate`` of the
+slice); ``grid_sample`` samples the float box with ``crop_affine``. ``box=learned`` predicts the box
+(``LearnedBox``) and trains it through a sampler differentiable in the box (continuous or grid_sample). ``num_regions`` = k > 1 crops k regions per
 sample as one batch of B*k views.
 
 With ``input_size`` (``model.input_size``) the backbone's x is the batch resized to input_size x input_size;
@@ -90,7 +91,7 @@ class ZoomNet(FGVCNet):
         part_features: Tensor[B, M*C] (learned head only);
         attention: Tensor[B, h, w] mean map in [0, 1], detached;
         boxes: on the grid that was cropped, Tensor[B, 4] (k = 1) or Tensor[B, k, 4]; int64 for the slice
-            sampler, float for affine; boxes_image: the same regions on the grid of x; with n > 1 steps the
+            sampler, float for the others; boxes_image: the same regions on the grid of x; with n > 1 steps the
             last step's box, and boxes_steps Tensor[B, n, 4] every step's box on the grid of x;
         degenerate: Tensor[B] (or [B, k]) bool, maps that fell back to the whole frame;
         logits_drop: Tensor[B, K] (training with ``attention_drop`` set only);
@@ -175,7 +176,7 @@ class ZoomNet(FGVCNet):
 
         Returns:
             (boxes on crop_grid, boxes on grid, degenerate), boxes Tensor[B, k, 4] (int64 for the slice sampler,
-            float for affine) and degenerate Tensor[B, k] bool.
+            float for the others) and degenerate Tensor[B, k] bool.
         """
         cfg = self.config
         crop_grid = crop_grid or grid
@@ -184,7 +185,7 @@ class ZoomNet(FGVCNet):
             side = (max(1, round(cfg.glimpse_size * crop_grid[0])), max(1, round(cfg.glimpse_size * crop_grid[1])))
             boxes, degenerate = glimpse_boxes(resize_attention(attention, crop_grid), side)
             boxes, degenerate = boxes[:, None], degenerate[:, None]
-            if cfg.sampler == "affine":
+            if cfg.float_boxes:
                 boxes = boxes.float()
                 return boxes, scale_float_boxes(boxes, crop_grid, grid), degenerate
             return boxes, scale_boxes(boxes.flatten(0, 1), crop_grid, grid).view_as(boxes), degenerate
@@ -198,7 +199,7 @@ class ZoomNet(FGVCNet):
                 padding=cfg.padding, min_size=self.min_size() if min_size is None else min_size,
             )
         on_crop = scale_float_boxes(boxes, grid, crop_grid) if crop_grid != grid else boxes
-        if cfg.sampler == "affine":
+        if cfg.float_boxes:
             return on_crop, boxes, degenerate
         cells = round_boxes(on_crop.flatten(0, 1), crop_grid)  # what slice crops, whole cells
         return cells.view(b, -1, 4), scale_boxes(cells, crop_grid, grid).view(b, -1, 4), degenerate

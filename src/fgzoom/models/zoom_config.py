@@ -13,7 +13,9 @@ from fgzoom.ops.interpolation import check_interpolation
 
 LEVELS = ("feature", "image")
 BOX_RULES = (*RULE_BOXES, "glimpse", "learned")
-SAMPLERS = ("slice", "affine")
+SAMPLERS = ("continuous", "slice", "grid_sample")
+SAMPLER_ALIASES = {"affine": "grid_sample"}  # the grid_sample sampler's name before the continuous one came
+CONTINUOUS_SAMPLERS = ("continuous", "grid_sample")  # float boxes, differentiable in the box
 FUSIONS = ("mean_prob", "mean_logit", "raw", "zoom")
 NORM_STATS = ("branch", "shared")
 
@@ -29,13 +31,15 @@ class ZoomConfig:
         size: output size of the zoomed view (int or [h, w]); None = the size of the cropped tensor.
         scale_factor: zoom by a fixed factor instead of to a size (glimpse boxes only).
         recompute_scale_factor: passed to ``F.interpolate`` with ``scale_factor``.
-        sampler: ``slice`` (the box rounded outward to whole cells, exact ``F.interpolate`` via ``crop_resize``)
-            or ``affine`` (the continuous box, ``F.affine_grid`` + ``F.grid_sample``; modes nearest, bilinear,
-            bicubic).
+        sampler: ``continuous`` (default: the float box through ``crop_resize``, ``F.interpolate``'s rule
+            with the box's real start and length; every mode and knob), ``slice`` (the box rounded outward
+            to whole cells, exact ``F.interpolate`` of the slice) or ``grid_sample`` (the float box through
+            ``F.affine_grid`` + ``F.grid_sample``; nearest, bilinear, bicubic, no antialias; ``affine`` is its
+            old name and still accepted).
         box: ``threshold`` (extent of attention >= theta of its range), ``mass`` (per axis the shortest run
             holding ``mass`` of the attention), ``moments`` (centre +- ``sigmas`` std of the attention above
             theta), ``glimpse`` (fixed-size box at the peak, on the cropped grid) or ``learned``
-            (``LearnedBox``, needs sampler=affine).
+            (``LearnedBox``, needs a sampler differentiable in the box: continuous or grid_sample).
         threshold: theta at evaluation (threshold, moments); threshold_range: [lo, hi] theta drawn per sample
             in training (null = always ``threshold``).
         mass: fraction of the attention the ``mass`` box holds per axis.
@@ -70,7 +74,7 @@ class ZoomConfig:
     size: int | tuple[int, int] | None = None
     scale_factor: float | None = None
     recompute_scale_factor: bool | None = None
-    sampler: str = "affine"
+    sampler: str = "continuous"
     box: str = "moments"
     threshold: float = 0.5
     threshold_range: tuple[float, float] | None = (0.4, 0.6)
@@ -95,6 +99,8 @@ class ZoomConfig:
         for key in ("threshold_range", "size"):  # a config file's lists, as the hashable tuples of the fields
             if isinstance(getattr(self, key), list):
                 object.__setattr__(self, key, tuple(getattr(self, key)))
+        # checkpoints and configs written before the continuous sampler name grid_sample "affine"
+        object.__setattr__(self, "sampler", SAMPLER_ALIASES.get(self.sampler, self.sampler))
 
         def bad(key: str, value, allowed: str) -> ConfigError:
             return ConfigError(f"model.zoom.{key}={value!r}: {allowed}")
@@ -109,16 +115,17 @@ class ZoomConfig:
             raise bad("box", self.box, f"must be one of {BOX_RULES}")
         if self.sampler not in SAMPLERS:
             raise bad("sampler", self.sampler, f"must be one of {SAMPLERS}")
-        if self.sampler == "affine":
+        if self.sampler == "grid_sample":
             if self.mode not in AFFINE_MODES:
-                raise bad("mode", self.mode, f"sampler=affine (grid_sample) takes one of {AFFINE_MODES}; "
-                          "the other modes need model.zoom.sampler=slice")
+                raise bad("mode", self.mode, f"sampler=grid_sample takes one of {AFFINE_MODES}; every mode works "
+                          "with model.zoom.sampler=continuous (the default)")
             if self.antialias:
-                raise bad("antialias", self.antialias, "sampler=affine does not antialias; set it to false")
+                raise bad("antialias", self.antialias, "sampler=grid_sample does not antialias; use "
+                          "model.zoom.sampler=continuous (the default) or antialias=false")
         if self.box == "learned":
-            if self.sampler != "affine" or self.mode == "nearest":
-                raise bad("box", self.box, "learned boxes train through the sampler: set model.zoom.sampler=affine "
-                          "and model.zoom.mode=bilinear or bicubic")
+            if self.sampler not in CONTINUOUS_SAMPLERS or self.mode in ("nearest", "nearest-exact"):
+                raise bad("box", self.box, "learned boxes train through the sampler: need model.zoom.sampler="
+                          "continuous or grid_sample and a mode other than nearest/nearest-exact")
             if not 0.0 < self.min_scale <= self.max_scale <= 1.0:
                 raise bad("min_scale", [self.min_scale, self.max_scale], "need 0 < min_scale <= max_scale <= 1")
             if self.num_regions > (self.num_maps if self.attention == "head" else 1):
@@ -152,10 +159,10 @@ class ZoomConfig:
         if self.size is not None and self.scale_factor is not None:
             raise bad("scale_factor", self.scale_factor, "set either model.zoom.size or model.zoom.scale_factor, not both")
         if self.scale_factor is not None:
-            if self.box != "glimpse" or self.sampler != "slice":
+            if self.box != "glimpse" or self.sampler == "grid_sample":
                 raise bad("scale_factor", self.scale_factor,
-                          "needs model.zoom.box=glimpse and model.zoom.sampler=slice (other boxes differ in size, so "
-                          "the output size would differ per sample); use model.zoom.size instead")
+                          "needs model.zoom.box=glimpse and model.zoom.sampler=continuous or slice (other boxes differ "
+                          "in size, so the output size would differ per sample); use model.zoom.size instead")
             if self.scale_factor <= 0:
                 raise bad("scale_factor", self.scale_factor, "must be > 0")
         if self.size is not None:
@@ -174,8 +181,14 @@ class ZoomConfig:
             raise bad("norm_stats", self.norm_stats, f"must be one of {NORM_STATS}")
         if self.steps < 1:
             raise bad("steps", self.steps, "must be >= 1")
-        if self.steps > 1 and (self.level != "image" or self.box not in RULE_BOXES or self.sampler != "affine"
-                               or self.num_regions != 1 or self.attention != "head"):
+        if self.steps > 1 and (self.level != "image" or self.box not in RULE_BOXES
+                               or self.sampler not in CONTINUOUS_SAMPLERS or self.num_regions != 1
+                               or self.attention != "head"):
             raise bad("steps", self.steps, "a recursive zoom needs model.zoom.level=image, a rule box "
-                      f"(model.zoom.box one of {RULE_BOXES}), model.zoom.sampler=affine, model.zoom.num_regions=1 "
-                      "and model.zoom.attention=head")
+                      f"(model.zoom.box one of {RULE_BOXES}), model.zoom.sampler=continuous or grid_sample, "
+                      "model.zoom.num_regions=1 and model.zoom.attention=head")
+
+    @property
+    def float_boxes(self) -> bool:
+        """Whether the sampler takes continuous (float) boxes; ``slice`` takes whole cells (int64)."""
+        return self.sampler in CONTINUOUS_SAMPLERS

@@ -5,7 +5,8 @@ Modules, one job each:
 * ``interpolation``: the interpolation modes and knobs, their one validator ``check_interpolation`` and their one
   text ``interp_label``.
 * ``crop_resize``: the exact batched crop-and-resize (public API and argument checks); its weight tables and
-  kernels are ``resize_kernels``, its method choice (a CPU cost model) ``resize_cost``.
+  kernels are ``resize_kernels``, the weights of float (continuous) boxes ``resize_continuous``, its method
+  choice (a CPU cost model) ``resize_cost``.
 * ``crop_affine``: the differentiable crop of continuous boxes (``grid_sample``).
 * ``attention_boxes``: boxes from attention maps (the rules, glimpses, k regions).
 * ``boxes``: box geometry (grow, round, scale between grids, nest, masks, elementwise IoU); ``box_checks`` the

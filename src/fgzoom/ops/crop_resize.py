@@ -1,9 +1,16 @@
 """Batched crop-and-resize: one box per sample, resized exactly like ``F.interpolate``.
 
-``crop_resize(x, boxes, size=...)`` returns what this loop returns, without the loop::
+``crop_resize(x, boxes, size=...)`` with integer boxes returns what this loop returns, without the loop::
 
     torch.cat([F.interpolate(x[i : i + 1, :, y0:y1, x0:x1], size=size, mode=mode, ...)
                for i, (y0, x0, y1, x1) in enumerate(boxes.tolist())])
+
+Float boxes may be fractional (grid coordinates: cell ``i`` spans ``[i, i + 1)``): they get the continuous
+extension of the same resize, defined in ``fgzoom.ops.resize_continuous`` (F.interpolate's source-position
+rule with the box's real start and length, each mode's kernel at the real positions, the crop border
+clamped at the real edge). Integer-valued float boxes give the integer result (<= 1e-6 fp32 on values in
+[0, 1]); the output is continuous in the boxes for every mode but the nearest ones and differentiable in
+them (``torch.autograd.gradcheck`` passes in float64).
 
 Accepted ``mode`` strings and the knobs each takes: ``MODES`` and ``check_interpolation`` in
 ``fgzoom.ops.interpolation`` (every 2-D mode of ``F.interpolate``; lanczos needs ``antialias=True`` and takes
@@ -11,9 +18,10 @@ Accepted ``mode`` strings and the knobs each takes: ``MODES`` and ``check_interp
 CPU and applied on any device.
 
 This module holds the public function and its argument checks. How a batch is resized (per-axis weight
-tables read off ``F.interpolate`` and four methods that apply them: ``"gather"``, ``"dense"``, ``"taps"``,
+tables read off ``F.interpolate`` for integer boxes, weights built from float boxes by
+``fgzoom.ops.resize_continuous``, and four methods that apply them: ``"gather"``, ``"dense"``, ``"taps"``,
 ``"loop"``) is ``fgzoom.ops.resize_kernels``; which method runs (``method="auto"``) is
-``fgzoom.ops.resize_cost``.
+``fgzoom.ops.resize_cost`` (for float boxes from the mode and device only, so a dynamic batch exports).
 
 Notes:
     * Box values are validated with one host read per call (a handful of reduced numbers, not per sample),
@@ -36,8 +44,8 @@ import torch
 from torch import Tensor
 
 from fgzoom.ops.interpolation import MODES, NEAREST_MODES, ResizeSpec, resize_spec
-from fgzoom.ops.resize_cost import choose_method
-from fgzoom.ops.resize_kernels import KERNELS, resize_boxes
+from fgzoom.ops.resize_cost import choose_float_method, choose_method
+from fgzoom.ops.resize_kernels import KERNELS, resize_boxes, resize_float_boxes
 
 __all__ = ["METHODS", "MODES", "crop_resize"]
 
@@ -62,8 +70,9 @@ def crop_resize(
 
     Args:
         x: ``Tensor[B, C, H, W]``, floating point (fp16/bf16/fp32/fp64), any device and memory layout.
-        boxes: ``Tensor[B, 4]``, integer dtype, ``(y0, x0, y1, x1)`` in pixels of ``x``, end-exclusive,
-            with ``0 <= y0 < y1 <= H`` and ``0 <= x0 < x1 <= W``. Moved to ``x.device`` if needed.
+        boxes: ``Tensor[B, 4]`` ``(y0, x0, y1, x1)`` in pixels of ``x`` with ``0 <= y0 < y1 <= H`` and
+            ``0 <= x0 < x1 <= W``: integer (whole cells, end-exclusive) or floating (continuous edges, any
+            positive size; gradients flow into them). Moved to ``x.device`` if needed.
         size: output size, ``int`` or ``(h, w)``. Exactly one of ``size`` and ``scale_factor``.
         scale_factor: ``float`` or ``(sh, sw)``; the output size ``floor(box side * scale)`` then depends on
             the box, so every box of the batch must have the same height and width.
@@ -79,12 +88,13 @@ def crop_resize(
             wrong values or an indexing error instead of a ``ValueError``. With ``scale_factor`` the boxes
             are always read once (the output size depends on them) and checked.
         method: one of ``METHODS``: ``"auto"`` (``choose_method``, the default) or a method forced, for
-            tests and benchmarks (``"gather"`` needs a nearest mode). Every method gives the same values.
+            tests and benchmarks (``"gather"`` needs a nearest mode; ``"loop"`` integer boxes). Every method
+            gives the same values.
 
     Returns:
         ``Tensor[B, C, Oh, Ow]`` with ``x``'s dtype and device: sample ``i`` is ``F.interpolate`` of
-        ``x[i, :, y0:y1, x0:x1]``. Channels-last input gives channels-last output. Differentiable w.r.t.
-        ``x``. An empty batch gives ``Tensor[0, C, Oh, Ow]`` (``Tensor[0, C, 0, 0]`` with ``scale_factor``,
+        ``x[i, :, y0:y1, x0:x1]`` (or its continuous extension for fractional boxes). Channels-last input
+        gives channels-last output. Differentiable w.r.t. ``x`` (and float ``boxes``). An empty batch gives ``Tensor[0, C, Oh, Ow]`` (``Tensor[0, C, 0, 0]`` with ``scale_factor``,
         since there is no box to size the output from).
 
     Raises:
@@ -99,17 +109,25 @@ def crop_resize(
     if method == "gather" and spec.mode not in NEAREST_MODES:
         raise ValueError(f"method='gather': needs a nearest mode {NEAREST_MODES}, got mode={spec.mode!r}")
     _check_boxes_meta(boxes, x)
+    continuous = boxes.dtype.is_floating_point
+    if continuous and method == "loop":
+        raise ValueError("method='loop' runs F.interpolate on integer slices; float boxes need another method")
     B, C, H, W = x.shape
     if B == 0:
         out_hw = spec.size if spec.size is not None else (0, 0)
         return _empty_like_output(x, out_hw)
 
-    boxes = boxes.to(device=x.device, dtype=torch.int64)
+    if continuous:
+        boxes = boxes.to(device=x.device, dtype=torch.float64 if x.dtype == torch.float64 else torch.float32)
+    else:
+        boxes = boxes.to(device=x.device, dtype=torch.int64)
     if check_boxes or spec.scale_factor is not None:
         box_stats = _check_box_values(boxes, H, W, need_common_size=spec.scale_factor is not None)
     else:  # nothing read back; the cost model takes the frame as the box size (it matters only when shrinking)
         box_stats = _BoxStats(None, (float(H), float(W)))
     out_hw = _output_size(spec, box_stats.common_hw)
+    if continuous:
+        return resize_float_boxes(x, boxes, spec, out_hw, choose_float_method(x, spec) if method == "auto" else method)
     if method == "auto":
         method = choose_method(x, spec, out_hw, box_stats.mean_hw)
     return resize_boxes(x, boxes, spec, out_hw, method, box_stats.common_hw)
@@ -130,13 +148,13 @@ def _check_x(x: Tensor) -> None:
 
 def _check_boxes_meta(boxes: Tensor, x: Tensor) -> None:
     if not isinstance(boxes, Tensor):
-        raise ValueError(f"boxes must be an integer Tensor[B, 4], got {type(boxes).__name__}")
+        raise ValueError(f"boxes must be a Tensor[B, 4], got {type(boxes).__name__}")
     if boxes.dim() != 2 or boxes.shape[1] != 4:
         raise ValueError(f"boxes must have shape [B, 4] as (y0, x0, y1, x1), got shape {tuple(boxes.shape)}")
-    if boxes.dtype not in _INT_DTYPES:
+    if boxes.dtype not in _INT_DTYPES and not boxes.dtype.is_floating_point:
         raise ValueError(
-            f"boxes must have an integer dtype (pixel indices, e.g. torch.int64), got {boxes.dtype}; "
-            "round float boxes explicitly before calling crop_resize"
+            f"boxes must have an integer dtype (whole cells, e.g. torch.int64) or a floating one (continuous "
+            f"boxes), got {boxes.dtype}"
         )
     if boxes.shape[0] != x.shape[0]:
         raise ValueError(
@@ -147,7 +165,7 @@ def _check_boxes_meta(boxes: Tensor, x: Tensor) -> None:
 class _BoxStats(NamedTuple):
     """Host-side summary of the boxes, from the one read of ``_check_box_values``."""
 
-    common_hw: tuple[int, int] | None  # the (h, w) shared by every box, if asked for and valid
+    common_hw: tuple[float, float] | None  # the (h, w) shared by every box, if asked for and valid
     mean_hw: tuple[float, float]  # mean box height and width (for the cost model)
 
 
@@ -158,9 +176,13 @@ def _check_box_values(boxes: Tensor, H: int, W: int, *, need_common_size: bool) 
     stats = torch.stack(
         [y0.min(), x0.min(), y1.max(), x1.max(), hs.min(), ws.min(), hs.max(), ws.max(), hs.sum(), ws.sum()]
     )
-    y0_min, x0_min, y1_max, x1_max, h_min, w_min, h_max, w_max, h_sum, w_sum = stats.tolist()  # the one sync
-    if y0_min < 0 or x0_min < 0 or y1_max > H or x1_max > W or h_min < 1 or w_min < 1:
-        bad = (y0 < 0) | (x0 < 0) | (y1 > H) | (x1 > W) | (hs < 1) | (ws < 1)
+    values = stats.tolist()  # the one sync
+    y0_min, x0_min, y1_max, x1_max, h_min, w_min, h_max, w_max, h_sum, w_sum = values
+    if not all(map(math.isfinite, values)) or (
+        y0_min < 0 or x0_min < 0 or y1_max > H or x1_max > W or h_min <= 0 or w_min <= 0
+    ):
+        bad = (y0 < 0) | (x0 < 0) | (y1 > H) | (x1 > W) | (hs <= 0) | (ws <= 0)
+        bad |= ~torch.isfinite(boxes).all(1)
         i = int(bad.nonzero()[0, 0])
         raise ValueError(
             f"boxes[{i}] = {tuple(boxes[i].tolist())} is not a valid (y0, x0, y1, x1) box for a {H}x{W} frame: "
@@ -175,10 +197,12 @@ def _check_box_values(boxes: Tensor, H: int, W: int, *, need_common_size: bool) 
             f"box size * scale_factor), got heights {h_min}..{h_max} and widths {w_min}..{w_max}; "
             "pass size=(h, w) instead, or use equal-size (glimpse) boxes"
         )
+    if boxes.dtype.is_floating_point:
+        return _BoxStats((float(h_min), float(w_min)), mean_hw)
     return _BoxStats((int(h_min), int(w_min)), mean_hw)
 
 
-def _output_size(spec: ResizeSpec, box_hw: tuple[int, int] | None) -> tuple[int, int]:
+def _output_size(spec: ResizeSpec, box_hw: tuple[float, float] | None) -> tuple[int, int]:
     if spec.size is not None:
         return spec.size
     assert box_hw is not None and spec.scale_factor is not None  # internal invariant, not user input

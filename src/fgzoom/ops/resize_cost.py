@@ -19,7 +19,19 @@ from torch import Tensor
 
 from fgzoom.ops.interpolation import NEAREST_MODES, ResizeSpec
 
-__all__ = ["choose_method", "cpu_costs_ns"]
+__all__ = ["choose_method", "choose_float_method", "cpu_costs_ns"]
+
+
+def choose_float_method(x: Tensor, spec: ResizeSpec) -> str:
+    """The method ``crop_resize(..., method="auto")`` runs for float boxes, from the mode, dtype and device
+    only (never the batch size, so a traced or exported model keeps a dynamic batch): ``"gather"`` for the
+    nearest modes; else ``"dense"`` (two batched matmuls; on the CPU as fast as the sparse taps at image
+    size and several times faster on feature maps), or ``"taps"`` on CUDA with TF32 matmuls enabled."""
+    if spec.mode in NEAREST_MODES:
+        return "gather"
+    if x.device.type != "cpu" and x.dtype != torch.float64 and _tf32_matmul_enabled():
+        return "taps"  # TF32 matmuls would round x to 10 mantissa bits
+    return "dense"
 
 
 def choose_method(x: Tensor, spec: ResizeSpec, out_hw: tuple[int, int], box_hw: tuple[float, float]) -> str:

@@ -27,8 +27,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from fgzoom.ops.interpolation import ResizeSpec
+from fgzoom.ops.resize_continuous import axis_taps
 
-__all__ = ["DENSE_BLOCK_ELEMS", "KERNELS", "resize_boxes"]
+__all__ = ["DENSE_BLOCK_ELEMS", "KERNELS", "resize_boxes", "resize_float_boxes"]
 
 KERNELS = ("gather", "dense", "taps", "loop")
 DENSE_BLOCK_ELEMS = 1 << 20  # intermediate elements per channel block of the dense method
@@ -92,6 +93,39 @@ def resize_boxes(
             out = _apply_taps(xc, iy, wy, ix, wx)
         out = out.to(x.dtype)
     # Same memory format as F.interpolate gives (a no-op for the dense and gather methods).
+    fmt = torch.channels_last if _is_channels_last(x) else torch.contiguous_format
+    return out.contiguous(memory_format=fmt)
+
+
+def resize_float_boxes(x: Tensor, boxes: Tensor, spec: ResizeSpec, out_hw: tuple[int, int], method: str) -> Tensor:
+    """Crop float ``boxes`` out of ``x`` and resize each to ``out_hw``: the continuous rule of
+    ``fgzoom.ops.resize_continuous``, with weights built on the device from the boxes; no argument checks.
+
+    Args:
+        x: ``Tensor[B, C, H, W]`` floating, ``B >= 1``.
+        boxes: ``Tensor[B, 4]`` floating on ``x.device``, ``(y0, x0, y1, x1)`` in grid coordinates, inside the
+            frame and of positive size (the caller checks them). Gradients flow into them.
+        spec, out_hw: as in ``resize_boxes``.
+        method: ``"gather"`` (nearest modes), ``"dense"`` or ``"taps"``.
+
+    Returns:
+        ``Tensor[B, C, Oh, Ow]`` with ``x``'s dtype, device and memory format.
+    """
+    B, C, H, W = x.shape
+    y0, x0, y1, x1 = boxes.unbind(1)
+    crop_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+    rescale = spec.scale_factor is not None and not spec.recompute_scale_factor
+    scale_h, scale_w = spec.scale_factor if rescale else (None, None)
+    dense = method == "dense"
+    iy, wy = axis_taps(y0, y1 - y0, H, out_hw[0], spec, scale_h, crop_dtype, dense)  # [B, Oh, Kh]
+    ix, wx = axis_taps(x0, x1 - x0, W, out_hw[1], spec, scale_w, crop_dtype, dense)  # [B, Ow, Kw]
+    if method == "gather":
+        out = _apply_gather(x, iy[..., 0], ix[..., 0])
+    else:
+        xc = x if x.dtype in (torch.float32, torch.float64) else x.float()
+        wy, wx = wy.to(xc.dtype), wx.to(xc.dtype)
+        out = _apply_dense(xc, wy, wx) if dense else _apply_taps(xc, iy, wy, ix, wx)
+        out = out.to(x.dtype)
     fmt = torch.channels_last if _is_channels_last(x) else torch.contiguous_format
     return out.contiguous(memory_format=fmt)
 
@@ -204,8 +238,10 @@ def _apply_dense(x: Tensor, wy: Tensor, wx: Tensor) -> Tensor:
     # full-size zero gradient of x (twice the time of one block at 8x1024x10x10 -> 10x10, fwd + bwd).
     width_first = H * W * Ow + Oh * H * Ow <= Oh * H * W + Oh * W * Ow  # fewer flops
     per_channel = B * (Oh * H + Oh * Ow + (H * Ow if width_first else Oh * W))  # intermediate elements
-    recording = torch.is_grad_enabled() and x.requires_grad
-    block = C if recording else max(1, min(C, DENSE_BLOCK_ELEMS // per_channel))
+    recording = torch.is_grad_enabled() and (x.requires_grad or wy.requires_grad or wx.requires_grad)
+    # A traced program (torch.export, torch.compile) runs one block: the block size depends on the batch size.
+    whole = recording or torch.compiler.is_compiling()
+    block = C if whole else max(1, min(C, DENSE_BLOCK_ELEMS // per_channel))
     wxt = wx.transpose(1, 2)  # [B, W, Ow]
     # Height matrices repeated for each channel of a block, [B * block, Oh, H]: built once, used by all.
     wy_block = _repeat_channels(wy, block)

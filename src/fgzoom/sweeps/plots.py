@@ -14,7 +14,7 @@ from fgzoom.sweeps.runs import LEVEL_ORDER, SettingSummary, reference_settings
 def plot_labels(zoom: list[SettingSummary]) -> list[str]:
     """The x label of each zoom setting in the plot (its level is the bar's colour): the interpolation, led
     by the box rule and sampler and followed by the region count where these vary across the sweep (so
-    ``slice bilinear`` and ``affine bilinear`` get bars of their own), then any other override."""
+    ``slice bilinear`` and ``continuous bilinear`` get bars of their own), then any other override."""
     varying = [k for k in ("box", "sampler", "num_regions") if len({s.setting.get(k) for s in zoom}) > 1]
     labels = []
     for s in zoom:

@@ -17,7 +17,7 @@ from fgzoom.sweeps.labels import cell, percent, setting_interp, setting_label
 from fgzoom.sweeps.optuna_study import OptunaStudy, study_lines
 from fgzoom.sweeps.paired import PairedComparison, paired_compare
 from fgzoom.sweeps.runs import OK, SETTING_KEYS, Run, SettingSummary, best_setting, reference_settings
-from fgzoom.sweeps.step_cost import StepCost, bench_name
+from fgzoom.sweeps.step_cost import StepCost, bench_name, legacy_bench_name
 
 TABLE_METRICS = ("acc", "acc_raw", "acc_zoom", "acc_macro")  # shown as val/<m> and test/<m>
 SPLITS = ("val", "test")
@@ -82,8 +82,8 @@ def comparison_lines(
         cells.append("**best by val/acc**" if s is best
                      else paired_cell(paired_compare(s.by_seed(metric), best.by_seed(metric)), seeds))
         if step is not None:
-            choice = _model_choice(s)
-            ratio = step.ratios.get(bench_name(choice)) if choice else None
+            choice = _model_choice(s)  # bench JSONs of the earlier model=interp/... sweeps name rows by it
+            ratio = step.ratios.get(bench_name(s.setting), step.ratios.get(legacy_bench_name(choice or "")))
             cells.append("–" if ratio is None else f"{ratio:.2f}")
         lines.append("| " + " | ".join(cells) + " |")
     return lines + [""]
@@ -91,9 +91,10 @@ def comparison_lines(
 
 def write_markdown(
     runs: list[Run], summaries: list[SettingSummary], path: Path, title: str, study: OptunaStudy | None = None,
-    step: StepCost | None = None,
+    step: StepCost | None = None, invalid: int = 0,
 ) -> None:
-    """Write the report of ``runs`` (grouped as ``summaries``) to ``path``, under the heading ``title``."""
+    """Write the report of ``runs`` (grouped as ``summaries``) to ``path``, under the heading ``title``;
+    ``invalid``: how many jobs of the sweep were settings its config check refused (left out)."""
     metric_keys = [f"{split}/{m}" for m in TABLE_METRICS for split in SPLITS]
     best = best_setting(summaries)
     ranked = sorted((s for s in summaries if s.mean("val/acc") is not None), key=lambda s: -s.mean("val/acc"))
@@ -104,7 +105,10 @@ def write_markdown(
 
     lines = [f"# {title}", ""]
     lines.append(
-        f"{finished} of {len(runs)} runs finished. Mean ± std over seeds, accuracy in %; "
+        f"{finished} of {len(runs)} runs finished"
+        + (f" ({invalid} more jobs were combinations of the swept keys that the config check refuses, e.g. "
+           "align_corners with a nearest mode, and are left out)" if invalid else "")
+        + ". Mean ± std over seeds, accuracy in %; "
         "`acc` is the final (fused) prediction, `acc_raw`/`acc_zoom` the branches, `acc_macro` "
         "the per-class mean. Rank by mean val/acc (the test split never selects)."
     )

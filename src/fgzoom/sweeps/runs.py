@@ -32,7 +32,8 @@ LEVEL_ORDER = ("feature", "image")
 # overrides that are part of the setting or the seed, not "other"
 _SETTING_OVERRIDES = {"model", "seed", *(f"model.zoom.{k}" for k in SETTING_KEYS[1:])}
 
-OK, NO_METRICS, NOT_STARTED = "ok", "no metrics.json", "not started"
+OK, NO_METRICS, NOT_STARTED, INVALID = "ok", "no metrics.json", "not started", "invalid setting"
+INVALID_MARKER = "invalid.txt"  # written by a multirun job whose config was refused (the one error line)
 
 
 @dataclass
@@ -40,7 +41,7 @@ class Run:
     """One job of the sweep."""
 
     job: str  # the job folder relative to the sweep folder, or "#<index>" when it was never started
-    status: str  # OK | NO_METRICS | NOT_STARTED
+    status: str  # OK | NO_METRICS | NOT_STARTED | INVALID
     overrides: list[str] = field(default_factory=list)
     setting: dict[str, object] = field(default_factory=dict)
     seed: int | None = None
@@ -127,7 +128,7 @@ def load_run(job_dir: Path, sweep_dir: Path) -> Run:
     config = load_yaml(job_dir / "config.yaml") or load_yaml(job_dir / ".hydra" / "config.yaml") or {}
     metrics_path = job_dir / "metrics.json"
     metrics: dict[str, float | None] = {}
-    status = NO_METRICS
+    status = INVALID if (job_dir / INVALID_MARKER).is_file() else NO_METRICS
     if metrics_path.is_file():
         try:
             raw = json.loads(metrics_path.read_text())

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fgzoom.errors import SummaryError
+from fgzoom.ops.interpolation import interp_label
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,16 @@ def read_step_cost(path: Path | str) -> StepCost:
     return StepCost(source=str(path), ratios=ratios, measured_on=measured_on)
 
 
-def bench_name(model_choice: str) -> str:
-    """The step bench's row name of a ``model=`` option: ``plain``, or ``zoom <level> <setting>`` for
-    ``interp/<level>/<setting>`` (``scripts/bench.py step --interp`` names its rows so)."""
+def bench_name(setting: dict[str, object]) -> str:
+    """The step bench's row name of a setting (``fgzoom.sweeps.runs.setting_of``): ``plain``, or
+    ``zoom <level> <sampler> <interpolation>`` (``scripts/bench.py step --interp`` names its rows so)."""
+    if setting.get("model") == "plain":
+        return "plain"
+    interp = interp_label(str(setting.get("mode")), setting.get("align_corners"), bool(setting.get("antialias")))
+    return f"zoom {setting.get('level')} {setting.get('sampler')} {interp}"
+
+
+def legacy_bench_name(model_choice: str) -> str:
+    """The row name of bench JSONs written before the ablation became a product of keys, for a ``model=``
+    option: ``plain``, or ``zoom <level> <setting>`` for ``interp/<level>/<setting>``."""
     return model_choice if model_choice == "plain" else "zoom " + model_choice.removeprefix("interp/").replace("/", " ")

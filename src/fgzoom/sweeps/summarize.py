@@ -24,7 +24,7 @@ from fgzoom.sweeps.merge import merge_runs
 from fgzoom.sweeps.optuna_study import read_study
 from fgzoom.sweeps.plots import plot
 from fgzoom.sweeps.report import write_markdown
-from fgzoom.sweeps.runs import Run, collect_runs, group_by_setting
+from fgzoom.sweeps.runs import INVALID, INVALID_MARKER, Run, collect_runs, group_by_setting
 from fgzoom.sweeps.step_cost import read_step_cost
 from fgzoom.sweeps.tables import read_csv, write_csv
 
@@ -57,6 +57,10 @@ def summarize(
     from_csv = not merged and first.suffix == ".csv"  # the input itself: drawn from, not rewritten
     csv_sources = [s for s in sources if s.suffix == ".csv"]
     runs = merge_runs([_load_source(s) for s in sources]) if merged else _load_source(first)
+    invalid = [r for r in runs if r.status == INVALID]  # refused settings of a product of keys: not runs
+    runs = [r for r in runs if r.status != INVALID]
+    if not runs:
+        raise SummaryError(f"{first}: every job is an invalid setting ({INVALID_MARKER}); nothing to summarize")
     out_dir = Path(out_dir) if out_dir is not None else (csv_sources[0].parent if csv_sources else first)
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = name or (csv_sources[0].stem if csv_sources else "results")
@@ -67,6 +71,6 @@ def summarize(
     study = None if merged or from_csv else read_study(first, runs)
     title = "Sweep " + " + ".join(str(s) for s in sources)
     summaries = group_by_setting(runs)
-    write_markdown(runs, summaries, paths["md"], title=title, study=study, step=step)
+    write_markdown(runs, summaries, paths["md"], title=title, study=study, step=step, invalid=len(invalid))
     plot(summaries, paths["png"])
     return paths
