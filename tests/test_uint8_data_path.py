@@ -197,3 +197,21 @@ def test_batches_cross_as_uint8_and_reach_the_model_normalized(tmp_path: Path) -
     assert torch.equal(moved["image"], normalize_images(images, MEAN, STD))
     items = [dm.dataset("train")[(i, 7)] for i in range(2)]
     assert torch.equal(collate_uint8(items)["image"], torch.stack([item["image"] for item in items]))
+
+
+def test_a_sample_without_a_box_gets_the_same_pixels_without_the_box_work():
+    """The dataset skips the box transforms for samples without a box: the same random draws give the same
+    pixels as the pipeline with a box (train: crop, translate padding, flip, colour jitter; and eval)."""
+    from torchvision import tv_tensors
+
+    from fgzoom.data.transforms import build_transforms
+
+    image = torch.randint(0, 256, (3, 75, 100), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    box = tv_tensors.BoundingBoxes([[10.0, 5.0, 60.0, 50.0]], format="XYXY", canvas_size=(75, 100))
+    for train in (True, False):
+        t = build_transforms(train=train, image_size=48, crop_pct=0.875, translate=0.0625, color_jitter=0.2)
+        torch.manual_seed(3)
+        with_box, _ = t(image, box)
+        torch.manual_seed(3)
+        alone = t(image)
+        assert torch.equal(alone, with_box)

@@ -41,16 +41,18 @@ class FGVCDataset(Dataset):
     def _load(self, index: int) -> dict:
         sample = self.samples[index]
         image = read_image(sample.path)
-        h, w = image.shape[-2:]
-        if sample.box is not None:  # clamped to the image here, so that every transform keeps it inside
+        if sample.box is None:  # no box to move: the image alone through the transforms (cheaper per sample)
+            tensor = self.transform(image)
+            size = tensor.shape[-2:]
+            y0, x0, y1, x1, has_box = 0.0, 0.0, float(size[0]), float(size[1]), False
+        else:  # clamped to the image here, so that every transform keeps it inside
+            h, w = image.shape[-2:]
             y0, x0, y1, x1 = sample.box
             xyxy = [min(max(x0, 0), w), min(max(y0, 0), h), min(max(x1, 0), w), min(max(y1, 0), h)]
-        else:
-            xyxy = [0.0, 0.0, float(w), float(h)]
-        boxes = tv_tensors.BoundingBoxes([xyxy], format="XYXY", canvas_size=(h, w), dtype=torch.float32)
-        tensor, boxes = self.transform(image, boxes)  # a plain tensor: v2 takes it as the image
-        x0, y0, x1, y1 = boxes[0].tolist()
-        has_box = sample.box is not None and x1 > x0 and y1 > y0
+            boxes = tv_tensors.BoundingBoxes([xyxy], format="XYXY", canvas_size=(h, w), dtype=torch.float32)
+            tensor, boxes = self.transform(image, boxes)  # a plain tensor: v2 takes it as the image
+            x0, y0, x1, y1 = boxes[0].tolist()
+            has_box = x1 > x0 and y1 > y0
         return {
             "image": tensor.as_subclass(torch.Tensor),
             "label": torch.tensor(sample.label, dtype=torch.long),

@@ -40,7 +40,8 @@ def build_transforms(
     randaugment: str | None = None,
 ) -> v2.Compose:
     """Build the train or eval pipeline; called as ``t(image, bounding_boxes)`` with ``image`` uint8
-    ``Tensor[3, H, W]`` (or ``tv_tensors.Image``), it returns the uint8 ``Tensor[3, S, S]`` and the boxes.
+    ``Tensor[3, H, W]`` (or ``tv_tensors.Image``), it returns the uint8 ``Tensor[3, S, S]`` and the boxes;
+    ``t(image)`` (a sample without a box) returns the image alone, the same pixels for the same random draws.
 
     Args:
         image_size: side of the square network input.
@@ -112,9 +113,10 @@ class _OnPILImageOnly(torch.nn.Module):
         super().__init__()
         self.fn = fn
 
-    def forward(self, image: torch.Tensor, boxes):
+    def forward(self, image: torch.Tensor, *boxes):
         out = F.pil_to_tensor(self.fn(F.to_pil_image(image.as_subclass(torch.Tensor))))
-        return (tv_tensors.Image(out) if isinstance(image, tv_tensors.Image) else out), boxes
+        out = tv_tensors.Image(out) if isinstance(image, tv_tensors.Image) else out
+        return (out, *boxes) if boxes else out
 
 
 def _timm_randaugment(config: str) -> torch.nn.Module:
