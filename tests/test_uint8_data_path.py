@@ -215,3 +215,31 @@ def test_a_sample_without_a_box_gets_the_same_pixels_without_the_box_work():
         torch.manual_seed(3)
         alone = t(image)
         assert torch.equal(alone, with_box)
+
+
+@pytest.mark.parametrize("train", [True, False])
+@pytest.mark.parametrize(("resize_mode", "crop_pct", "translate"), [("square", 0.875, 0.0625), ("square", 1.0, 0.0),
+                                                                     ("shorter", 0.875, 0.0), ("shorter", 1.0, 0.2)])
+def test_boxes_moved_by_arithmetic_equal_the_bounding_boxes_path(train, resize_mode, crop_pct, translate):
+    """The dataset moves a box through the image's recorded geometry (BoxFollowingCompose.move_box): the same
+    pixels and, to float rounding, the same box as running BoundingBoxes through every v2 step, for boxes
+    inside, across the border of and outside the crop, flipped or not."""
+    from torchvision import tv_tensors
+
+    from fgzoom.data.transforms import build_transforms
+
+    g = torch.Generator().manual_seed(5)
+    t = build_transforms(train=train, image_size=40, crop_pct=crop_pct, resize_mode=resize_mode, translate=translate)
+    for trial in range(24):
+        h, w = (int(v) for v in torch.randint(30, 90, (2,), generator=g))
+        image = torch.randint(0, 256, (3, h, w), dtype=torch.uint8, generator=g)
+        x0, x1 = sorted(float(v) for v in torch.rand(2, generator=g) * w)
+        y0, y1 = sorted(float(v) for v in torch.rand(2, generator=g) * h)
+        boxes = tv_tensors.BoundingBoxes([[x0, y0, x1, y1]], format="XYXY", canvas_size=(h, w), dtype=torch.float32)
+        torch.manual_seed(trial)
+        with_box, moved = t(image, boxes)
+        torch.manual_seed(trial)
+        alone = t(image)
+        assert torch.equal(alone, with_box)
+        got = torch.tensor(t.move_box((x0, y0, x1, y1)), dtype=torch.float32)
+        torch.testing.assert_close(got, moved[0], rtol=0, atol=1e-3)

@@ -10,6 +10,7 @@ from torchvision import tv_tensors
 
 from fgzoom.data.decode import BadImageError, decode_errors, load_rgb, read_image
 from fgzoom.data.seeding import seeded_rng
+from fgzoom.data.transforms import BoxFollowingCompose
 
 __all__ = ["BadImageError", "FGVCDataset", "decode_errors", "load_rgb", "read_image"]
 
@@ -49,9 +50,13 @@ class FGVCDataset(Dataset):
             h, w = image.shape[-2:]
             y0, x0, y1, x1 = sample.box
             xyxy = [min(max(x0, 0), w), min(max(y0, 0), h), min(max(x1, 0), w), min(max(y1, 0), h)]
-            boxes = tv_tensors.BoundingBoxes([xyxy], format="XYXY", canvas_size=(h, w), dtype=torch.float32)
-            tensor, boxes = self.transform(image, boxes)  # a plain tensor: v2 takes it as the image
-            x0, y0, x1, y1 = boxes[0].tolist()
+            if isinstance(self.transform, BoxFollowingCompose):  # the box by arithmetic on the image's geometry
+                tensor = self.transform(image)
+                x0, y0, x1, y1 = self.transform.move_box(tuple(float(v) for v in xyxy))
+            else:
+                boxes = tv_tensors.BoundingBoxes([xyxy], format="XYXY", canvas_size=(h, w), dtype=torch.float32)
+                tensor, boxes = self.transform(image, boxes)  # a plain tensor: v2 takes it as the image
+                x0, y0, x1, y1 = boxes[0].tolist()
             has_box = x1 > x0 and y1 > y0
         return {
             "image": tensor.as_subclass(torch.Tensor),

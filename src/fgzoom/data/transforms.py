@@ -63,28 +63,100 @@ def build_transforms(
         raise ConfigError(f"data.hflip={hflip}: must be a probability in [0, 1]")
     resize_side = int(round(image_size / crop_pct))
     size = (resize_side, resize_side) if resize_mode == "square" else resize_side
-    steps: list = [v2.Resize(size, antialias=True)]
+    steps: list = [_Resize(size, antialias=True)]
     if train:
         padding = int(round(translate * image_size))
         if padding > 0 or resize_side > image_size or resize_mode == "shorter":
             steps.append(WindowPaddedRandomCrop(image_size, padding=padding or None))
         if hflip > 0:
-            steps.append(v2.RandomHorizontalFlip(p=hflip))
+            steps.append(_HorizontalFlip(p=hflip))
         if color_jitter > 0:
             steps.append(v2.ColorJitter(brightness=color_jitter, contrast=color_jitter, saturation=color_jitter))
         if randaugment:
             steps.append(_timm_randaugment(randaugment))
     else:
-        steps.append(v2.CenterCrop(image_size))
-    return v2.Compose(steps)
+        steps.append(_CenterCrop(image_size))
+    return BoxFollowingCompose(steps)
 
 
-class WindowPaddedRandomCrop(v2.RandomCrop):
+class BoxFollowingCompose(v2.Compose):
+    """``v2.Compose`` whose geometric steps record what they did to the last image (``t(image)``), so that
+    :meth:`move_box` puts a box through the same geometry by arithmetic: the boxes ``t(image, boxes)`` gives
+    (to float rounding), without running ``BoundingBoxes`` through every transform (a fifth of the per-image
+    time of the training transform at 500x375)."""
+
+    def forward(self, *inputs):
+        for step in self.transforms:
+            if isinstance(step, _Recording):
+                step.moves = []
+        return super().forward(*inputs)
+
+    def move_box(self, xyxy: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
+        """``(x0, y0, x1, y1)`` in the last input image's pixels -> in its output's (clamped to the output, as
+        the crops clamp ``BoundingBoxes``)."""
+        x0, y0, x1, y1 = xyxy
+        for step in self.transforms:
+            for move in getattr(step, "moves", ()):
+                x0, y0, x1, y1 = move(x0, y0, x1, y1)
+        return x0, y0, x1, y1
+
+
+class _Recording:
+    """A geometric v2 step that records, per image it transforms, the function that moves a box the same way."""
+
+    moves: list
+
+
+class _Resize(_Recording, v2.Resize):
+    def transform(self, inpt, params: dict):
+        out = super().transform(inpt, params)
+        if _is_image(inpt):
+            (h, w), (oh, ow) = inpt.shape[-2:], out.shape[-2:]
+            self.moves.append(lambda x0, y0, x1, y1: (x0 * ow / w, y0 * oh / h, x1 * ow / w, y1 * oh / h))
+        return out
+
+
+class _HorizontalFlip(_Recording, v2.RandomHorizontalFlip):
+    def transform(self, inpt, params: dict):
+        if _is_image(inpt):
+            w = inpt.shape[-1]
+            self.moves.append(lambda x0, y0, x1, y1: (w - x1, y0, w - x0, y1))
+        return super().transform(inpt, params)
+
+
+class _CenterCrop(_Recording, v2.CenterCrop):
+    def transform(self, inpt, params: dict):
+        if _is_image(inpt):
+            (h, w), (ch, cw) = inpt.shape[-2:], self.size
+            if ch <= h and cw <= w:  # torchvision's anchor; a crop larger than the image pads (not used here)
+                top, left = int(round((h - ch) / 2.0)), int(round((w - cw) / 2.0))
+                self.moves.append(_crop_move(top, left, ch, cw))
+        return super().transform(inpt, params)
+
+
+def _crop_move(top: float, left: float, height: int, width: int):
+    """The box move of a crop at ``(top, left)`` of ``height x width``: shift, then clamp to the crop."""
+    def move(x0, y0, x1, y1):
+        xs = [min(max(v - left, 0.0), width) for v in (x0, x1)]
+        ys = [min(max(v - top, 0.0), height) for v in (y0, y1)]
+        return xs[0], ys[0], xs[1], ys[1]
+    return move
+
+
+def _is_image(inpt) -> bool:
+    return isinstance(inpt, torch.Tensor) and not isinstance(inpt, tv_tensors.BoundingBoxes)
+
+
+class WindowPaddedRandomCrop(_Recording, v2.RandomCrop):
     """``v2.RandomCrop(size, padding)`` (zero fill): the same random draws, pixels and boxes, but the image's
     crop window is padded, not the whole image first, and keeps its channels-last memory (padding the whole
     image cost as much as the rest of the transform, and its planar output a transposing collate)."""
 
     def transform(self, inpt, params: dict):
+        if _is_image(inpt) and (params["needs_crop"] or params["needs_pad"]):
+            pad_left, pad_top = params["padding"][:2]  # the crop's (top, left) are in the padded frame
+            self.moves.append(_crop_move(params["top"] - pad_top, params["left"] - pad_left, params["height"],
+                                         params["width"]))
         if not params["needs_pad"] or not isinstance(inpt, torch.Tensor) or isinstance(inpt, tv_tensors.BoundingBoxes):
             return super().transform(inpt, params)  # no padding, a PIL image, or boxes (cheap to pad)
         left, top = params["padding"][:2]
