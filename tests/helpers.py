@@ -14,6 +14,7 @@ import warnings
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
@@ -125,3 +126,17 @@ def run_script_here(script: str, *overrides: str) -> subprocess.CompletedProcess
                 root_logger.addHandler(handler)
         root_logger.setLevel(level)
     return subprocess.CompletedProcess(sys.argv, code, out.getvalue(), err.getvalue())
+
+
+@contextlib.contextmanager
+def forbid_host_reads(monkeypatch: pytest.MonkeyPatch):
+    """Inside the block, reading a tensor value back to the host (``item``, ``tolist``, ``bool``, ``int``,
+    ``float``) raises AssertionError: what a CUDA sync would be."""
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("a tensor value was read back to the host")
+
+    with monkeypatch.context() as m:
+        for name in ("item", "tolist", "__bool__", "__int__", "__float__"):
+            m.setattr(torch.Tensor, name, forbidden)
+        yield

@@ -252,6 +252,10 @@ def test_two_regions_when_one_threshold_box_holds_everything():
         ({"sampler": "affine", "mode": "bilinear", "antialias": True}, "antialias"),
         ({"box": "learned", "sampler": "slice"}, "box"),
         ({"box": "learned", "sampler": "affine", "mode": "nearest"}, "box"),
+        ({"sampler": "grid_sample", "mode": "lanczos", "antialias": True}, "mode"),
+        ({"box": "learned", "mode": "nearest-exact"}, "box"),  # the continuous sampler, a mode with no gradient
+        ({"sampler": "wavelet"}, "sampler"),
+        ({"scale_factor": 2.0, "box": "glimpse", "sampler": "grid_sample"}, "scale_factor"),
         ({"num_regions": 0}, "num_regions"),
         ({"box": "glimpse", "num_regions": 2}, "num_regions"),
         ({"box": "learned", "sampler": "affine", "num_regions": 9}, "num_regions"),
@@ -347,6 +351,22 @@ def test_learned_boxes_get_gradients_from_the_training_loss(level, num_regions):
     check_inside(out["boxes_image"], (64, 64))
 
 
+@pytest.mark.parametrize(("mode", "antialias"), [("bilinear", False), ("area", False), ("bicubic", True),
+                                               ("lanczos", True)])
+def test_learned_boxes_train_through_the_continuous_sampler_in_any_mode(mode, antialias):
+    """The default sampler is differentiable in the box for every mode but nearest: the zoom branch's loss
+    reaches the box head (side and centre temperature) at both levels."""
+    for level in ("feature", "image"):
+        torch.manual_seed(0)
+        net = ZoomNet(BackboneConfig("resnet10t"), ZoomConfig(box="learned", level=level, mode=mode, antialias=antialias),
+                      num_classes=3)
+        assert net.config.sampler == "continuous"
+        out = net(torch.randn(2, 3, 64, 64))
+        F.cross_entropy(out["logits_zoom"], torch.tensor([0, 2])).backward()
+        assert net.learned_box.scale.weight.grad.abs().sum() > 0, level
+        assert net.learned_box.log_temperature.grad.abs() > 0, level
+
+
 def test_learned_box_side_stays_in_range_for_extreme_scale_outputs():
     torch.manual_seed(0)
     net = ZoomNet(BackboneConfig("resnet10t"), ZoomConfig(sampler="affine", box="learned", min_scale=0.2,
@@ -389,7 +409,8 @@ def test_step_bench_rows_include_the_new_box_variants():
 
     names = [v["name"] for v in default_variants((-2, -3))]
     assert names == ["plain", "zoom feature stage=-2", "zoom feature stage=-3", "zoom feature slice",
-                     "zoom feature learned", "zoom feature regions=2", "zoom image", "zoom image steps=2"]
+                     "zoom feature grid_sample", "zoom feature learned", "zoom feature regions=2", "zoom image",
+                     "zoom image grid_sample", "zoom image steps=2"]
     assert [v["name"] for v in default_variants((-2,), box_variants=False)] == [
         "plain", "zoom feature stage=-2", "zoom image"]
     for v in default_variants():

@@ -7,7 +7,8 @@
     python scripts/eval.py ckpt_path=<run>/checkpoints/last.ckpt trainer=cpu
 
 ``last.ckpt`` is that run's checkpoint with its optimizer state removed (eval does not read it; 1.6 MB
-instead of 4.7 MB); ``metrics.json`` and ``test_predictions.csv`` are what that eval wrote.
+instead of 4.7 MB); ``metrics.json`` and ``test_predictions.csv`` are what that eval wrote. Its zoom names
+``sampler=affine``, the grid_sample sampler's name before the continuous sampler became the default.
 """
 
 from __future__ import annotations
@@ -46,6 +47,8 @@ def test_a_checkpoint_from_before_the_package_move_rebuilds_the_same_model():
     path = str(FIXTURE / "last.ckpt")
     meta = read_checkpoint_meta(path)
     model = load_model(path)
+    assert read_checkpoint(path)["hyper_parameters"]["zoom"]["sampler"] == "affine"
+    assert model.net.config.sampler == "grid_sample"  # the old name, read as what it always was
     assert model.hparams.class_names == meta["class_names"]
     saved = read_checkpoint(path)["state_dict"]
     state = model.state_dict()

@@ -60,8 +60,9 @@ def test_feature_level_zoom_on_each_backbone_family(name):
     assert torch.allclose(out["logits"].exp().sum(1), torch.ones(2), atol=1e-5)
 
 
-def test_glimpse_boxes_with_scale_factor_and_channel_sum_attention():
-    zoom = ZoomConfig(box="glimpse", glimpse_size=0.5, scale_factor=2.0, attention="channel_sum", sampler="slice")
+@pytest.mark.parametrize("sampler", ["slice", "continuous"])
+def test_glimpse_boxes_with_scale_factor_and_channel_sum_attention(sampler):
+    zoom = ZoomConfig(box="glimpse", glimpse_size=0.5, scale_factor=2.0, attention="channel_sum", sampler=sampler)
     net = ZoomNet(BackboneConfig("resnet18"), zoom, num_classes=3).eval()
     out = net(torch.randn(2, 3, 64, 64), return_zoomed=True)
     assert out["zoomed"].shape[-2:] == (4, 4)  # a 2x2 glimpse on the 4x4 grid, zoomed x2
