@@ -22,7 +22,7 @@ from fgzoom.checkpoints.io import atomic_write
 from fgzoom.checkpoints.model_folder import is_model_folder
 from fgzoom.cli.cluster import register_resolvers
 from fgzoom.data.readers import GENERATED
-from fgzoom.errors import ConfigError, FGZoomError
+from fgzoom.errors import ConfigError, FGZoomError, InvalidSettingError
 from fgzoom.models.backbone import BackboneConfig, backbone_normalization, check_pretrained_available
 from fgzoom.models.loss import FGVCLoss
 from fgzoom.models.options import config_from
@@ -188,7 +188,7 @@ def one_line_errors(fn: Callable) -> Callable:
     """Run ``fn``; an FGZoomError (also when re-raised from a DataLoader worker) becomes one line on
     stderr and exit status 2 instead of a traceback.
 
-    In a job of a multirun (``-m``), a ConfigError (a setting the sweep's product of keys makes invalid, e.g.
+    In a job of a multirun (``-m``), an InvalidSettingError (a setting the sweep's product of keys makes invalid, e.g.
     ``align_corners=true`` with ``mode=nearest``) is that one line and ``<job dir>/invalid.txt`` holding it, and
     the job returns NaN instead of exiting: the other jobs of the sweep run on, a sweeper records a failed
     trial, and ``scripts/summarize.py`` lists the job as an invalid setting."""
@@ -207,7 +207,7 @@ def one_line_errors(fn: Callable) -> Callable:
             if ": " in message and message.split(": ", 1)[0].rsplit(".", 1)[-1] == type(e).__name__:
                 message = message.split(": ", 1)[1]
             print(f"error: {message}", file=sys.stderr)
-            if isinstance(e, ConfigError) and _multirun_job_dir() is not None:
+            if isinstance(e, InvalidSettingError) and _multirun_job_dir() is not None:
                 (_multirun_job_dir() / INVALID_MARKER).write_text(message + "\n")
                 return float("nan")
             sys.exit(2)

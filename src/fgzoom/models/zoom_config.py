@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fgzoom.errors import ConfigError
+from fgzoom.errors import ConfigError, InvalidSettingError
 from fgzoom.models.attention import ATTENTION_KINDS
 from fgzoom.ops.attention_boxes import RULES as RULE_BOXES
 from fgzoom.ops.crop_affine import AFFINE_MODES
@@ -102,15 +102,15 @@ class ZoomConfig:
         # checkpoints and configs written before the continuous sampler name grid_sample "affine"
         object.__setattr__(self, "sampler", SAMPLER_ALIASES.get(self.sampler, self.sampler))
 
-        def bad(key: str, value, allowed: str) -> ConfigError:
-            return ConfigError(f"model.zoom.{key}={value!r}: {allowed}")
+        def bad(key: str, value, allowed: str) -> InvalidSettingError:
+            return InvalidSettingError(f"model.zoom.{key}={value!r}: {allowed}")
 
         if self.level not in LEVELS:
             raise bad("level", self.level, f"must be one of {LEVELS}")
         try:
             check_interpolation(self.mode, self.align_corners, self.antialias, prefix="model.zoom.")
         except ValueError as e:
-            raise ConfigError(str(e)) from None
+            raise InvalidSettingError(str(e)) from None
         if self.box not in BOX_RULES:
             raise bad("box", self.box, f"must be one of {BOX_RULES}")
         if self.sampler not in SAMPLERS:
