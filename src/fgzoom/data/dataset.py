@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 from torch.utils.data import Dataset
-from torchvision import tv_tensors
 
 from fgzoom.data.decode import BadImageError, decode_errors, load_rgb, read_image
 from fgzoom.data.seeding import seeded_rng
@@ -25,7 +22,7 @@ class FGVCDataset(Dataset):
     worker loads it or on what that worker loaded before.
     """
 
-    def __init__(self, samples: list, transform: Callable) -> None:
+    def __init__(self, samples: list, transform: BoxFollowingCompose) -> None:
         self.samples = samples
         self.transform = transform
 
@@ -42,21 +39,14 @@ class FGVCDataset(Dataset):
     def _load(self, index: int) -> dict:
         sample = self.samples[index]
         image = read_image(sample.path)
-        if sample.box is None:  # no box to move: the image alone through the transforms (cheaper per sample)
-            tensor = self.transform(image)
-            size = tensor.shape[-2:]
-            y0, x0, y1, x1, has_box = 0.0, 0.0, float(size[0]), float(size[1]), False
-        else:  # clamped to the image here, so that every transform keeps it inside
-            h, w = image.shape[-2:]
+        h, w = image.shape[-2:]
+        tensor = self.transform(image)
+        if sample.box is None:
+            y0, x0, y1, x1, has_box = 0.0, 0.0, float(tensor.shape[-2]), float(tensor.shape[-1]), False
+        else:  # clamped to the image, then moved by the geometry the transform just applied to the image
             y0, x0, y1, x1 = sample.box
-            xyxy = [min(max(x0, 0), w), min(max(y0, 0), h), min(max(x1, 0), w), min(max(y1, 0), h)]
-            if isinstance(self.transform, BoxFollowingCompose):  # the box by arithmetic on the image's geometry
-                tensor = self.transform(image)
-                x0, y0, x1, y1 = self.transform.move_box(tuple(float(v) for v in xyxy))
-            else:
-                boxes = tv_tensors.BoundingBoxes([xyxy], format="XYXY", canvas_size=(h, w), dtype=torch.float32)
-                tensor, boxes = self.transform(image, boxes)  # a plain tensor: v2 takes it as the image
-                x0, y0, x1, y1 = boxes[0].tolist()
+            x0, y0, x1, y1 = (float(min(max(v, 0), side)) for v, side in ((x0, w), (y0, h), (x1, w), (y1, h)))
+            x0, y0, x1, y1 = self.transform.move_box((x0, y0, x1, y1))
             has_box = x1 > x0 and y1 > y0
         return {
             "image": tensor.as_subclass(torch.Tensor),
