@@ -103,7 +103,12 @@ def main() -> None:
     if args.what not in ("baseline", "loader") and overrides:
         parser.error(f"unrecognized arguments: {' '.join(overrides)} (config overrides go with 'baseline' or 'loader')")
 
-    from fgzoom.bench.crop_resize_bench import bench_crop_resize, bench_samplers, format_sampler_table, format_table
+    from fgzoom.bench.crop_resize_bench import (
+        bench_crop_resize,
+        bench_samplers,
+        format_sampler_table,
+        format_table,
+    )
     from fgzoom.bench.step_bench import bench_train_step, default_variants, format_step_table, interp_variants
 
     report: dict = {"machine": machine(args.device), "args": vars(args)}

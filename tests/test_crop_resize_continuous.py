@@ -7,7 +7,6 @@ import pytest
 import torch
 
 from fgzoom.ops import crop_resize
-
 from tests.helpers import forbid_host_reads
 from tests.test_crop_resize import expected_fn, knob_id, make_boxes, mode_knobs
 

@@ -189,20 +189,22 @@ def bench_samplers(
             mode = m if isinstance(m, str) else m["mode"]
             kwargs = dict(size=out_hw, mode=mode, **knobs)
 
-            def step(fn: Callable[[], Tensor]) -> Callable[[], None]:
-                return lambda: fn().sum().backward()
-
-            fns = [step(lambda: crop_resize(x, boxes, check_boxes=False, **kwargs)),
-                   step(lambda: crop_resize(x, cells, check_boxes=False, **kwargs))]
+            fns = [functools.partial(_forward_backward, crop_resize, x, boxes, check_boxes=False, **kwargs),
+                   functools.partial(_forward_backward, crop_resize, x, cells, check_boxes=False, **kwargs)]
             affine = mode in AFFINE_MODES and not knobs.get("antialias")
             if affine:
-                fns.append(step(lambda: crop_affine(x, boxes, out_hw, mode=mode,
-                                                    align_corners=bool(knobs.get("align_corners")))))
+                fns.append(functools.partial(_forward_backward, crop_affine, x, boxes, out_hw, mode=mode,
+                                             align_corners=bool(knobs.get("align_corners"))))
             times = _time_pair(fns, repeats=repeats, warmup=2, device=device)
             rows.append({"shape": f"{B}x{C}x{H}x{W}->{out_hw[0]}x{out_hw[1]}", "mode": mode, "knobs": knobs,
                          "continuous_ms": times[0], "slice_ms": times[1],
                          "grid_sample_ms": times[2] if affine else None})
     return rows
+
+
+def _forward_backward(fn: Callable[..., Tensor], *args: Any, **kwargs: Any) -> None:
+    """``fn(*args, **kwargs)`` and the backward of its sum (a training step's work on the crop)."""
+    fn(*args, **kwargs).sum().backward()
 
 
 def format_sampler_table(rows: Sequence[Mapping[str, Any]]) -> str:

@@ -207,8 +207,9 @@ def one_line_errors(fn: Callable) -> Callable:
             if ": " in message and message.split(": ", 1)[0].rsplit(".", 1)[-1] == type(e).__name__:
                 message = message.split(": ", 1)[1]
             print(f"error: {message}", file=sys.stderr)
-            if isinstance(e, InvalidSettingError) and _multirun_job_dir() is not None:
-                (_multirun_job_dir() / INVALID_MARKER).write_text(message + "\n")
+            job_dir = _multirun_job_dir() if isinstance(e, InvalidSettingError) else None
+            if job_dir is not None:
+                (job_dir / INVALID_MARKER).write_text(message + "\n")
                 return float("nan")
             sys.exit(2)
 

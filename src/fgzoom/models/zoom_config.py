@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fgzoom.errors import ConfigError, InvalidSettingError
+from fgzoom.errors import InvalidSettingError
 from fgzoom.models.attention import ATTENTION_KINDS
 from fgzoom.ops.attention_boxes import RULES as RULE_BOXES
 from fgzoom.ops.crop_affine import AFFINE_MODES
