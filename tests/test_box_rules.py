@@ -395,7 +395,8 @@ def test_learned_boxes_zoom_branch_cross_entropy_moves_the_box():
 
 def test_moments_box_uses_the_threshold_as_documented():
     net = ZoomNet(BackboneConfig("resnet10t"), ZoomConfig(box="moments", threshold=0.5, padding=0.0, min_size=0.0,
-                                                          sigmas=math.sqrt(3), attention="channel_sum"),
+                                                          sigmas=math.sqrt(3), attention="channel_sum",
+                                                          cell_offset=0),  # the rule on the map as given
                   num_classes=3).eval()
     # a uniform blob over a weaker plateau: above theta=0.5 only the blob remains
     m = blob(0, 0, 16, 16, 0.3, 16, 16) + blob(4, 4, 12, 12, 0.7, 16, 16)

@@ -390,7 +390,9 @@ def test_grid_shows_the_zoomed_view_the_model_saw(zoom, datamodule, tmp_path):
             assert torch.allclose(data.zoomed, out["zoomed"]) and data.zoomed.shape[-1] == 40
             assert data.zoom_note.startswith("zoomed input (slice bicubic, align_corners=true")
         else:  # the image crop of the same boxes, resized like the features were
+            # whole cells map to a fractional image region where the cells sit off their pixel blocks
             expected = crop_resize(batch["image"], out["boxes_image"], size=(48, 48), mode="area")
+            assert out["boxes_image"].is_floating_point() == (model.net.offset != (0.0, 0.0))
             assert torch.allclose(data.zoomed, expected) and "net zooms features" in data.zoom_note
     fig = grid_figure(data, datamodule.class_names, datamodule.transform_args["mean"], datamodule.transform_args["std"])
     assert sum(1 for ax in fig.axes if ax.images) == 3 * (1 if zoom is None else 2)
@@ -423,7 +425,9 @@ def test_grid_draws_every_region_and_float_boxes(zoom, datamodule, tmp_path):
     out = model.net.eval()(batch["image"], return_zoomed=True)
     k = config.num_regions
     assert torch.equal(data.boxes, out["boxes_image"])
-    assert data.boxes.dtype == (torch.int64 if config.sampler == "slice" else torch.float32)
+    # slice crops whole cells: integer image boxes, unless the cells sit off their pixel blocks (cell_offset)
+    whole_pixels = config.sampler == "slice" and (config.level == "image" or model.net.offset == (0.0, 0.0))
+    assert data.boxes.dtype == (torch.int64 if whole_pixels else torch.float32)
     assert data.boxes.shape == ((3, k, 4) if k > 1 else (3, 4))
     side = 40 if config.size else 48
     assert data.zoomed.shape == ((3, k, 3, side, side) if k > 1 else (3, 3, side, side))

@@ -14,6 +14,7 @@ model (no attention) gets the images with predicted and true classes only.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
@@ -114,6 +115,10 @@ def image_crops(images: Tensor, boxes: Tensor, config: ZoomConfig, size: tuple[i
     ``images`` Tensor[N, 3, H, W] and resize them to ``size`` the way the model's sampler resizes its crops
     (``crop_views``, the crop of the model's zoomed branch). Returns Tensor[N, 3, *size] (one region) or Tensor[N, k, 3, *size]."""
     regions = _regions(boxes)
+    if regions.is_floating_point() and config.sampler == "slice":
+        # the image region of whole feature cells is fractional where the backbone's cells sit off their
+        # pixel blocks (cell_offset): crop it exactly, as the continuous sampler does
+        config = dataclasses.replace(config, sampler="continuous")
     n, k = regions.shape[:2]
     x = images.float().repeat_interleave(k, dim=0) if k > 1 else images.float()
     flat = regions.reshape(-1, 4).to(x.device)
@@ -156,7 +161,8 @@ def grid_data(
     grid = tuple(images.shape[-2:])
     data.steps = "boxes_steps" in out  # a recursive zoom: every step's box
     boxes = out["boxes_steps"] if data.steps else out["boxes_image"]
-    data.attention = resize_attention(out["attention"].float(), grid).clamp(0, 1).cpu()
+    offset = getattr(net, "offset", (0.0, 0.0))  # where the network's cells sit in the image
+    data.attention = resize_attention(out["attention"].float(), grid, offset).clamp(0, 1).cpu()
     data.boxes = boxes.cpu()
     data.degenerate = out["degenerate"].cpu()
     if data.steps:  # every step's view, cut from the image the way the network cut it

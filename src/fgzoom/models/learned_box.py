@@ -39,23 +39,25 @@ class LearnedBox(nn.Module):
         nn.init.zeros_(self.scale.bias)
         self.log_temperature = nn.Parameter(torch.tensor(math.log(temperature)))
 
-    def centres(self, maps: Tensor) -> Tensor:
-        """Tensor[B, M, h, w] -> soft-argmax centres Tensor[B, k, 2] ``(cy, cx)`` in frame fractions."""
+    def centres(self, maps: Tensor, offset: tuple[float, float] = (0.0, 0.0)) -> Tensor:
+        """Tensor[B, M, h, w] -> soft-argmax centres Tensor[B, k, 2] ``(cy, cx)`` in frame fractions, cell i
+        centred at ``(i + 0.5 + offset) / h`` (``offset``: the backbone's cell offset, ``fgzoom.ops.cell_geometry``)."""
         b, m, h, w = maps.shape
         groups = torch.stack([g.float().mean(dim=1) for g in maps.chunk(self.num_regions, dim=1)], dim=1)
         flat = groups.flatten(2)  # [B, k, h*w]
         flat = flat / flat.amax(dim=2, keepdim=True).clamp_min(1e-6)
         weights = (flat * self.log_temperature.exp()).softmax(dim=2).view(b, -1, h, w)
-        ys = (torch.arange(h, device=maps.device, dtype=torch.float32) + 0.5) / h
-        xs = (torch.arange(w, device=maps.device, dtype=torch.float32) + 0.5) / w
+        ys = (torch.arange(h, device=maps.device, dtype=torch.float32) + 0.5 + offset[0]) / h
+        xs = (torch.arange(w, device=maps.device, dtype=torch.float32) + 0.5 + offset[1]) / w
         cy = (weights.sum(dim=3) * ys).sum(dim=2)
         cx = (weights.sum(dim=2) * xs).sum(dim=2)
         return torch.stack([cy, cx], dim=2)
 
-    def forward(self, features: Tensor, maps: Tensor, grid: tuple[int, int]) -> Tensor:
+    def forward(self, features: Tensor, maps: Tensor, grid: tuple[int, int],
+                offset: tuple[float, float] = (0.0, 0.0)) -> Tensor:
         """Stage features Tensor[B, C, h, w] and maps Tensor[B, M, h, w] -> boxes Tensor[B, k, 4] float
-        ``(y0, x0, y1, x1)`` on ``grid`` (continuous coordinates), inside the frame."""
-        centre = self.centres(maps)  # [B, k, 2]
+        ``(y0, x0, y1, x1)`` on ``grid`` (continuous coordinates), inside the frame; ``offset``: see ``centres``."""
+        centre = self.centres(maps, offset)  # [B, k, 2]
         pooled = features.float().mean(dim=(2, 3))
         side = self.min_scale + (self.max_scale - self.min_scale) * torch.sigmoid(self.scale(pooled))  # [B, k]
         half = side[..., None] / 2

@@ -39,6 +39,7 @@ from torch import Tensor
 from fgzoom.models.attention import AttentionHead
 from fgzoom.models.backbone import BackboneConfig, create_backbone
 from fgzoom.models.backbone_split import check_zoom_size, split_backbone
+from fgzoom.models.backbone_split.geometry import measure_cell_offset
 from fgzoom.models.branch_norm import BranchStats
 from fgzoom.models.input_view import InputView
 from fgzoom.models.learned_box import LearnedBox
@@ -46,7 +47,8 @@ from fgzoom.models.network import FGVCNet
 from fgzoom.models.zoom_config import ZoomConfig
 from fgzoom.models.zoom_crop import crop_views
 from fgzoom.ops.attention_boxes import glimpse_boxes, normalize_attention, region_boxes, resize_attention
-from fgzoom.ops.boxes import grow_boxes, nest_boxes, round_boxes, scale_boxes, scale_float_boxes
+from fgzoom.ops.boxes import grow_boxes, nest_boxes, round_boxes, scale_boxes
+from fgzoom.ops.cell_geometry import cells_to_image, image_to_cells, is_zero_offset
 
 
 class ZoomedViews(NamedTuple):
@@ -128,6 +130,19 @@ class ZoomNet(FGVCNet):
         if zoom.steps > 1:  # the attention head also reads the zoomed views: statistics of their own there
             tail.append(self.attention)
         self.branch_stats = BranchStats(tail) if zoom.norm_stats == "branch" else None
+        # where the split's cells sit in the image (fgzoom.ops.cell_geometry): measured on the backbone as built
+        # (with its pretrained weights), then kept in the checkpoint, so a resumed or evaluated model boxes the same
+        offset = zoom.fixed_cell_offset or measure_cell_offset(self.split, cache_key=(repr(backbone), zoom.stage))
+        self.register_buffer("cell_offset", torch.tensor(offset, dtype=torch.float32))
+        # the same as Python floats (read on every step without a device sync), rounded as the buffer holds them
+        self.offset = tuple(float(v) for v in self.cell_offset.tolist())
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        key = prefix + "cell_offset"
+        if key not in state_dict:  # a checkpoint from before the measured cell offset: the plain resize rule
+            state_dict[key] = torch.zeros(2)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self.offset = tuple(float(v) for v in self.cell_offset.tolist())
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Checkpoint the backbone on both sides of the split (``BackboneSplit.set_grad_checkpointing``)."""
@@ -181,28 +196,36 @@ class ZoomNet(FGVCNet):
         cfg = self.config
         crop_grid = crop_grid or grid
         b = attention.shape[0]
+        offset = self.offset  # the attention's cells in the image grid
         if cfg.box == "glimpse":
             side = (max(1, round(cfg.glimpse_size * crop_grid[0])), max(1, round(cfg.glimpse_size * crop_grid[1])))
-            boxes, degenerate = glimpse_boxes(resize_attention(attention, crop_grid), side)
+            on_image = crop_grid == grid  # level=image: the glimpse is taken on the image grid
+            boxes, degenerate = glimpse_boxes(resize_attention(attention, crop_grid, offset if on_image else (0, 0)), side)
             boxes, degenerate = boxes[:, None], degenerate[:, None]
-            if cfg.float_boxes:
-                boxes = boxes.float()
-                return boxes, scale_float_boxes(boxes, crop_grid, grid), degenerate
-            return boxes, scale_boxes(boxes.flatten(0, 1), crop_grid, grid).view_as(boxes), degenerate
+            boxes = boxes.float() if cfg.float_boxes else boxes
+            return boxes, boxes if on_image else self.cells_to_image(boxes, crop_grid, grid), degenerate
         if cfg.box == "learned":
-            boxes = self.learned_box(features, maps, grid)  # [B, k, 4] on grid
+            boxes = self.learned_box(features, maps, grid, offset)  # [B, k, 4] on grid
             degenerate = torch.zeros(boxes.shape[:2], dtype=torch.bool, device=boxes.device)
         else:
             boxes, degenerate = region_boxes(
-                resize_attention(attention, grid), cfg.num_regions, rule=cfg.box,
+                resize_attention(attention, grid, offset), cfg.num_regions, rule=cfg.box,
                 threshold=self.thresholds(b, attention.device, threshold), mass=cfg.mass, sigmas=cfg.sigmas,
                 padding=cfg.padding, min_size=self.min_size() if min_size is None else min_size,
             )
-        on_crop = scale_float_boxes(boxes, grid, crop_grid) if crop_grid != grid else boxes
+        on_crop = image_to_cells(boxes, grid, crop_grid, offset) if crop_grid != grid else boxes
         if cfg.float_boxes:
             return on_crop, boxes, degenerate
         cells = round_boxes(on_crop.flatten(0, 1), crop_grid)  # what slice crops, whole cells
-        return cells.view(b, -1, 4), scale_boxes(cells, crop_grid, grid).view(b, -1, 4), degenerate
+        cells = cells.view(b, -1, 4)
+        return cells, cells if crop_grid == grid else self.cells_to_image(cells, crop_grid, grid), degenerate
+
+    def cells_to_image(self, boxes: Tensor, cells: tuple[int, int], grid: tuple[int, int]) -> Tensor:
+        """Boxes Tensor[B, k, 4] on the feature grid ``cells`` -> the image region on ``grid`` they cover: exact
+        integers (``scale_boxes``) for integer boxes with offset 0, else float (``cell_geometry.cells_to_image``)."""
+        if boxes.is_floating_point() or not is_zero_offset(self.offset):
+            return cells_to_image(boxes, cells, grid, self.offset)
+        return scale_boxes(boxes.flatten(0, 1), cells, grid).view_as(boxes)
 
     def zoom(self, x: Tensor, boxes: Tensor, grid: tuple[int, int]) -> Tensor:
         """Crop ``boxes`` Tensor[B, k, 4] (from ``self.boxes``, valid by construction) out of ``x`` Tensor[B, ...]
@@ -226,7 +249,8 @@ class ZoomNet(FGVCNet):
         b, m = maps.shape[:2]
         pick = torch.randint(m, (b,), device=maps.device)
         chosen = maps.detach()[torch.arange(b, device=maps.device), pick]  # [B, h, w]
-        norm, _ = normalize_attention(resize_attention(chosen, grid))
+        on_image = grid != tuple(maps.shape[-2:])  # level=image drops on the image: the cells where they sit
+        norm, _ = normalize_attention(resize_attention(chosen, grid, self.offset if on_image else (0.0, 0.0)))
         return (norm < self.config.drop_threshold).to(maps.dtype)[:, None]
 
     def _zoom_feature(self, source: Tensor, f: Tensor, context: Tensor | None, mean_map: Tensor, maps: Tensor,

@@ -64,6 +64,9 @@ class ZoomConfig:
             s - 1's view (the same head, with BatchNorm statistics of the zoomed views), takes the rule box
             inside it and crops that from the loaded batch (RA-CNN's recursion); every step's box is at least
             ``min_size`` of the frame; the zoomed branch is the mean of the steps' probabilities.
+        cell_offset: where each feature cell sits in the image, in cells (``fgzoom.ops.cell_geometry``):
+            ``measured`` (default: read off the backbone when the model is built and kept in its checkpoint),
+            a number, or ``[dy, dx]``; 0 is the plain resize rule (cell i centred at ``(i + 0.5) * H / h``).
     """
 
     level: str = "feature"
@@ -94,9 +97,10 @@ class ZoomConfig:
     fusion: str = "mean_prob"
     norm_stats: str = "branch"
     steps: int = 1
+    cell_offset: str | float | tuple[float, float] = "measured"
 
     def __post_init__(self) -> None:
-        for key in ("threshold_range", "size"):  # a config file's lists, as the hashable tuples of the fields
+        for key in ("threshold_range", "size", "cell_offset"):  # a config file's lists, as the hashable tuples of the fields
             if isinstance(getattr(self, key), list):
                 object.__setattr__(self, key, tuple(getattr(self, key)))
         # checkpoints and configs written before the continuous sampler name grid_sample "affine"
@@ -181,12 +185,26 @@ class ZoomConfig:
             raise bad("norm_stats", self.norm_stats, f"must be one of {NORM_STATS}")
         if self.steps < 1:
             raise bad("steps", self.steps, "must be >= 1")
+        if self.cell_offset != "measured":
+            pair = self.cell_offset if isinstance(self.cell_offset, tuple) else (self.cell_offset, self.cell_offset)
+            if (len(pair) != 2 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in pair)
+                    or not all(abs(v) <= 0.5 for v in pair)):
+                raise bad("cell_offset", self.cell_offset, "must be measured, a number in [-0.5, 0.5] or [dy, dx] of "
+                          "such numbers (cells; 0 = the plain resize rule)")
         if self.steps > 1 and (self.level != "image" or self.box not in RULE_BOXES
                                or self.sampler not in CONTINUOUS_SAMPLERS or self.num_regions != 1
                                or self.attention != "head"):
             raise bad("steps", self.steps, "a recursive zoom needs model.zoom.level=image, a rule box "
                       f"(model.zoom.box one of {RULE_BOXES}), model.zoom.sampler=continuous or grid_sample, "
                       "model.zoom.num_regions=1 and model.zoom.attention=head")
+
+    @property
+    def fixed_cell_offset(self) -> tuple[float, float] | None:
+        """``cell_offset`` as ``(dy, dx)`` when given as numbers; None when it is ``measured``."""
+        if self.cell_offset == "measured":
+            return None
+        pair = self.cell_offset if isinstance(self.cell_offset, tuple) else (self.cell_offset, self.cell_offset)
+        return float(pair[0]), float(pair[1])
 
     @property
     def float_boxes(self) -> bool:

@@ -12,11 +12,11 @@ import math
 import numbers
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from fgzoom.ops.box_checks import check_grid, check_maps, check_number, check_threshold
 from fgzoom.ops.boxes import box_mask, cell_centres, grow_boxes, round_boxes
+from fgzoom.ops.cell_geometry import resize_maps
 
 __all__ = [
     "RULES",
@@ -57,21 +57,20 @@ def normalize_attention(attention: Tensor) -> tuple[Tensor, Tensor]:
     return norm.view_as(attention), degenerate
 
 
-def resize_attention(attention: Tensor, grid: tuple[int, int]) -> Tensor:
-    """Bilinearly resize maps to ``grid`` (``align_corners=False``; no-op when already that size).
+def resize_attention(attention: Tensor, grid: tuple[int, int], offset: tuple[float, float] = (0.0, 0.0)) -> Tensor:
+    """Bilinearly resize cell maps to the image ``grid``, each cell centred where the backbone's cell ``offset``
+    puts it (``fgzoom.ops.cell_geometry.resize_maps``; offset 0: ``F.interpolate`` with ``align_corners=False``,
+    a no-op when already that size).
 
     Args:
         attention: ``Tensor[B, h, w]`` floating.
         grid: ``(H, W)`` positive ints.
+        offset: ``(delta_y, delta_x)`` in cells.
 
     Returns:
-        ``Tensor[B, H, W]``: ``attention`` itself when ``(h, w) == grid``, else float32.
+        ``Tensor[B, H, W]``: ``attention`` itself when ``(h, w) == grid`` and the offset is 0, else float32.
     """
-    check_maps(attention, "attention")
-    grid = check_grid(grid, "grid")
-    if tuple(attention.shape[-2:]) == grid:
-        return attention
-    return F.interpolate(attention[:, None].float(), size=grid, mode="bilinear", align_corners=False)[:, 0]
+    return resize_maps(attention, grid, offset)
 
 
 def threshold_boxes(
