@@ -172,6 +172,18 @@ def test_a_large_grid_is_scored_downscaled_to_max_side():
     assert torch.equal(large.compute(), small.compute())
 
 
+def test_a_batch_without_boxes_is_not_labelled(monkeypatch):
+    import fgzoom.models.box_accuracy as box_accuracy
+
+    def fail(*args, **kwargs):
+        raise AssertionError("labelled a batch without boxes")
+
+    monkeypatch.setattr(box_accuracy, "best_component_iou", fail)
+    metric = MaxBoxAccV2()
+    metric.update(torch.rand(2, 4, 4), torch.zeros(2, 4), (8, 8), torch.zeros(2, dtype=torch.bool))
+    assert metric.update_count == 1 and metric.total == 0 and metric.compute().isnan().all()
+
+
 def test_metric_errors():
     with pytest.raises(ValueError, match="num_thresholds=0"):
         MaxBoxAccV2(num_thresholds=0)

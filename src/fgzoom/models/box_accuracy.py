@@ -107,7 +107,8 @@ class MaxBoxAccV2(Metric):
             attention: ``Tensor[B, h, w]`` floating, one map per image (e.g. the mean of the M maps), any range.
             boxes: ``Tensor[B, 4]`` GT ``(y0, x0, y1, x1)`` on ``grid`` (image pixels, end-exclusive).
             grid: ``(H, W)`` the image grid.
-            weight: ``Tensor[B]`` (e.g. ``has_box``; bool or float), or None for all ones.
+            weight: ``Tensor[B]`` (e.g. ``has_box``; bool or float), or None for all ones. A batch without
+                weight is skipped after one host read, so datasets without boxes pay nothing.
         """
         check_maps(attention, "attention")
         check_boxes(boxes, "boxes")
@@ -119,6 +120,8 @@ class MaxBoxAccV2(Metric):
         grid = check_grid(grid, "grid")
         device = attention.device
         weight = torch.ones(b, device=device) if weight is None else weight.to(device=device, dtype=torch.float32)
+        if not bool((weight > 0).any()):  # host read: skip the labelling (the counts would not move)
+            return
         on = self.eval_grid(grid)
         boxes = scale_float_boxes(boxes.to(device), grid, on) if on != grid else boxes.to(device).float()
         norm, _ = normalize_attention(resize_attention(attention.float(), on))  # [B, H, W] in [0, 1]
