@@ -241,7 +241,7 @@ def test_split_metrics_without_boxes_or_attention_log_no_maxboxacc():
         metrics.update(out, torch.arange(4), torch.tensor(1.0), {k: v for k, v in batch.items() if k != "image"})
 
 
-def test_val_thresholds_travel_in_checkpoints():
+def test_val_thresholds_travel_in_checkpoints(tmp_path):
     module = FGVCModule(backbone={"name": "resnet10t"}, num_classes=4, zoom={"level": "image"})
     checkpoint: dict = {}
     module.on_save_checkpoint(checkpoint)
@@ -252,6 +252,10 @@ def test_val_thresholds_travel_in_checkpoints():
     restored = FGVCModule.from_saved(module.hparams, module.state_dict(), val_box_tau=[0.25, 0.5, 0.75])
     assert torch.equal(restored.val_box_tau, module.val_box_tau)
     assert module.state_dict().keys() == restored.state_dict().keys()  # not a buffer: state_dict unchanged
+    from fgzoom.checkpoints.model_folder import load_model_folder, save_model_folder
+
+    folder = save_model_folder(module, checkpoint["fgzoom"], tmp_path / "model")
+    assert torch.equal(load_model_folder(folder).val_box_tau, module.val_box_tau)
     restored.on_load_checkpoint({"state_dict": {}, "fgzoom": {"progress": 1.0}})  # saved before it existed
     assert restored.val_box_tau is None
     with pytest.raises(ConfigError, match="fgzoom.val_box_tau"):
