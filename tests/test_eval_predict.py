@@ -88,7 +88,7 @@ def test_eval_metrics_json_has_every_key_in_range(evaluated):
     saved = json.loads((out / "metrics.json").read_text())
     assert saved == pytest.approx(metrics)
     keys = ("acc", "acc_raw", "acc_zoom", "acc_top5", "acc_macro", "degenerate_frac", "iou_mean", "loc_acc@0.5",
-            "acc_tta")
+            "maxboxacc_v2", "maxboxacc@0.3", "maxboxacc@0.5", "maxboxacc@0.7", "boxacc_v2@val_tau", "acc_tta")
     assert set(saved) == {f"test/{key}" for key in (*keys, "loss")}
     for key in keys:
         assert saved[f"test/{key}"] is not None and 0.0 <= saved[f"test/{key}"] <= 1.0, key

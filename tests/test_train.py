@@ -47,7 +47,7 @@ def test_train_writes_outputs_and_eval_reads_the_checkpoint(tmp_path, synthetic_
     )
     eval_metrics = evaluate(eval_cfg)
     # one epoch: the best checkpoint is the last one, so eval reproduces training's test metrics
-    for key in ("test/acc", "test/acc_zoom", "test/loss"):
+    for key in ("test/acc", "test/acc_zoom", "test/loss", "test/maxboxacc_v2", "test/boxacc_v2@val_tau"):
         assert eval_metrics[key] == pytest.approx(saved[key], abs=1e-6), key
     assert json.loads((eval_dir / "metrics.json").read_text())["test/acc"] == pytest.approx(eval_metrics["test/acc"])
 

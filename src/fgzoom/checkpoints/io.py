@@ -155,8 +155,9 @@ def _fgzoom_checkpoint(path: str, trust: bool, mmap: bool) -> dict:
 
 def read_checkpoint_meta(path: str, trust: bool = False) -> dict:
     """The ``fgzoom`` entry of the checkpoint at ``path``: ``class_names``, ``config`` (the run's resolved
-    config) and ``progress``; ``path`` may also be a model folder (``fgzoom.checkpoints.model_folder``). Raises ConfigError when
-    it is not a readable fgzoom checkpoint (``read_checkpoint``; ``trust``: ``trust_checkpoint=true``)."""
+    config), ``progress`` and ``val_box_tau`` (absent in files saved before it); ``path`` may also be a model
+    folder (``fgzoom.checkpoints.model_folder``). Raises ConfigError when it is not a readable fgzoom checkpoint
+    (``read_checkpoint``; ``trust``: ``trust_checkpoint=true``)."""
     if is_model_folder(path):
         return read_folder_meta(path)
     return _fgzoom_checkpoint(path, trust, mmap=True)["fgzoom"]
@@ -172,7 +173,7 @@ def load_model(path: str, trust: bool = False) -> FGVCModule:
     checkpoint = _fgzoom_checkpoint(path, trust, mmap=False)
     return FGVCModule.from_saved(checkpoint["hyper_parameters"], checkpoint["state_dict"],
                                  checkpoint["fgzoom"].get("progress", 1.0),
-                                 source=f"ckpt_path={path}")
+                                 source=f"ckpt_path={path}", val_box_tau=checkpoint["fgzoom"].get("val_box_tau"))
 
 
 def check_resumable(path: str | None, trust: bool = False) -> None:

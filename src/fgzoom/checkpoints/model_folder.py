@@ -6,7 +6,8 @@ Layout::
 
     <folder>/
       model.safetensors   the FGVCModule's state_dict (the weights eval/predict would load from the checkpoint)
-      fgzoom.json         {"format": 1, "hyper_parameters": ..., "class_names": [...], "progress": float}
+      fgzoom.json         {"format": 1, "hyper_parameters": ..., "class_names": [...], "progress": float,
+                           "val_box_tau": [3 floats] or null (MaxBoxAccV2's val-best map thresholds)}
       config.yaml         the run's resolved config (data, model, trainer, seed)
       README.md           the model card: data, recipe, metrics (with the seed) when the run folder has them
 """
@@ -79,7 +80,7 @@ def save_model_folder(module: FGVCModule, meta: dict, out: Path, checkpoint: Pat
     hparams = {k: v for k, v in dict(module.hparams).items() if not callable(v)}
     (out / META).write_text(json.dumps(
         {"format": FORMAT, "hyper_parameters": hparams, "class_names": meta.get("class_names"),
-         "progress": meta.get("progress", 1.0)}, indent=1, default=list))
+         "progress": meta.get("progress", 1.0), "val_box_tau": meta.get("val_box_tau")}, indent=1, default=list))
     config = meta.get("config") or {}
     (out / CONFIG).write_text(yaml.safe_dump(json.loads(json.dumps(config, default=list)), sort_keys=False))
     metrics = _metrics_of_run(checkpoint) if checkpoint is not None else None
@@ -88,7 +89,8 @@ def save_model_folder(module: FGVCModule, meta: dict, out: Path, checkpoint: Pat
 
 
 def read_folder_meta(folder: str | Path) -> dict:
-    """The ``fgzoom`` entry a checkpoint would hold (``class_names``, ``config``, ``progress``) of a model folder."""
+    """The ``fgzoom`` entry a checkpoint would hold (``class_names``, ``config``, ``progress``, ``val_box_tau``) of
+    a model folder."""
     folder = Path(str(folder)).expanduser()
     try:
         meta = json.loads((folder / META).read_text())
@@ -98,7 +100,7 @@ def read_folder_meta(folder: str | Path) -> dict:
     if meta.get("format") != FORMAT:
         raise ConfigError(f"ckpt_path={folder}: model folder format {meta.get('format')!r}, this fgzoom reads {FORMAT}")
     return {"class_names": meta.get("class_names"), "config": config, "progress": meta.get("progress", 1.0),
-            "hyper_parameters": meta["hyper_parameters"]}
+            "val_box_tau": meta.get("val_box_tau"), "hyper_parameters": meta["hyper_parameters"]}
 
 
 def load_model_folder(folder: str | Path) -> FGVCModule:
@@ -110,7 +112,7 @@ def load_model_folder(folder: str | Path) -> FGVCModule:
     except Exception as e:  # safetensors' own errors (a damaged or foreign file)
         raise ConfigError(f"ckpt_path={folder}: cannot read {WEIGHTS} ({type(e).__name__}: {str(e)[:200]})") from e
     return FGVCModule.from_saved(meta["hyper_parameters"], state, float(meta["progress"]),
-                                 source=f"ckpt_path={folder}")
+                                 source=f"ckpt_path={folder}", val_box_tau=meta["val_box_tau"])
 
 
 def push_folder(folder: Path, repo: str) -> str:

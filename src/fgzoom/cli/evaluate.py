@@ -7,6 +7,8 @@ of ``eval.tta`` as its argument) gives every number and file below; the metrics 
 Writes into the run folder:
     metrics.json                 ``<split>/acc``, ``acc_raw``, ``acc_zoom``, ``acc_top5``, ``acc_macro``, ``loss``,
                                  ``degenerate_frac``, ``iou_mean`` and ``loc_acc@0.5`` (zoom model, GT boxes),
+                                 ``maxboxacc_v2``, ``maxboxacc@0.3``, ``@0.5``, ``@0.7`` (attention map, GT
+                                 boxes), ``boxacc_v2@val_tau`` (split=test, checkpoint with val thresholds),
                                  ``acc_tta`` (eval.tta)
     confusion_matrix.csv/.png    counts (CSV, class names as header and index); row-normalized picture
     per_class_accuracy.csv       class, n, acc
@@ -16,7 +18,10 @@ Writes into the run folder:
                                  pixels: integers for sampler=slice, 2 decimals for the float-box samplers
     figures/eval_grid.png        attention, zoom boxes, GT box and zoomed view for ``eval.num_images`` images
 
-Localization (``iou_mean``, ``loc_acc@0.5``) scores region 1 (the most salient) against the GT box.
+Localization (``iou_mean``, ``loc_acc@0.5``) scores region 1 (the most salient) against the GT box. MaxBoxAccV2
+(``maxboxacc_v2``: Choe et al., CVPR 2020) scores the attention map itself, at the map threshold best on the
+evaluated split (the oracle number papers report); ``boxacc_v2@val_tau`` at the thresholds the checkpoint's last
+validation chose (``FGVCModule.val_box_tau``), the number without test-set selection.
 """
 
 from __future__ import annotations
@@ -105,15 +110,17 @@ def check_eval_options(cfg: DictConfig) -> None:
 
 
 def split_metrics(
-    split: str, model: FGVCModule, outputs: Sequence[Mapping[str, Tensor]], preds: Predictions
+    split: str, model: FGVCModule, outputs: Sequence[Mapping[str, Tensor]], preds: Predictions,
+    grid: tuple[int, int],
 ) -> dict[str, float]:
-    """The module's metrics of ``split`` (``SplitMetrics``) over the ``predict_step`` outputs, plus
-    ``<split>/acc_tta`` when the outputs have TTA probabilities."""
-    metrics = SplitMetrics(split, model.hparams.num_classes, model.net.branches)
+    """The module's metrics of ``split`` (``SplitMetrics``, MaxBoxAccV2 included, on the images' ``grid`` (H, W))
+    over the ``predict_step`` outputs, plus ``<split>/acc_tta`` when the outputs have TTA probabilities; on test
+    ``boxacc_v2@val_tau`` at the model's ``val_box_tau`` when it has one."""
+    metrics = SplitMetrics(split, model.hparams.num_classes, model.net.branches, box_accuracy=True)
     for out in outputs:
         out = {key: value.detach().cpu() for key, value in out.items()}
-        metrics.update(out, out["label"], out["loss"], out)
-    values = to_float_dict(metrics.compute())
+        metrics.update(out, out["label"], out["loss"], out, grid=grid)
+    values = to_float_dict(metrics.compute(val_tau=model.val_box_tau if split == "test" else None))
     if preds.probs_tta is not None:
         tta = MulticlassAccuracy(model.hparams.num_classes, top_k=1, average="micro")
         values[f"{split}/acc_tta"] = float(tta(preds.probs_tta, preds.labels))
@@ -146,7 +153,8 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     loader = datamodule.test_dataloader() if split == "test" else datamodule.val_dataloader()
     outputs = trainer.predict(model, datamodule=LoaderDataModule(loader, *datamodule.normalization()))
     preds = gather_predictions(outputs)
-    metrics = split_metrics(split, model, outputs, preds)
+    grid = (datamodule.image_size, datamodule.image_size)  # the loaded images (square), where GT boxes live
+    metrics = split_metrics(split, model, outputs, preds, grid)
     for logger in trainer.loggers:  # what trainer.test would have logged
         logger.log_metrics({k: v for k, v in metrics.items() if v is not None}, step=0)
         logger.save()

@@ -6,6 +6,7 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
+from fgzoom.models.box_accuracy import MaxBoxAccV2
 from fgzoom.ops.boxes import matched_box_iou
 
 
@@ -14,13 +15,22 @@ class SplitMetrics(nn.Module):
     per network branch (``FGVCNet.branches``, e.g. ``acc_zoom``); for networks that return boxes
     ``degenerate_frac`` and, where the batch has ground-truth boxes, ``iou_mean`` and ``loc_acc@0.5``.
 
+    With ``box_accuracy``, for networks that return an ``attention`` map and batches with ground-truth boxes:
+    ``maxboxacc_v2`` (MaxBoxAccV2, :class:`~fgzoom.models.box_accuracy.MaxBoxAccV2`: the mean over IoU 0.3, 0.5
+    and 0.7 of the box accuracy at the best map threshold of this split), ``maxboxacc@0.3``, ``@0.5``, ``@0.7``,
+    and, when :meth:`compute` is given thresholds chosen elsewhere (validation's, for test), ``boxacc_v2@val_tau``
+    (the box accuracy at those thresholds, mean over the three IoUs). After :meth:`compute`, :attr:`best_tau`
+    holds this split's best thresholds.
+
     Args:
         split: ``train``, ``val`` or ``test``: the prefix of every name.
         num_classes: K.
         branches: metric name -> output key, each a top-1 accuracy.
+        box_accuracy: also score MaxBoxAccV2 (about a hundred connected-component labellings per image: for
+            val and test, not train).
     """
 
-    def __init__(self, split: str, num_classes: int, branches: dict[str, str]) -> None:
+    def __init__(self, split: str, num_classes: int, branches: dict[str, str], box_accuracy: bool = False) -> None:
         super().__init__()
         self.prefix = f"{split}/"
         top1 = dict(num_classes=num_classes, top_k=1, average="micro")
@@ -43,15 +53,19 @@ class SplitMetrics(nn.Module):
         self.degenerate_frac = MeanMetric()
         self.iou_mean = MeanMetric()
         self.loc_acc = MeanMetric()  # logged as loc_acc@0.5
+        self.box_accuracy = MaxBoxAccV2() if box_accuracy else None
+        self.best_tau: Tensor | None = None  # Tensor[D]: the best map threshold per IoU delta of the last compute
 
     @property
     def empty(self) -> bool:
         """No batch since the last reset (e.g. the epoch-end hook Lightning replays after a resume)."""
         return self.loss.update_count == 0
 
-    def update(self, out: dict[str, Tensor], labels: Tensor, loss: Tensor, batch: dict | None = None) -> None:
+    def update(self, out: dict[str, Tensor], labels: Tensor, loss: Tensor, batch: dict | None = None,
+               grid: tuple[int, int] | None = None) -> None:
         """One batch: the network's outputs, labels Tensor[B], the batch loss and (for localization) the batch
-        with ``box`` Tensor[B, 4] and ``has_box`` Tensor[B] when the dataset has boxes."""
+        with ``box`` Tensor[B, 4] and ``has_box`` Tensor[B] when the dataset has boxes. ``grid``: the image grid
+        ``(H, W)`` the boxes are on, for MaxBoxAccV2; None = that of ``batch["image"]``."""
         self.loss.update(loss.detach(), labels.shape[0])
         self.prediction.update(out["logits"].detach(), labels)
         for name, key in self.branch_outputs.items():
@@ -66,9 +80,17 @@ class SplitMetrics(nn.Module):
             weight = batch["has_box"].float()
             self.iou_mean.update(iou, weight)
             self.loc_acc.update((iou >= 0.5).float(), weight)
+        if self.box_accuracy is not None and "attention" in out and batch is not None and "has_box" in batch:
+            if grid is None:
+                if "image" not in batch:
+                    raise ValueError("SplitMetrics.update: MaxBoxAccV2 needs the image grid: pass grid=(H, W) or a "
+                                     "batch with its image")
+                grid = tuple(batch["image"].shape[-2:])
+            self.box_accuracy.update(out["attention"].detach(), batch["box"], grid, batch["has_box"])
 
-    def compute(self) -> dict[str, Tensor]:
-        """Every metric with data, by its logged name."""
+    def compute(self, val_tau: Tensor | None = None) -> dict[str, Tensor]:
+        """Every metric with data, by its logged name. ``val_tau``: Tensor[3], map thresholds chosen on another
+        split (one per IoU delta) at which ``boxacc_v2@val_tau`` is read; None = not logged."""
         values = {**self.prediction.compute(), **(self.branches.compute() if self.branch_outputs else {})}
         values[f"{self.prefix}loss"] = self.loss.compute()
         if self.degenerate_frac.update_count:
@@ -76,8 +98,27 @@ class SplitMetrics(nn.Module):
         if self.iou_mean.weight > 0:
             values[f"{self.prefix}iou_mean"] = self.iou_mean.compute()
             values[f"{self.prefix}loc_acc@0.5"] = self.loc_acc.compute()
+        self.best_tau = None
+        if self.box_accuracy is not None and self.box_accuracy.update_count:
+            values.update(self._box_accuracy(val_tau))
+        return values
+
+    def _box_accuracy(self, val_tau: Tensor | None) -> dict[str, Tensor]:
+        """MaxBoxAccV2 and its parts by logged name, and :attr:`best_tau`; nothing when no image had a box."""
+        metric = self.box_accuracy
+        table = metric.compute()  # [T, D], reduced over processes
+        if bool(table.isnan().any()):  # one host read per epoch: no image with a box
+            return {}
+        best, self.best_tau = metric.best(table)
+        values = {f"{self.prefix}maxboxacc_v2": best.mean()}
+        for delta, acc in zip(metric.deltas, best.unbind(0), strict=True):
+            values[f"{self.prefix}maxboxacc@{delta:g}"] = acc
+        if val_tau is not None:
+            values[f"{self.prefix}boxacc_v2@val_tau"] = metric.at(table, val_tau).mean()
         return values
 
     def reset(self) -> None:
         for metric in (self.prediction, self.branches, self.loss, self.degenerate_frac, self.iou_mean, self.loc_acc):
             metric.reset()
+        if self.box_accuracy is not None:
+            self.box_accuracy.reset()

@@ -5,7 +5,8 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import logging
-from collections.abc import Callable, Mapping
+import numbers
+from collections.abc import Callable, Mapping, Sequence
 
 import lightning as L
 import torch
@@ -15,6 +16,7 @@ from fgzoom.callbacks.ema import EMA
 from fgzoom.data.seeding import run_seed, seed_step
 from fgzoom.errors import ConfigError, NonFiniteLossError
 from fgzoom.models.backbone import BackboneConfig
+from fgzoom.models.box_accuracy import IOU_DELTAS
 from fgzoom.models.branch_norm import missing_zoom_stats
 from fgzoom.models.loss import FGVCLoss
 from fgzoom.models.metrics import SplitMetrics
@@ -40,6 +42,19 @@ def create_network(backbone: BackboneConfig, zoom: ZoomConfig | None, num_classe
     return ZoomNet(backbone, zoom, num_classes, input_size)
 
 
+def box_thresholds(value: object) -> Tensor | None:
+    """The ``val_box_tau`` a checkpoint or model folder holds (None, or one number in [0, 1] per IoU delta of
+    MaxBoxAccV2) as Tensor[3] float32; files saved before it existed hold none."""
+    if value is None:
+        return None
+    ok = isinstance(value, Sequence) and not isinstance(value, str) and len(value) == len(IOU_DELTAS) and all(
+        isinstance(v, numbers.Real) and not isinstance(v, bool) and 0.0 <= v <= 1.0 for v in value)
+    if not ok:
+        raise ConfigError(f"fgzoom.val_box_tau={value!r} in the checkpoint: must be null or {len(IOU_DELTAS)} "
+                          "numbers in [0, 1] (the val-best map thresholds)")
+    return torch.tensor([float(v) for v in value], dtype=torch.float32)
+
+
 class FGVCModule(L.LightningModule):
     """Fine-grained classifier around any ``FGVCNet``: the plain baseline (``zoom=None``) or the zoom model.
 
@@ -47,7 +62,14 @@ class FGVCModule(L.LightningModule):
     contract (``fgzoom.models.network``), so this class has no plain/zoom branches. Logged per split
     (``train/``, ``val/``, ``test/``): ``loss``, ``acc`` (the final prediction, fused for zoom), ``acc_top5``,
     ``acc_macro`` (per-class mean), and for zoom ``acc_raw``, ``acc_zoom``, ``degenerate_frac`` and, where
-    ground-truth boxes exist, ``iou_mean`` and ``loc_acc@0.5``.
+    ground-truth boxes exist, ``iou_mean`` and ``loc_acc@0.5``; on val and test also MaxBoxAccV2 of the attention
+    map (``maxboxacc_v2``, ``maxboxacc@0.3``, ``@0.5``, ``@0.7``, each at the best map threshold of its split).
+
+    After each validation epoch (not the sanity check) the map thresholds best on val, one per IoU delta, are
+    kept in :attr:`val_box_tau` and saved in checkpoints (``fgzoom.val_box_tau``) and model folders; the test
+    epoch then also logs ``test/boxacc_v2@val_tau``, the box accuracy at val's thresholds (mean over the
+    deltas). They are not a buffer: the EMA of the weights averages every floating buffer and swaps the average
+    in for validation, which would mix thresholds of different epochs.
 
     Args:
         backbone: ``model.backbone`` (a ``BackboneConfig``; the config file instantiates it; a mapping of its
@@ -117,18 +139,23 @@ class FGVCModule(L.LightningModule):
                                   label_smoothing, center_momentum)
         self.net.attention_drop = self.criterion.weights["drop"] > 0
         for split in SPLITS:
-            setattr(self, f"{split}_metrics", SplitMetrics(split, num_classes, self.net.branches))
+            # MaxBoxAccV2 on val and test only: a hundred connected-component labellings per image
+            setattr(self, f"{split}_metrics",
+                    SplitMetrics(split, num_classes, self.net.branches, box_accuracy=split != "train"))
         self.run_config: dict | None = None  # set by the entry point; saved in checkpoints
+        self.val_box_tau: Tensor | None = None  # Tensor[3] val-best map thresholds; saved in checkpoints
         self._compiled = False
         self._total_steps = 1  # optimizer updates of the fit; set in on_train_start
 
     @classmethod
     def from_saved(
-        cls, hyper_parameters: Mapping, state_dict: Mapping[str, Tensor], progress: float = 1.0, source: str = "the file"
+        cls, hyper_parameters: Mapping, state_dict: Mapping[str, Tensor], progress: float = 1.0,
+        source: str = "the file", val_box_tau: Sequence[float] | None = None,
     ) -> FGVCModule:
         """Rebuild a module on the CPU from the plain values a checkpoint or model folder holds: its
         ``hyper_parameters`` (only this class's own arguments are read; nothing in them is imported or called),
-        its ``state_dict`` and the box warm-up ``progress``. The backbone is built without pretrained weights
+        its ``state_dict``, the box warm-up ``progress`` and the val-best map thresholds ``val_box_tau`` (None:
+        none). The backbone is built without pretrained weights
         (the state has them), so a model trained from ``pretrained_path`` loads where that file is absent.
 
         Raises:
@@ -147,7 +174,8 @@ class FGVCModule(L.LightningModule):
         try:
             module = cls(**kwargs)
             state = dict(state_dict)
-            module.on_load_checkpoint({"state_dict": state, "fgzoom": {"progress": progress}})
+            meta = {"progress": progress, "val_box_tau": val_box_tau}
+            module.on_load_checkpoint({"state_dict": state, "fgzoom": meta})
             module.load_state_dict(state)
         except (RuntimeError, KeyError, TypeError, ValueError) as e:
             first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
@@ -195,7 +223,9 @@ class FGVCModule(L.LightningModule):
         metrics = self.metrics(split)
         if metrics.empty:  # e.g. the epoch-end hook Lightning replays after a resume
             return
-        values = metrics.compute()
+        values = metrics.compute(val_tau=self.val_box_tau if split == "test" else None)
+        if split == "val" and metrics.best_tau is not None and not (self._trainer and self.trainer.sanity_checking):
+            self.val_box_tau = metrics.best_tau.detach().clone()  # the same on every rank (reduced state)
         # torchmetrics' compute() has already reduced over DDP ranks; sync_dist=True averages equal
         # numbers (a no-op) and tells Lightning these epoch values are global
         self.log(f"{split}/acc", values.pop(f"{split}/acc"), prog_bar=True, sync_dist=True)
@@ -246,7 +276,8 @@ class FGVCModule(L.LightningModule):
 
         * ``probs`` Tensor[B, K] float32: softmax of the prediction ``logits``;
         * the network's ``logits``, ``logits_raw``, branch outputs (``net.branches``, e.g. ``logits_zoom``),
-          ``boxes_image`` and ``degenerate`` when it returns them;
+          ``boxes_image``, ``degenerate`` and ``attention`` (Tensor[B, h, w], the mean map on its own grid, for
+          MaxBoxAccV2) when it returns them;
         * ``loss`` (a scalar, the training loss of the batch) when the batch has ``label``;
         * ``probs_tta`` Tensor[B, K] float32 when :meth:`set_tta` set views;
         * ``index``, ``label``, ``box``, ``has_box`` of the batch, passed through.
@@ -254,7 +285,8 @@ class FGVCModule(L.LightningModule):
         images = batch["image"]
         out = self(images)
         probs = out["logits"].float().softmax(-1)
-        keys = dict.fromkeys(("logits", "logits_raw", *self.net.branches.values(), "boxes_image", "degenerate"))
+        keys = dict.fromkeys(("logits", "logits_raw", *self.net.branches.values(), "boxes_image", "degenerate",
+                              "attention"))
         result = {"probs": probs, **{key: out[key] for key in keys if key in out}}
         if "label" in batch:
             result["loss"] = self.criterion(out, batch["label"])
@@ -304,10 +336,14 @@ class FGVCModule(L.LightningModule):
             "class_names": self.hparams.class_names,
             "config": self.run_config,
             "progress": float(self.net.progress),  # the warm-up state the checkpoint's boxes were made with
+            # the map thresholds best on the last validation (one host read per checkpoint)
+            "val_box_tau": None if self.val_box_tau is None else [float(v) for v in self.val_box_tau.tolist()],
         }
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        self.net.progress = float(checkpoint.get("fgzoom", {}).get("progress", 1.0))
+        meta = checkpoint.get("fgzoom", {})
+        self.net.progress = float(meta.get("progress", 1.0))
+        self.val_box_tau = box_thresholds(meta.get("val_box_tau"))
         state = checkpoint.get("state_dict", {})
         if "centers" in state:  # saved before the loss became its own module
             state["criterion.centers"] = state.pop("centers")

@@ -11,6 +11,8 @@ Modules, one job each:
 * ``attention_boxes``: boxes from attention maps (the rules, glimpses, k regions).
 * ``boxes``: box geometry (grow, round, scale between grids, nest, masks, elementwise IoU); ``box_checks`` the
   argument checks of both.
+* ``components``: 8-connected components of binary masks, their bounding boxes and the best IoU of a mask's
+  component boxes with a box (the candidate boxes of MaxBoxAccV2).
 
 The package re-exports the public functions; ``fgzoom.ops.crop_resize`` and ``fgzoom.ops.crop_affine`` are
 therefore the functions here, their modules are reached with ``from fgzoom.ops.crop_resize import ...``.
