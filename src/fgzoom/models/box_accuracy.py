@@ -100,7 +100,8 @@ class MaxBoxAccV2(Metric):
         scale = self.max_side / max(h, w)
         return max(1, round(h * scale)), max(1, round(w * scale))
 
-    def update(self, attention: Tensor, boxes: Tensor, grid: tuple[int, int], weight: Tensor | None = None) -> None:
+    def update(self, attention: Tensor, boxes: Tensor, grid: tuple[int, int], weight: Tensor | None = None,
+               offset: tuple[float, float] = (0.0, 0.0)) -> None:
         """One batch.
 
         Args:
@@ -109,6 +110,8 @@ class MaxBoxAccV2(Metric):
             grid: ``(H, W)`` the image grid.
             weight: ``Tensor[B]`` (e.g. ``has_box``; bool or float), or None for all ones. A batch without
                 weight is skipped after one host read, so datasets without boxes pay nothing.
+            offset: where the map's cells sit in the image (the network's cell offset,
+                ``fgzoom.ops.cell_geometry``), in cells.
         """
         check_maps(attention, "attention")
         check_boxes(boxes, "boxes")
@@ -124,7 +127,7 @@ class MaxBoxAccV2(Metric):
             return
         on = self.eval_grid(grid)
         boxes = scale_float_boxes(boxes.to(device), grid, on) if on != grid else boxes.to(device).float()
-        norm, _ = normalize_attention(resize_attention(attention.float(), on))  # [B, H, W] in [0, 1]
+        norm, _ = normalize_attention(resize_attention(attention.float(), on, offset))  # [B, H, W] in [0, 1]
         taus = self.thresholds(device)
         count = b * self.num_thresholds  # (image, threshold) pairs, image-major
         step = max(1, self.chunk_cells // (on[0] * on[1]))

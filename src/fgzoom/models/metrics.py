@@ -62,10 +62,11 @@ class SplitMetrics(nn.Module):
         return self.loss.update_count == 0
 
     def update(self, out: dict[str, Tensor], labels: Tensor, loss: Tensor, batch: dict | None = None,
-               grid: tuple[int, int] | None = None) -> None:
+               grid: tuple[int, int] | None = None, offset: tuple[float, float] = (0.0, 0.0)) -> None:
         """One batch: the network's outputs, labels Tensor[B], the batch loss and (for localization) the batch
         with ``box`` Tensor[B, 4] and ``has_box`` Tensor[B] when the dataset has boxes. ``grid``: the image grid
-        ``(H, W)`` the boxes are on, for MaxBoxAccV2; None = that of ``batch["image"]``."""
+        ``(H, W)`` the boxes are on, for MaxBoxAccV2; None = that of ``batch["image"]``. ``offset``: where the
+        attention's cells sit in the image (the zoom network's ``offset``)."""
         self.loss.update(loss.detach(), labels.shape[0])
         self.prediction.update(out["logits"].detach(), labels)
         for name, key in self.branch_outputs.items():
@@ -86,7 +87,7 @@ class SplitMetrics(nn.Module):
                     raise ValueError("SplitMetrics.update: MaxBoxAccV2 needs the image grid: pass grid=(H, W) or a "
                                      "batch with its image")
                 grid = tuple(batch["image"].shape[-2:])
-            self.box_accuracy.update(out["attention"].detach(), batch["box"], grid, batch["has_box"])
+            self.box_accuracy.update(out["attention"].detach(), batch["box"], grid, batch["has_box"], offset)
 
     def compute(self, val_tau: Tensor | None = None) -> dict[str, Tensor]:
         """Every metric with data, by its logged name. ``val_tau``: Tensor[3], map thresholds chosen on another

@@ -216,7 +216,8 @@ class FGVCModule(L.LightningModule):
         labels = batch["label"]
         out = self(batch["image"])
         loss = self.criterion(out, labels, batch.get("target"))  # target: the mixed labels of a mixup batch
-        self.metrics(split).update(out, labels, loss, batch if split != "train" else None)
+        self.metrics(split).update(out, labels, loss, batch if split != "train" else None,
+                                   offset=getattr(self.net, "offset", (0.0, 0.0)))
         return loss
 
     def _log_epoch(self, split: str) -> None:
