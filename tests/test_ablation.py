@@ -408,6 +408,7 @@ def test_summarize_merges_a_sweep_run_in_parts(hand_made_sweep, tmp_path):
     assert all(r["other"] == "" for r in rows)  # the parts ran the same experiment: nothing else varies
 
 
+@pytest.mark.slow  # composes every sweep setting and builds each model (8 s)
 def test_step_bench_interp_rows_are_the_sweep_settings_as_composed(tmp_path):
     """bench.py step --interp: plain plus one row per valid zoom setting of experiment=ablate_interp, each the
     zoom config its job composes, named as summarize looks it up; a tiny bench of two rows runs."""

@@ -107,7 +107,10 @@ def test_torchscript_matches_pytorch_on_another_batch_size(trained, tmp_path):
     assert torch.equal(got.argmax(1), expected.argmax(1))
 
 
-@pytest.mark.parametrize(("mode", "antialias"), [("bicubic", True), ("area", False), ("nearest", False)])
+@pytest.mark.parametrize(("mode", "antialias"), [
+    pytest.param("bicubic", True, marks=pytest.mark.slow), ("area", False),
+    pytest.param("nearest", False, marks=pytest.mark.slow),
+])  # area (a box filter over partial cells) in the default suite; the other two with -m slow (8 s each)
 def test_the_continuous_sampler_exports_in_other_modes(trained, tmp_path, mode, antialias):
     """The default sampler's other modes (their weights are built from the boxes on the device, from shapes
     that do not depend on the batch): ONNX with a dynamic batch, verified against PyTorch on another batch."""

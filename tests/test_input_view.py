@@ -15,6 +15,7 @@ from fgzoom.models.plain import PlainNet
 from fgzoom.models.zoom import ZoomNet
 from fgzoom.models.zoom_config import ZoomConfig
 from fgzoom.ops import crop_resize
+from fgzoom.ops.cell_geometry import image_to_cells
 from tests.helpers import compose_config, tiny_overrides
 
 
@@ -59,13 +60,23 @@ def test_image_level_zooms_from_the_loaded_batch():
 
 
 def test_feature_level_reports_boxes_on_the_loaded_grid():
-    zoom = ZoomConfig(level="feature", sampler="slice")  # whole feature cells
+    # whole feature cells, under the plain resize rule (cell_offset=0: cells on their pixel blocks)
+    zoom = ZoomConfig(level="feature", sampler="slice", cell_offset=0)
     net = ZoomNet(BackboneConfig("resnet18"), zoom, num_classes=3, input_size=32).eval()
+    x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
-        out = net(torch.randn(2, 3, 64, 64))
+        out = net(x)
     # resnet18 stage -2 on a 32x32 view is a 2x2 grid; its cells are 32x32 pixels of the loaded batch
     assert set((out["boxes_image"] % 32).flatten().tolist()) == {0}
     assert int(out["boxes_image"].max()) <= 64
+    # with the measured offset (in cells, so it scales to the loaded grid, not the view) whole cells of the
+    # 2x2 grid cover fractional regions of the 64x64 batch
+    measured = ZoomNet(BackboneConfig("resnet18"), ZoomConfig(level="feature", sampler="slice"), num_classes=3,
+                       input_size=32).eval()
+    with torch.no_grad():
+        shifted = measured(x)["boxes_image"]
+    cells = image_to_cells(shifted, (64, 64), (2, 2), measured.offset)
+    assert torch.allclose(cells, cells.round(), atol=1e-4) and 0 <= float(shifted.min()) <= float(shifted.max()) <= 64
 
 
 def test_module_trains_a_step_with_a_view_and_keeps_state_dict_keys():
