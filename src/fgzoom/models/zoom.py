@@ -132,7 +132,10 @@ class ZoomNet(FGVCNet):
         self.branch_stats = BranchStats(tail) if zoom.norm_stats == "branch" else None
         # where the split's cells sit in the image (fgzoom.ops.cell_geometry): measured on the backbone as built
         # (with its pretrained weights), then kept in the checkpoint, so a resumed or evaluated model boxes the same
-        offset = zoom.fixed_cell_offset or measure_cell_offset(self.split, cache_key=(repr(backbone), zoom.stage))
+        # measured once per architecture, weights source and stage in a process (dropout rates do not move it)
+        key = (backbone.name, backbone.pretrained, backbone.pretrained_path, repr(backbone.kwargs), backbone.img_size,
+               input_size, zoom.stage)
+        offset = zoom.fixed_cell_offset or measure_cell_offset(self.split, cache_key=key)
         self.register_buffer("cell_offset", torch.tensor(offset, dtype=torch.float32))
         # the same as Python floats (read on every step without a device sync), rounded as the buffer holds them
         self.offset = tuple(float(v) for v in self.cell_offset.tolist())
