@@ -59,7 +59,7 @@ def normalize_attention(attention: Tensor) -> tuple[Tensor, Tensor]:
 
 def resize_attention(attention: Tensor, grid: tuple[int, int], offset: tuple[float, float] = (0.0, 0.0)) -> Tensor:
     """Bilinearly resize cell maps to the image ``grid``, each cell centred where the backbone's cell ``offset``
-    puts it (``fgzoom.ops.cell_geometry.resize_maps``; offset 0: ``F.interpolate`` with ``align_corners=False``,
+    puts it (``fgzoom.ops.cell_geometry.resize_maps``; offset 0: ``F.interpolate`` with ``align_corners=False``;
     a no-op when already that size).
 
     Args:
@@ -68,7 +68,7 @@ def resize_attention(attention: Tensor, grid: tuple[int, int], offset: tuple[flo
         offset: ``(delta_y, delta_x)`` in cells.
 
     Returns:
-        ``Tensor[B, H, W]``: ``attention`` itself when ``(h, w) == grid`` and the offset is 0, else float32.
+        ``Tensor[B, H, W]``: ``attention`` itself when ``(h, w) == grid``, else float32.
     """
     return resize_maps(attention, grid, offset)
 

@@ -33,6 +33,12 @@ def check_boxes(boxes: object, name: str, *, integer: bool = False) -> None:
     if integer and boxes.is_floating_point():
         raise ValueError(f"{name}={describe(boxes)}: must have an integer dtype; round float boxes (round_boxes)")
 
+def check_box_array(boxes: object, name: str) -> None:
+    """``boxes`` must be a ``Tensor[..., 4]`` (any leading shape)."""
+    if not isinstance(boxes, Tensor) or boxes.dim() < 1 or boxes.shape[-1] != 4:
+        raise ValueError(f"{name}={describe(boxes)}: must be a Tensor[..., 4] of (y0, x0, y1, x1)")
+
+
 def check_grid(grid: object, name: str) -> tuple[int, int]:
     """``grid`` must be a pair of positive ints (tuple, list or ``torch.Size``); returns it as a tuple."""
     ok = (

@@ -17,7 +17,7 @@ import math
 import torch
 from torch import Tensor
 
-from fgzoom.ops.box_checks import check_boxes, check_grid, check_number, describe
+from fgzoom.ops.box_checks import check_box_array, check_boxes, check_grid, check_number, describe
 
 __all__ = [
     "box_mask",
@@ -178,8 +178,7 @@ def scale_float_boxes(boxes: Tensor, src: tuple[int, int], dst: tuple[int, int])
     Returns:
         ``Tensor[..., 4]`` float32: ``y * H / h`` and ``x * W / w``.
     """
-    if not isinstance(boxes, Tensor) or boxes.dim() < 1 or boxes.shape[-1] != 4:
-        raise ValueError(f"boxes={describe(boxes)}: must be a Tensor[..., 4] of (y0, x0, y1, x1)")
+    check_box_array(boxes, "boxes")
     h, w = check_grid(src, "src")
     H, W = check_grid(dst, "dst")
     factor = torch.tensor([H / h, W / w, H / h, W / w], device=boxes.device, dtype=torch.float32)
@@ -199,8 +198,7 @@ def nest_boxes(outer: Tensor, inner: Tensor, inner_grid: tuple[int, int]) -> Ten
     Returns:
         ``Tensor[..., 4]`` float32 on the source grid, inside ``outer`` when ``inner`` is inside the view.
     """
-    if not isinstance(outer, Tensor) or outer.dim() < 1 or outer.shape[-1] != 4:
-        raise ValueError(f"outer={describe(outer)}: must be a Tensor[..., 4] of (y0, x0, y1, x1)")
+    check_box_array(outer, "outer")
     if not isinstance(inner, Tensor) or inner.shape != outer.shape:
         raise ValueError(f"inner={describe(inner)}: must be a Tensor of outer's shape {tuple(outer.shape)}")
     h, w = check_grid(inner_grid, "inner_grid")

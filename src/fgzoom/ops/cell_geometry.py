@@ -24,7 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from fgzoom.ops.box_checks import check_grid, check_maps, describe
+from fgzoom.ops.box_checks import check_box_array, check_grid, check_maps
+from fgzoom.ops.boxes import scale_float_boxes
 
 __all__ = ["cells_to_image", "check_offset", "image_to_cells", "is_zero_offset", "linear_weights", "resize_maps"]
 
@@ -77,15 +78,16 @@ def resize_maps(maps: Tensor, grid: tuple[int, int], offset: Offset = (0.0, 0.0)
             mode="bilinear", align_corners=False)`` exactly.
 
     Returns:
-        ``Tensor[B, H, W]``: ``maps`` itself when ``(h, w) == grid`` and the offset is zero, else float32.
+        ``Tensor[B, H, W]``: ``maps`` itself when ``(h, w) == grid`` (a grid of the map's own size is the map's
+        own grid: the offset places cells in a finer image grid), else float32.
     """
     check_maps(maps, "maps")
     grid = check_grid(grid, "grid")
     dy, dx = check_offset(offset)
     h, w = maps.shape[-2:]
+    if (h, w) == grid:
+        return maps
     if is_zero_offset((dy, dx)):
-        if (h, w) == grid:
-            return maps
         return F.interpolate(maps[:, None].float(), size=grid, mode="bilinear", align_corners=False)[:, 0]
     rows = linear_weights(h, grid[0], dy, maps.device)  # [H, h]
     cols = linear_weights(w, grid[1], dx, maps.device)  # [W, w]
@@ -115,24 +117,19 @@ def _pixels_to_cells(y: Tensor, cells: int, pixels: int, delta: float) -> Tensor
     return torch.where(y < first, head, torch.where(y > last, tail, 0.5 + (y - first) / pitch))
 
 
-def _check_box_tensor(boxes: Tensor) -> None:
-    if not isinstance(boxes, Tensor) or boxes.dim() < 1 or boxes.shape[-1] != 4:
-        raise ValueError(f"boxes={describe(boxes)}: must be a Tensor[..., 4] of (y0, x0, y1, x1)")
-
-
 def _map_boxes(boxes: Tensor, src: tuple[int, int], dst: tuple[int, int], offset: Offset, to_image: bool,
                clip: bool) -> Tensor:
     """``cells_to_image`` (``to_image``: src = cells, dst = image) or ``image_to_cells`` (src = image, dst = cells)."""
-    _check_box_tensor(boxes)
+    check_box_array(boxes, "boxes")
     h, w = check_grid(src, "src")
     H, W = check_grid(dst, "dst")
     dy, dx = check_offset(offset)
     if abs(dy) > 0.5 or abs(dx) > 0.5:
         raise ValueError(f"offset={offset!r}: each component must be in [-0.5, 0.5] (cells)")
-    boxes = boxes.float()
-    if is_zero_offset((dy, dx)):  # the plain rule, bit for bit as scale_float_boxes computes it
-        out = boxes * torch.tensor([H / h, W / w, H / h, W / w], device=boxes.device, dtype=torch.float32)
+    if is_zero_offset((dy, dx)):  # the plain rule
+        out = scale_float_boxes(boxes, (h, w), (H, W))
     else:
+        boxes = boxes.float()
         if to_image:
             ys, xs = _cells_to_pixels(boxes[..., 0::2], h, H, dy), _cells_to_pixels(boxes[..., 1::2], w, W, dx)
         else:

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from fgzoom.ops.box_checks import check_boxes, describe
+from fgzoom.ops.boxes import matched_box_iou
 
 __all__ = ["BACKENDS", "best_component_iou", "component_boxes", "component_labels"]
 
@@ -120,14 +121,11 @@ def component_boxes(labels: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def _iou(y0: Tensor, x0: Tensor, y1: Tensor, x1: Tensor, box: Tensor) -> Tensor:
-    """IoU float64 of boxes given by edge tensors [N, K] with one box Tensor[N, 4] per row."""
-    b = box.double()[:, :, None]  # [N, 4, 1]
-    y0, x0, y1, x1 = y0.double(), x0.double(), y1.double(), x1.double()
-    ih = (torch.minimum(y1, b[:, 2]) - torch.maximum(y0, b[:, 0])).clamp_min(0)
-    iw = (torch.minimum(x1, b[:, 3]) - torch.maximum(x0, b[:, 1])).clamp_min(0)
-    inter = ih * iw
-    union = (y1 - y0) * (x1 - x0) + (b[:, 2] - b[:, 0]).clamp_min(0) * (b[:, 3] - b[:, 1]).clamp_min(0) - inter
-    return torch.where(union > 0, inter / union.clamp_min(1e-12), torch.zeros_like(union))
+    """IoU float64 ``Tensor[N, K]`` of the boxes given by edge tensors [N, K] with one box Tensor[N, 4] per row
+    (``matched_box_iou`` on the flattened pairs)."""
+    candidates = torch.stack([y0, x0, y1, x1], dim=2)  # [N, K, 4]
+    n, k = candidates.shape[:2]
+    return matched_box_iou(candidates.reshape(n * k, 4), box[:, None].expand(n, k, 4).reshape(n * k, 4)).view(n, k)
 
 
 def _best_iou_torch(masks: Tensor, boxes: Tensor) -> Tensor:
