@@ -119,7 +119,7 @@ def split_metrics(
     metrics = SplitMetrics(split, model.hparams.num_classes, model.net.branches, box_accuracy=True)
     for out in outputs:
         out = {key: value.detach().cpu() for key, value in out.items()}
-        metrics.update(out, out["label"], out["loss"], out, grid=grid, offset=getattr(model.net, "offset", (0.0, 0.0)))
+        metrics.update(out, out["label"], out["loss"], out, grid=grid, offset=model.net.offset)
     values = to_float_dict(metrics.compute(val_tau=model.val_box_tau if split == "test" else None))
     if preds.probs_tta is not None:
         tta = MulticlassAccuracy(model.hparams.num_classes, top_k=1, average="micro")

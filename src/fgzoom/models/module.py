@@ -217,7 +217,7 @@ class FGVCModule(L.LightningModule):
         out = self(batch["image"])
         loss = self.criterion(out, labels, batch.get("target"))  # target: the mixed labels of a mixup batch
         self.metrics(split).update(out, labels, loss, batch if split != "train" else None,
-                                   offset=getattr(self.net, "offset", (0.0, 0.0)))
+                                   offset=self.net.offset)
         return loss
 
     def _log_epoch(self, split: str) -> None:

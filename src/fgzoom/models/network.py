@@ -25,11 +25,14 @@ class FGVCNet(nn.Module):
         progress: fraction of training done, set by the module at each training step (drives warm-ups).
         attention_drop: compute ``logits_drop`` (the attention-drop branch) in training; the module sets it
             when ``model.loss.drop`` > 0.
+        offset: where the net's attention cells sit in the image, ``(dy, dx)`` in cells
+            (``fgzoom.ops.cell_geometry``); ``ZoomNet`` measures it, other nets have no attention cells.
     """
 
     branches: dict[str, str] = {}
     part_features_dim: int | None = None
     rank_margin: float | None = None
+    offset: tuple[float, float] = (0.0, 0.0)
 
     def __init__(self) -> None:
         super().__init__()

@@ -137,7 +137,11 @@ class ZoomNet(FGVCNet):
                input_size, zoom.stage)
         offset = zoom.fixed_cell_offset or measure_cell_offset(self.split, cache_key=key)
         self.register_buffer("cell_offset", torch.tensor(offset, dtype=torch.float32))
-        # the same as Python floats (read on every step without a device sync), rounded as the buffer holds them
+        self._mirror_offset()
+
+    def _mirror_offset(self) -> None:
+        """``self.offset``: the buffer as Python floats (read on every step without a device sync), rounded as
+        the buffer holds them."""
         self.offset = tuple(float(v) for v in self.cell_offset.tolist())
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
@@ -145,7 +149,7 @@ class ZoomNet(FGVCNet):
         if key not in state_dict:  # a checkpoint from before the measured cell offset: the plain resize rule
             state_dict[key] = torch.zeros(2)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-        self.offset = tuple(float(v) for v in self.cell_offset.tolist())
+        self._mirror_offset()
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Checkpoint the backbone on both sides of the split (``BackboneSplit.set_grad_checkpointing``)."""
@@ -202,11 +206,11 @@ class ZoomNet(FGVCNet):
         offset = self.offset  # the attention's cells in the image grid
         if cfg.box == "glimpse":
             side = (max(1, round(cfg.glimpse_size * crop_grid[0])), max(1, round(cfg.glimpse_size * crop_grid[1])))
-            on_image = crop_grid == grid  # level=image: the glimpse is taken on the image grid
-            boxes, degenerate = glimpse_boxes(resize_attention(attention, crop_grid, offset if on_image else (0, 0)), side)
+            boxes, degenerate = glimpse_boxes(resize_attention(attention, crop_grid, offset), side)
             boxes, degenerate = boxes[:, None], degenerate[:, None]
             boxes = boxes.float() if cfg.float_boxes else boxes
-            return boxes, boxes if on_image else self.cells_to_image(boxes, crop_grid, grid), degenerate
+            # level=image takes the glimpse on the image grid itself
+            return boxes, boxes if crop_grid == grid else self._boxes_on_image(boxes, crop_grid, grid), degenerate
         if cfg.box == "learned":
             boxes = self.learned_box(features, maps, grid, offset)  # [B, k, 4] on grid
             degenerate = torch.zeros(boxes.shape[:2], dtype=torch.bool, device=boxes.device)
@@ -221,9 +225,9 @@ class ZoomNet(FGVCNet):
             return on_crop, boxes, degenerate
         cells = round_boxes(on_crop.flatten(0, 1), crop_grid)  # what slice crops, whole cells
         cells = cells.view(b, -1, 4)
-        return cells, cells if crop_grid == grid else self.cells_to_image(cells, crop_grid, grid), degenerate
+        return cells, cells if crop_grid == grid else self._boxes_on_image(cells, crop_grid, grid), degenerate
 
-    def cells_to_image(self, boxes: Tensor, cells: tuple[int, int], grid: tuple[int, int]) -> Tensor:
+    def _boxes_on_image(self, boxes: Tensor, cells: tuple[int, int], grid: tuple[int, int]) -> Tensor:
         """Boxes Tensor[B, k, 4] on the feature grid ``cells`` -> the image region on ``grid`` they cover: exact
         integers (``scale_boxes``) for integer boxes with offset 0, else float (``cell_geometry.cells_to_image``)."""
         if boxes.is_floating_point() or not is_zero_offset(self.offset):
@@ -252,8 +256,7 @@ class ZoomNet(FGVCNet):
         b, m = maps.shape[:2]
         pick = torch.randint(m, (b,), device=maps.device)
         chosen = maps.detach()[torch.arange(b, device=maps.device), pick]  # [B, h, w]
-        on_image = grid != tuple(maps.shape[-2:])  # level=image drops on the image: the cells where they sit
-        norm, _ = normalize_attention(resize_attention(chosen, grid, self.offset if on_image else (0.0, 0.0)))
+        norm, _ = normalize_attention(resize_attention(chosen, grid, self.offset))
         return (norm < self.config.drop_threshold).to(maps.dtype)[:, None]
 
     def _zoom_feature(self, source: Tensor, f: Tensor, context: Tensor | None, mean_map: Tensor, maps: Tensor,

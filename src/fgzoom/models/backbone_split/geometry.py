@@ -34,6 +34,7 @@ from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from fgzoom.models.backbone_split.base import BackboneSplit
+from fgzoom.models.backbone_split.cnn import StageSplit
 
 MIN_PROBE_PIXELS = 512
 INPUT_LEVEL = 1e-3
@@ -112,9 +113,8 @@ def receptive_field_centre(split: BackboneSplit, size: tuple[int, int]) -> tuple
         h, w = grid.shape[-2:]
         ci, cj = h // 2, w // 2
         grid[0, :, ci, cj].sum().backward()
-    field: Tensor = x.grad.abs().sum(dim=(0, 1))  # [H, W]
+    field: Tensor = x.grad.abs().sum(dim=(0, 1)).double()  # [H, W]
     total = field.sum().clamp_min(1e-300)
-    field = field.double()
     ys = torch.arange(size[0], dtype=torch.float64) + 0.5
     xs = torch.arange(size[1], dtype=torch.float64) + 0.5
     cy = float((field.sum(1) * ys).sum() / total)
@@ -133,9 +133,7 @@ def measure_cell_offset(split: BackboneSplit, cache_key: tuple | None = None) ->
     measures each key once (the offset depends on the architecture and, through its scales, on the weights
     the backbone was built with, which the key should name).
     """
-    from fgzoom.models.backbone_split.cnn import StageSplit  # the one family with padding to measure
-
-    if not isinstance(split, StageSplit):
+    if not isinstance(split, StageSplit):  # the one family with padding to measure
         return 0.0, 0.0
     size = probe_size(split.reduction, split._input_size)
     key = None if cache_key is None else (*cache_key, size)
