@@ -238,6 +238,17 @@ def test_summarize_flags_config_differences_the_sweep_does_not_explain(hand_made
     assert "- `model.backbone.name`: `<missing>` in job(s) 0, 2, 3; `resnet10t` in job(s) 1" in md
 
 
+def test_summarize_does_not_flag_where_the_checkout_ran(hand_made_sweep):
+    """paths.* say where a job ran (a second clone of the repository), not what it ran: no warning."""
+    config = hand_made_sweep / "1" / "config.yaml"
+    OmegaConf.save(
+        OmegaConf.merge(OmegaConf.load(config), {"paths": {"root_dir": "/elsewhere", "data_dir": "/elsewhere/data"}}),
+        config,
+    )
+    md = summarize(hand_made_sweep)["md"].read_text()
+    assert "Warning" not in md and "Config differences" not in md
+
+
 def test_summarize_cli_reports_a_missing_folder_in_one_line(tmp_path):
     result = run_script_here("summarize.py", str(tmp_path / "nope"))
     assert result.returncode == 2

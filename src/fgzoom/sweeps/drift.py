@@ -13,7 +13,8 @@ def config_differences(runs: list[Run]) -> dict[str, dict[str, list[str]]]:
 
     A difference is explained when the key lies under an override's key (``model.zoom.stage=...``, or
     a group such as ``model=...``) or under ``seed``/``model.zoom``, and runs with the same overrides
-    apart from the seed agree on it.
+    apart from the seed agree on it. Keys under ``paths`` are never a difference: they say where the
+    checkout ran (jobs of one study may run from two clones), not what it ran.
     """
     explained = {k.lstrip("+~") for r in runs for k in (o.partition("=")[0] for o in r.overrides)}
     explained |= {"seed", "model.zoom"}
@@ -25,7 +26,7 @@ def config_differences(runs: list[Run]) -> dict[str, dict[str, list[str]]]:
 
     differences: dict[str, dict[str, list[str]]] = {}
     for key in sorted({k for r in with_config for k in r.config}):
-        if key == "seed" or key.startswith("seed."):
+        if key == "seed" or key.startswith(("seed.", "paths.")):
             continue
         values: dict[str, list[str]] = {}
         per_group: dict[tuple, set[str]] = {}
