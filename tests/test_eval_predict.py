@@ -89,10 +89,13 @@ def test_eval_metrics_json_has_every_key_in_range(evaluated):
     assert saved == pytest.approx(metrics)
     keys = ("acc", "acc_raw", "acc_zoom", "acc_top5", "acc_macro", "degenerate_frac", "iou_mean", "loc_acc@0.5",
             "maxboxacc_v2", "maxboxacc@0.3", "maxboxacc@0.5", "maxboxacc@0.7", "boxacc_v2@val_tau", "acc_tta")
-    assert set(saved) == {f"test/{key}" for key in (*keys, "loss")}
+    pixels = ("box_dy", "box_dx", "box_center_err")  # box-centre error, pixels of the 48 px input
+    assert set(saved) == {f"test/{key}" for key in (*keys, *pixels, "loss")}
     for key in keys:
         assert saved[f"test/{key}"] is not None and 0.0 <= saved[f"test/{key}"] <= 1.0, key
     assert saved["test/loss"] > 0
+    assert abs(saved["test/box_dy"]) < 48 and abs(saved["test/box_dx"]) < 48
+    assert max(abs(saved["test/box_dy"]), abs(saved["test/box_dx"])) <= saved["test/box_center_err"] < 48 * 2 ** 0.5
 
 
 def test_eval_accuracies_are_those_of_the_predictions_csv(evaluated):
@@ -184,8 +187,13 @@ def test_eval_and_predict_with_two_affine_regions(trained_two_affine, datamodule
         gt.append(dataset[int(r[0])]["box"])
         region1.append(values[:4])
     # the logged localization scores region 1 (the most salient), to the CSV's 2-decimal rounding
-    iou = matched_box_iou(torch.tensor(region1), torch.stack(gt).float())
+    region1, gt = torch.tensor(region1), torch.stack(gt).float()
+    iou = matched_box_iou(region1, gt)
     assert float(iou.mean()) == pytest.approx(metrics["test/iou_mean"], abs=0.02)
+    shift = (region1[:, :2] + region1[:, 2:] - gt[:, :2] - gt[:, 2:]) / 2  # centre of region 1 - centre of GT
+    assert metrics["test/box_dy"] == pytest.approx(float(shift[:, 0].mean()), abs=0.01)
+    assert metrics["test/box_dx"] == pytest.approx(float(shift[:, 1].mean()), abs=0.01)
+    assert metrics["test/box_center_err"] == pytest.approx(float(shift.norm(dim=1).mean()), abs=0.01)
 
     cfg = compose_config("predict.yaml", [f"ckpt_path={ckpt}", f"input={synthetic_root / 'test'}", "num_workers=0",
                                           "top_k=2", "figures=true"], tmp_path / "predict")

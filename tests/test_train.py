@@ -17,7 +17,8 @@ def test_fast_dev_run(model, tmp_path, synthetic_root):
     overrides = [o for o in tiny_overrides(synthetic_root) if not o.startswith("callbacks.")]
     cfg = compose_config("train.yaml", [*overrides, f"model={model}", "debug=fast"], tmp_path / "run")
     metrics = train(cfg)
-    zoom_keys = {f"{split}/{key}" for split in ("val", "test") for key in ("acc_raw", "acc_zoom", "degenerate_frac")}
+    zoom_keys = {f"{split}/{key}" for split in ("val", "test")
+                 for key in ("acc_raw", "acc_zoom", "degenerate_frac", "iou_mean", "box_dy", "box_dx", "box_center_err")}
     assert zoom_keys <= set(metrics) if model == "zoom" else not zoom_keys & set(metrics)
     assert all(0.0 <= metrics[f"{split}/{key}"] <= 1.0 for split in ("val", "test") for key in ("acc", "acc_macro"))
     assert not (tmp_path / "run" / "checkpoints").exists()  # a dev run saves nothing

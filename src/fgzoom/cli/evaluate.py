@@ -6,7 +6,8 @@ of ``eval.tta`` as its argument) gives every number and file below; the metrics 
 
 Writes into the run folder:
     metrics.json                 ``<split>/acc``, ``acc_raw``, ``acc_zoom``, ``acc_top5``, ``acc_macro``, ``loss``,
-                                 ``degenerate_frac``, ``iou_mean`` and ``loc_acc@0.5`` (zoom model, GT boxes),
+                                 ``degenerate_frac``, ``iou_mean``, ``loc_acc@0.5``, ``box_dy``, ``box_dx`` and
+                                 ``box_center_err`` (zoom model, GT boxes),
                                  ``maxboxacc_v2``, ``maxboxacc@0.3``, ``@0.5``, ``@0.7`` (attention map, GT
                                  boxes), ``boxacc_v2@val_tau`` (split=test, checkpoint with val thresholds),
                                  ``acc_tta`` (eval.tta)
@@ -18,7 +19,9 @@ Writes into the run folder:
                                  pixels: integers for sampler=slice, 2 decimals for the float-box samplers
     figures/eval_grid.png        attention, zoom boxes, GT box and zoomed view for ``eval.num_images`` images
 
-Localization (``iou_mean``, ``loc_acc@0.5``) scores region 1 (the most salient) against the GT box. MaxBoxAccV2
+Localization (``iou_mean``, ``loc_acc@0.5``, and the box-centre error ``box_dy``/``box_dx``, the mean signed offset
+in input pixels of the box's centre from the GT box's, positive below / right, and ``box_center_err``, the mean
+distance) scores region 1 (the most salient) against the GT box. MaxBoxAccV2
 (``maxboxacc_v2``: Choe et al., CVPR 2020) scores the attention map itself, at the map threshold best on the
 evaluated split (the oracle number papers report); ``boxacc_v2@val_tau`` at the thresholds the checkpoint's last
 validation chose (``FGVCModule.val_box_tau``), the number without test-set selection.

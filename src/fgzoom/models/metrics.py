@@ -13,7 +13,11 @@ from fgzoom.ops.boxes import matched_box_iou
 class SplitMetrics(nn.Module):
     """``<split>/acc`` (the prediction), ``acc_top5``, ``acc_macro`` (per-class mean), ``loss``; one accuracy
     per network branch (``FGVCNet.branches``, e.g. ``acc_zoom``); for networks that return boxes
-    ``degenerate_frac`` and, where the batch has ground-truth boxes, ``iou_mean`` and ``loc_acc@0.5``.
+    ``degenerate_frac`` and, where the batch has ground-truth boxes, ``iou_mean``, ``loc_acc@0.5`` and the
+    box-centre error: ``box_dy`` and ``box_dx``, the mean signed offset of the predicted box's centre from the
+    ground-truth box's in pixels of the network input (where ``boxes_image`` and the batch's ``box`` live;
+    positive: the box lies below / right of the object), and ``box_center_err``, the mean distance between the
+    two centres. With k regions all of them score region 1 (the most salient) against the single ground-truth box.
 
     With ``box_accuracy``, for networks that return an ``attention`` map and batches with ground-truth boxes:
     ``maxboxacc_v2`` (MaxBoxAccV2, :class:`~fgzoom.models.box_accuracy.MaxBoxAccV2`: the mean over IoU 0.3, 0.5
@@ -53,6 +57,9 @@ class SplitMetrics(nn.Module):
         self.degenerate_frac = MeanMetric()
         self.iou_mean = MeanMetric()
         self.loc_acc = MeanMetric()  # logged as loc_acc@0.5
+        self.box_dy = MeanMetric()  # signed box-centre error, image pixels
+        self.box_dx = MeanMetric()
+        self.box_center_err = MeanMetric()
         self.box_accuracy = MaxBoxAccV2() if box_accuracy else None
         self.best_tau: Tensor | None = None  # Tensor[D]: the best map threshold per IoU delta of the last compute
 
@@ -77,10 +84,16 @@ class SplitMetrics(nn.Module):
             boxes = out["boxes_image"]
             if boxes.ndim == 3:  # k regions: the most salient one is scored against the single GT box
                 boxes = boxes[:, 0]
-            iou = matched_box_iou(boxes.float(), batch["box"].float()).float()
+            boxes, truth = boxes.detach().float(), batch["box"].float()
+            iou = matched_box_iou(boxes, truth).float()
             weight = batch["has_box"].float()
             self.iou_mean.update(iou, weight)
             self.loc_acc.update((iou >= 0.5).float(), weight)
+            # centres ((y0 + y1) / 2, (x0 + x1) / 2): the same for integer end-exclusive and float boxes
+            shift = (boxes[:, :2] + boxes[:, 2:] - truth[:, :2] - truth[:, 2:]) / 2  # [B, 2] (y, x)
+            self.box_dy.update(shift[:, 0], weight)
+            self.box_dx.update(shift[:, 1], weight)
+            self.box_center_err.update(shift.norm(dim=1), weight)
         if self.box_accuracy is not None and "attention" in out and batch is not None and "has_box" in batch:
             if grid is None:
                 if "image" not in batch:
@@ -99,6 +112,9 @@ class SplitMetrics(nn.Module):
         if self.iou_mean.weight > 0:
             values[f"{self.prefix}iou_mean"] = self.iou_mean.compute()
             values[f"{self.prefix}loc_acc@0.5"] = self.loc_acc.compute()
+            values[f"{self.prefix}box_dy"] = self.box_dy.compute()
+            values[f"{self.prefix}box_dx"] = self.box_dx.compute()
+            values[f"{self.prefix}box_center_err"] = self.box_center_err.compute()
         self.best_tau = None
         if self.box_accuracy is not None and self.box_accuracy.update_count:
             values.update(self._box_accuracy(val_tau))
@@ -119,7 +135,8 @@ class SplitMetrics(nn.Module):
         return values
 
     def reset(self) -> None:
-        for metric in (self.prediction, self.branches, self.loss, self.degenerate_frac, self.iou_mean, self.loc_acc):
+        for metric in (self.prediction, self.branches, self.loss, self.degenerate_frac, self.iou_mean, self.loc_acc,
+                       self.box_dy, self.box_dx, self.box_center_err):
             metric.reset()
         if self.box_accuracy is not None:
             self.box_accuracy.reset()

@@ -62,7 +62,8 @@ class FGVCModule(L.LightningModule):
     contract (``fgzoom.models.network``), so this class has no plain/zoom branches. Logged per split
     (``train/``, ``val/``, ``test/``): ``loss``, ``acc`` (the final prediction, fused for zoom), ``acc_top5``,
     ``acc_macro`` (per-class mean), and for zoom ``acc_raw``, ``acc_zoom``, ``degenerate_frac`` and, where
-    ground-truth boxes exist, ``iou_mean`` and ``loc_acc@0.5``; on val and test also MaxBoxAccV2 of the attention
+    ground-truth boxes exist, ``iou_mean``, ``loc_acc@0.5`` and the box-centre error in pixels (``box_dy``,
+    ``box_dx`` signed, ``box_center_err``; ``SplitMetrics``); on val and test also MaxBoxAccV2 of the attention
     map (``maxboxacc_v2``, ``maxboxacc@0.3``, ``@0.5``, ``@0.7``, each at the best map threshold of its split).
 
     After each validation epoch (not the sanity check) the map thresholds best on val, one per IoU delta, are
