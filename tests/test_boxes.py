@@ -1,4 +1,5 @@
-"""Boxes from attention maps: threshold, glimpse, padding, degenerate maps, grid scaling, IoU."""
+"""Boxes from attention maps: threshold, glimpse, padding, degenerate maps, grid scaling, IoU, and boxes
+mapped back through a transform (boxes_to_source)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import pytest
 import torch
 
 from fgzoom.ops.attention_boxes import glimpse_boxes, threshold_boxes
-from fgzoom.ops.boxes import matched_box_iou, scale_boxes
+from fgzoom.ops.boxes import boxes_to_source, matched_box_iou, scale_boxes
 
 
 def _peaked(h=8, w=8, at=(2, 5)):
@@ -93,3 +94,50 @@ def test_box_iou_known_answers():
     a = torch.tensor([[0, 0, 10, 10], [0, 0, 10, 10], [0, 0, 10, 10]])
     b = torch.tensor([[0, 0, 10, 10], [20, 20, 30, 30], [0, 0, 10, 5]])
     assert matched_box_iou(a, b).tolist() == [1.0, 0.0, 0.5]
+
+
+def expected_to_source(box, frame, size):
+    """The reference, one box at a time: invert each axis, swap flipped edges, clamp to the source."""
+    sy, ty, sx, tx = frame
+    y0, y1 = sorted(((box[0] - ty) / sy, (box[2] - ty) / sy))
+    x0, x1 = sorted(((box[1] - tx) / sx, (box[3] - tx) / sx))
+    h, w = size
+    return [min(max(y0, 0), h), min(max(x0, 0), w), min(max(y1, 0), h), min(max(x1, 0), w)]
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.float32, torch.float64])
+@pytest.mark.parametrize("regions", [None, 3])
+def test_boxes_to_source_inverts_each_samples_frame(dtype, regions):
+    """Resize + centre crop, a flip, identity, a zoom past the edges: the loop's answer for [N, 4] and
+    [N, k, 4]."""
+    frames = torch.tensor([[48 / 375, -3.0, 48 / 500, -10.5], [0.5, 0.0, -0.5, 24.0], [1.0, 0.0, 1.0, 0.0],
+                           [2.0, 4.0, 2.0, -8.0]], dtype=torch.float64)
+    sizes = torch.tensor([[375, 500], [96, 96], [48, 48], [20, 30]])
+    g = torch.Generator().manual_seed(1)
+    n = 4 * (regions or 1)
+    ys = (torch.rand(n, 2, generator=g) * 48).sort(dim=1).values
+    xs = (torch.rand(n, 2, generator=g) * 48).sort(dim=1).values
+    boxes = torch.stack([ys[:, 0], xs[:, 0], ys[:, 1], xs[:, 1]], dim=1).reshape(4, -1, 4)
+    boxes[3, 0] = torch.tensor([0.0, 0.0, 48.0, 48.0])  # the whole transformed image: past the last source
+    boxes = boxes.to(dtype) if regions else boxes[:, 0].to(dtype)
+    got = boxes_to_source(boxes, frames, sizes)
+    assert got.dtype == torch.float32 and got.shape == boxes.shape
+    rows = boxes.reshape(4, -1, 4)
+    expected = [[expected_to_source(b, frames[i].tolist(), sizes[i].tolist()) for b in rows[i].double().tolist()]
+                for i in range(4)]
+    torch.testing.assert_close(got.reshape(4, -1, 4), torch.tensor(expected, dtype=torch.float32), rtol=0, atol=1e-4)
+    assert (got[..., 2:] >= got[..., :2]).all()  # the flipped sample's edges swapped back
+    assert got.reshape(4, -1, 4)[3, 0].tolist() == [0.0, 4.0, 20.0, 28.0]  # clamped to the 20 x 30 source
+    assert boxes_to_source(boxes, frames).reshape(4, -1, 4)[3, 0].tolist() == [-2.0, 4.0, 22.0, 28.0]
+
+
+def test_boxes_to_source_errors():
+    boxes = torch.zeros(2, 4)
+    with pytest.raises(ValueError, match=r"boxes=Tensor\[4\] torch.float32: must be a Tensor\[N, ..., 4\]"):
+        boxes_to_source(torch.zeros(4), torch.ones(1, 4))
+    with pytest.raises(ValueError, match=r"frames=Tensor\[3, 4\] torch.float32: must be a floating Tensor\[2, 4\]"):
+        boxes_to_source(boxes, torch.ones(3, 4))
+    with pytest.raises(ValueError, match=r"frames=Tensor\[2, 4\] torch.int64: must be a floating"):
+        boxes_to_source(boxes, torch.ones(2, 4, dtype=torch.int64))
+    with pytest.raises(ValueError, match=r"sizes=Tensor\[2\] torch.int64: must be a Tensor\[2, 2\]"):
+        boxes_to_source(boxes, torch.ones(2, 4), torch.ones(2, dtype=torch.int64))

@@ -243,3 +243,29 @@ def test_boxes_moved_by_arithmetic_equal_the_bounding_boxes_path(train, resize_m
         assert torch.equal(alone, with_box)
         got = torch.tensor(t.move_box((x0, y0, x1, y1)), dtype=torch.float32)
         torch.testing.assert_close(got, moved[0], rtol=0, atol=1e-3)
+
+
+@pytest.mark.parametrize("train", [True, False])
+@pytest.mark.parametrize(("resize_mode", "crop_pct", "translate"), [("square", 0.875, 0.0625), ("square", 1.0, 0.0),
+                                                                     ("shorter", 0.875, 0.0), ("shorter", 1.0, 0.2)])
+def test_the_recorded_frame_maps_boxes_on_the_output_back_to_the_image(train, resize_mode, crop_pct, translate):
+    """BoxFollowingCompose.frame() is the image's geometry as one map per axis: a box anywhere on the output,
+    mapped back (ops.boxes_to_source) and moved forward again (move_box), is that box; without padding
+    (eval: resize and centre crop) it lands inside the image, on any aspect ratio."""
+    from fgzoom.data.transforms import build_transforms
+    from fgzoom.ops.boxes import boxes_to_source
+
+    g = torch.Generator().manual_seed(7)
+    t = build_transforms(train=train, image_size=40, crop_pct=crop_pct, resize_mode=resize_mode, translate=translate)
+    for trial in range(16):
+        h, w = (int(v) for v in torch.randint(20, 120, (2,), generator=g))
+        torch.manual_seed(trial)
+        t(torch.randint(0, 256, (3, h, w), dtype=torch.uint8, generator=g))
+        y0, y1 = sorted(float(v) for v in torch.rand(2, generator=g) * 40)
+        x0, x1 = sorted(float(v) for v in torch.rand(2, generator=g) * 40)
+        frame = torch.tensor([t.frame()], dtype=torch.float64)
+        back = boxes_to_source(torch.tensor([[y0, x0, y1, x1]]), frame)[0].tolist()
+        again = t.move_box((back[1], back[0], back[3], back[2]))
+        assert again == pytest.approx((x0, y0, x1, y1), abs=1e-3)
+        if not train:
+            assert 0 <= back[0] <= back[2] <= h + 1e-3 and 0 <= back[1] <= back[3] <= w + 1e-3

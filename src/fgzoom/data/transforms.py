@@ -19,6 +19,8 @@ or two of its PIL ones). RandAugment is timm's, which needs PIL images: the imag
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 from torchvision import tv_tensors
 from torchvision.transforms import v2
@@ -83,7 +85,8 @@ class BoxFollowingCompose(v2.Compose):
     """``v2.Compose`` whose geometric steps record what they did to the last image (``t(image)``), so that
     :meth:`move_box` puts a box through the same geometry by arithmetic: the boxes ``t(image, boxes)`` gives
     (to float rounding), without running ``BoundingBoxes`` through every transform (a fifth of the per-image
-    time of the training transform at 500x375)."""
+    time of the training transform at 500x375). :meth:`frame` gives that geometry as one map per axis, which
+    also runs backwards (a box on the output, back to the input image)."""
 
     def forward(self, *inputs):
         for step in self.transforms:
@@ -91,20 +94,56 @@ class BoxFollowingCompose(v2.Compose):
                 step.moves = []
         return super().forward(*inputs)
 
+    def _moves(self) -> list[_Move]:
+        return [move for step in self.transforms for move in getattr(step, "moves", ())]
+
     def move_box(self, xyxy: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
         """``(x0, y0, x1, y1)`` in the last input image's pixels -> in its output's (clamped to the output, as
         the crops clamp ``BoundingBoxes``)."""
-        x0, y0, x1, y1 = xyxy
-        for step in self.transforms:
-            for move in getattr(step, "moves", ()):
-                x0, y0, x1, y1 = move(x0, y0, x1, y1)
+        for move in self._moves():
+            xyxy = move(*xyxy)
+        return xyxy
+
+    def frame(self) -> tuple[float, float, float, float]:
+        """The geometry of the last image as ``(scale_y, shift_y, scale_x, shift_x)``: a point at ``(y, x)`` of
+        the input image lands at ``(y * scale_y + shift_y, x * scale_x + shift_x)`` of the output (a negative
+        scale: the axis was flipped). Every step here (resize, crop, flip) is such a map; the crops' clamp is
+        left out, so the inverse takes a box inside the output to the part of the input the output shows."""
+        sy, ty, sx, tx = 1.0, 0.0, 1.0, 0.0
+        for move in self._moves():
+            (ny, dy, oy), (nx, dx, ox) = move.y, move.x
+            sy, ty, sx, tx = sy * ny / dy, ty * ny / dy + oy, sx * nx / dx, tx * nx / dx + ox
+        return sy, ty, sx, tx
+
+
+class _Move(NamedTuple):
+    """What one geometric step did to one image, per axis ``(num, den, shift)``: ``out = in * num / den + shift``
+    (a negative ``num`` flips the axis), then, for a crop, a clamp of boxes to its ``(height, width)``."""
+
+    y: tuple[float, float, float]
+    x: tuple[float, float, float]
+    clamp: tuple[int, int] | None = None
+
+    def __call__(self, x0: float, y0: float, x1: float, y1: float) -> tuple[float, float, float, float]:
+        (ny, dy, oy), (nx, dx, ox) = self.y, self.x
+        x0, x1 = x0 * nx / dx + ox, x1 * nx / dx + ox
+        y0, y1 = y0 * ny / dy + oy, y1 * ny / dy + oy
+        if nx < 0:  # a flip swaps the edges
+            x0, x1 = x1, x0
+        if ny < 0:
+            y0, y1 = y1, y0
+        if self.clamp is not None:
+            height, width = self.clamp
+            x0, x1 = (min(max(v, 0.0), width) for v in (x0, x1))
+            y0, y1 = (min(max(v, 0.0), height) for v in (y0, y1))
         return x0, y0, x1, y1
 
 
 class _Recording:
-    """A geometric v2 step that records, per image it transforms, the function that moves a box the same way."""
+    """A geometric v2 step that records, per image it transforms, the :class:`_Move` that moves a box the
+    same way."""
 
-    moves: list
+    moves: list[_Move]
 
 
 class _Resize(_Recording, v2.Resize):
@@ -112,15 +151,14 @@ class _Resize(_Recording, v2.Resize):
         out = super().transform(inpt, params)
         if _is_image(inpt):
             (h, w), (oh, ow) = inpt.shape[-2:], out.shape[-2:]
-            self.moves.append(lambda x0, y0, x1, y1: (x0 * ow / w, y0 * oh / h, x1 * ow / w, y1 * oh / h))
+            self.moves.append(_Move((oh, h, 0.0), (ow, w, 0.0)))
         return out
 
 
 class _HorizontalFlip(_Recording, v2.RandomHorizontalFlip):
     def transform(self, inpt, params: dict):
         if _is_image(inpt):
-            w = inpt.shape[-1]
-            self.moves.append(lambda x0, y0, x1, y1: (w - x1, y0, w - x0, y1))
+            self.moves.append(_Move((1, 1, 0.0), (-1, 1, float(inpt.shape[-1]))))
         return super().transform(inpt, params)
 
 
@@ -134,13 +172,9 @@ class _CenterCrop(_Recording, v2.CenterCrop):
         return super().transform(inpt, params)
 
 
-def _crop_move(top: float, left: float, height: int, width: int):
+def _crop_move(top: float, left: float, height: int, width: int) -> _Move:
     """The box move of a crop at ``(top, left)`` of ``height x width``: shift, then clamp to the crop."""
-    def move(x0, y0, x1, y1):
-        xs = [min(max(v - left, 0.0), width) for v in (x0, x1)]
-        ys = [min(max(v - top, 0.0), height) for v in (y0, y1)]
-        return xs[0], ys[0], xs[1], ys[1]
-    return move
+    return _Move((1, 1, -float(top)), (1, 1, -float(left)), (height, width))
 
 
 def _is_image(inpt) -> bool:

@@ -21,6 +21,7 @@ from fgzoom.ops.box_checks import check_box_array, check_boxes, check_grid, chec
 
 __all__ = [
     "box_mask",
+    "boxes_to_source",
     "grow_boxes",
     "matched_box_iou",
     "nest_boxes",
@@ -208,3 +209,46 @@ def nest_boxes(outer: Tensor, inner: Tensor, inner_grid: tuple[int, int]) -> Ten
     per_cell = torch.tensor([1 / h, 1 / w, 1 / h, 1 / w], device=outer.device)
     return start + inner.float() * per_cell * side
 
+
+
+def boxes_to_source(boxes: Tensor, frames: Tensor, sizes: Tensor | None = None) -> Tensor:
+    """Boxes on transformed images, back on the images they came from, one axis-aligned map per sample.
+
+    Sample ``i``'s transform put the source point ``(y, x)`` at ``(y * sy + ty, x * sx + tx)`` with
+    ``frames[i] = (sy, ty, sx, tx)`` (a resize, crop or flip, or a chain of them:
+    ``fgzoom.data.transforms.BoxFollowingCompose.frame``); this maps a box the other way,
+    ``y = (y' - ty) / sy``, swapping the edges where a scale is negative (a flip).
+
+    Args:
+        boxes: ``Tensor[N, 4]`` or ``Tensor[N, ..., 4]`` ``(y0, x0, y1, x1)`` continuous edges on the transformed
+            images (integer end-exclusive boxes are the same edges), any real dtype.
+        frames: ``Tensor[N, 4]`` floating ``(sy, ty, sx, tx)`` per sample; scales nonzero.
+        sizes: ``Tensor[N, 2]`` ``(H, W)`` of each source image, or None: the boxes are clamped to
+            ``[0, H] x [0, W]`` (float rounding can reach past the edge), or not clamped.
+
+    Returns:
+        ``Tensor[N, ..., 4]`` float32 ``(y0, x0, y1, x1)`` in source pixels, computed in float64.
+    """
+    check_box_array(boxes, "boxes")
+    if boxes.dim() < 2:
+        raise ValueError(f"boxes={describe(boxes)}: must be a Tensor[N, ..., 4] (one row of boxes per frame)")
+    n = boxes.shape[0]
+    if not isinstance(frames, Tensor) or frames.shape != (n, 4) or not frames.is_floating_point():
+        raise ValueError(f"frames={describe(frames)}: must be a floating Tensor[{n}, 4] of (sy, ty, sx, tx), one per "
+                         "box row")
+    if sizes is not None and (not isinstance(sizes, Tensor) or sizes.shape != (n, 2)):
+        raise ValueError(f"sizes={describe(sizes)}: must be a Tensor[{n}, 2] of (H, W) or None")
+    shape = (n,) + (1,) * (boxes.dim() - 1)  # broadcast a sample's numbers over its boxes' edges
+    frames = frames.to(boxes.device, torch.float64)
+    sy, ty, sx, tx = (v.reshape(shape) for v in frames.unbind(1))
+    b = boxes.double()
+    ys = (b[..., 0::2] - ty) / sy + 0.0  # [N, ..., 2] (y0, y1); + 0.0: a flipped edge 0 is -0.0, not 0
+    xs = (b[..., 1::2] - tx) / sx + 0.0
+    ys = torch.where(sy < 0, ys.flip(-1), ys)  # a flip swaps the edges
+    xs = torch.where(sx < 0, xs.flip(-1), xs)
+    if sizes is not None:
+        sizes = sizes.to(boxes.device, torch.float64)
+        h, w = (v.reshape(shape) for v in sizes.unbind(1))
+        ys = torch.minimum(ys.clamp_min(0.0), h)
+        xs = torch.minimum(xs.clamp_min(0.0), w)
+    return torch.stack([ys[..., 0], xs[..., 0], ys[..., 1], xs[..., 1]], dim=-1).float()
