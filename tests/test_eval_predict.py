@@ -32,7 +32,14 @@ from fgzoom.eval.confusion import (
     write_per_class_csv,
 )
 from fgzoom.eval.figures import dataset_batch, grid_data, grid_figure, save_figure, select_indices
-from fgzoom.eval.predictions import box_cells, box_header, gather_predictions, tta_views
+from fgzoom.eval.predictions import (
+    Predictions,
+    box_cells,
+    box_columns,
+    box_header,
+    gather_predictions,
+    tta_views,
+)
 from fgzoom.models.module import FGVCModule
 from fgzoom.ops import crop_resize
 from fgzoom.ops.boxes import matched_box_iou
@@ -235,6 +242,83 @@ def test_predict_folder_agrees_with_eval(trained, evaluated, synthetic_root, tmp
         assert r[-4:] == by_path[r[0]][-4:]  # same boxes
 
 
+def _image_folder(source: Path, folder: Path, sizes: dict[str, tuple[int, int]]) -> dict[Path, tuple[int, int]]:
+    """Synthetic test images resized to ``sizes`` (name -> (H, W)) in ``folder``; returns path -> (H, W)."""
+    folder.mkdir(parents=True)
+    images = sorted(source.rglob("*.png"))
+    out = {}
+    for (name, (h, w)), image in zip(sizes.items(), images, strict=False):
+        with Image.open(image) as im:
+            im.convert("RGB").resize((w, h)).save(folder / name)
+        out[folder / name] = (h, w)
+    return out
+
+
+@pytest.mark.parametrize("resize_mode", ["square", "shorter"])
+def test_predict_writes_the_zoom_boxes_on_each_image_file(trained, synthetic_root, tmp_path, resize_mode):
+    """The checkpoint's eval transform resizes (to 48 / 0.75 = 64, square or shorter side) and centre-crops 48:
+    the CSV's boxes are the model's boxes on its 48 px input mapped back through both onto each file, square or
+    not, and lie inside the central part of the file the network saw; boxes=false writes none."""
+    from torchvision.transforms.v2 import functional as TF
+
+    from fgzoom.checkpoints.io import load_model
+    from fgzoom.data.decode import read_image
+    from fgzoom.data.transforms import build_transforms
+
+    checkpoint = torch.load(trained / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    data = checkpoint["fgzoom"]["config"]["data"]
+    data.update(crop_pct=0.75, resize_mode=resize_mode)
+    ckpt = tmp_path / "cropped.ckpt"
+    torch.save(checkpoint, ckpt)
+    files = _image_folder(synthetic_root / "test", tmp_path / "in",
+                          {"square.png": (48, 48), "wide.png": (60, 90), "tall.png": (120, 50)})
+    args = [f"ckpt_path={ckpt}", f"input={tmp_path / 'in'}", "num_workers=0", "batch_size=1", "top_k=1"]
+    rows = _rows(predict(compose_config("predict.yaml", args, tmp_path / "p")))
+    assert rows[0] == ["path", "class_1", "prob_1", "box1_y0", "box1_x0", "box1_y1", "box1_x1"]
+    assert sorted(r[0] for r in rows[1:]) == sorted(str(p) for p in files)
+
+    model = load_model(str(ckpt)).eval()
+    args_t = eval_transform_args(data, model.hparams.backbone["name"])
+    transform = build_transforms(train=False, image_size=48, crop_pct=0.75, resize_mode=resize_mode)
+    for r in rows[1:]:
+        path = Path(r[0])
+        h, w = files[path]
+        image = read_image(path)
+        with torch.no_grad():
+            x = normalize_images(transform(image)[None], args_t["mean"], args_t["std"])
+            y0, x0, y1, x1 = model(x)["boxes_image"][0].double().tolist()  # on the 48 px input
+        rh, rw = TF.resize(image, [64, 64] if resize_mode == "square" else 64).shape[-2:]  # torchvision's resize
+        top, left = round((rh - 48) / 2), round((rw - 48) / 2)  # torchvision's centre crop
+        expected = [(y0 + top) * h / rh, (x0 + left) * w / rw, (y1 + top) * h / rh, (x1 + left) * w / rw]
+        got = [_float_cell(v) for v in r[-4:]]
+        assert got == pytest.approx(expected, abs=0.006), path.name
+        # inside the file, and inside the centre crop's part of it (the border the crop cut off has no box)
+        assert top * h / rh - 0.006 <= got[0] <= got[2] <= (top + 48) * h / rh + 0.006 <= h + 0.006, path.name
+        assert left * w / rw - 0.006 <= got[1] <= got[3] <= (left + 48) * w / rw + 0.006 <= w + 0.006, path.name
+    if resize_mode == "square":
+        off = _rows(predict(compose_config("predict.yaml", [*args, "boxes=false"], tmp_path / "off")))
+        assert off[0] == ["path", "class_1", "prob_1"] and [r[:3] for r in off] == [r[:3] for r in rows]
+        with pytest.raises(ConfigError, match="boxes='maybe': must be true or false"):
+            predict(compose_config("predict.yaml", [*args, "boxes=maybe"], tmp_path / "bad"))
+
+
+def test_predict_with_the_plain_model_writes_no_box_columns(synthetic_root, tmp_path):
+    """The plain model has no boxes: no box column, whatever ``boxes`` says (an untrained model folder)."""
+    from fgzoom.checkpoints.model_folder import save_model_folder
+
+    module = FGVCModule(backbone=BACKBONE, num_classes=CLASSES, class_names=list("abcd"), zoom=None)
+    module.run_config = {"data": {"image_size": 48, "crop_pct": 0.75}}
+    checkpoint: dict = {}
+    module.on_save_checkpoint(checkpoint)
+    folder = save_model_folder(module, checkpoint["fgzoom"], tmp_path / "plain")
+    _image_folder(synthetic_root / "test", tmp_path / "in", {"square.png": (48, 48), "wide.png": (60, 90)})
+    cfg = compose_config("predict.yaml", [f"ckpt_path={folder}", f"input={tmp_path / 'in'}", "num_workers=0",
+                                          "top_k=2"], tmp_path / "p")
+    rows = _rows(predict(cfg))
+    assert rows[0] == ["path", "class_1", "prob_1", "class_2", "prob_2"] and len(rows) == 3
+    assert all(len(r) == 5 for r in rows[1:])
+
+
 def test_predict_unreadable_image_names_the_file(trained, tmp_path):
     bad = tmp_path / "in" / "broken.jpg"
     bad.parent.mkdir()
@@ -342,6 +426,25 @@ def test_box_columns_for_k_regions_int_and_float():
     assert box_header(two)[4:] == ["box2_y0", "box2_x0", "box2_y1", "box2_x1"]
     assert box_cells(two, 0) == ["1.00", "2.50", "30.12", "40.00", "0.00", "0.00", "48.00", "47.99"]
     assert box_header(None) == [] and box_cells(None, 0) == []
+    assert box_header(two, prefix="cand")[:2] == ["cand1_y0", "cand1_x0"]  # other boxes of a sample
+
+
+def test_box_columns_map_the_boxes_onto_each_file():
+    """predict's box columns: the zoom boxes of every region through each file's geometry (a resize by 2 and a
+    crop at (8, 4); a flip), 2 decimals; none without boxes; a loader without file geometry is refused."""
+    boxes = torch.tensor([[[0, 0, 10, 20], [4, 4, 8, 8]], [[1, 2, 3, 4], [0, 0, 48, 48]]])  # [2, 2, 4] slice cells
+    frames = torch.tensor([[0.5, -8.0, 0.5, -4.0], [1.0, 0.0, -1.0, 48.0]])
+    preds = Predictions(index=torch.arange(2), probs=torch.ones(2, 4) / 4, boxes=boxes, file_to_input=frames,
+                        file_size=torch.tensor([[200, 100], [48, 48]]))
+    (group,) = box_columns(preds)
+    assert group.names == [f"box{r}_{c}" for r in (1, 2) for c in ("y0", "x0", "y1", "x1")]
+    assert box_cells(group.values, 0, group.decimals) == ["16.00", "8.00", "36.00", "48.00",
+                                                          "24.00", "16.00", "32.00", "24.00"]
+    assert box_cells(group.values, 1, group.decimals) == ["1.00", "44.00", "3.00", "46.00",
+                                                          "0.00", "0.00", "48.00", "48.00"]
+    assert box_columns(Predictions(index=torch.arange(2), probs=torch.ones(2, 4) / 4)) == []
+    with pytest.raises(ValueError, match="file_geometry=True"):
+        box_columns(Predictions(index=torch.arange(2), probs=torch.ones(2, 4) / 4, boxes=boxes))
 
 
 def test_confusion_png_stays_readable_at_200_classes(tmp_path):

@@ -1,9 +1,15 @@
 """Prediction entry: classify image files with a checkpoint alone (no dataset) -> predictions.csv.
 
-``predictions.csv``: ``path``, ``class_1, prob_1`` .. ``class_<top_k>, prob_<top_k>`` and, for the zoom model,
-its boxes ``box1_y0, box1_x0, box1_y1, box1_x1`` (.. ``box<k>_*`` with ``model.zoom.num_regions`` = k, the
-most salient region first) in pixels of the network input (the image after the eval transform, not the
-file): integers for ``sampler=slice``, 2 decimals for the float-box samplers (``continuous``, ``grid_sample``).
+``predictions.csv``: ``path``, ``class_1, prob_1`` .. ``class_<top_k>, prob_<top_k>`` and, for the zoom model
+with ``boxes=true`` (the default), its boxes ``box1_y0, box1_x0, box1_y1, box1_x1`` (.. ``box<k>_*`` with
+``model.zoom.num_regions`` = k, the most salient region first) in pixels of the image file itself: continuous
+edges, 0 the top/left edge of the file and ``H``/``W`` its bottom/right edge, 2 decimals, on the file as
+decoded (no EXIF rotation, like training). The network sees the file resized (to ``image_size / crop_pct``,
+square or shorter side, ``resize_mode``) and centre-cropped to ``image_size``; its boxes are mapped back through
+both (:meth:`~fgzoom.eval.predictions.Predictions.boxes_on_files`), so with ``crop_pct`` < 1 they lie inside
+the central part of the file the network saw, never in the border the crop cut off. The plain model writes no
+box columns. ``scripts/eval.py``'s ``<split>_predictions.csv`` keeps its boxes on the network input, where the
+dataset's ground-truth boxes and the localization metrics are.
 
 The model, its class names and the eval transform (``image_size``, ``crop_pct``, ``resize_mode``, ``mean``,
 ``std`` of the run's ``data`` config) all come from the checkpoint, so an image gets exactly the
@@ -40,7 +46,7 @@ from fgzoom.data.index import Sample
 from fgzoom.data.transforms import build_transforms
 from fgzoom.errors import ConfigError
 from fgzoom.eval.figure_callback import PredictionFigures
-from fgzoom.eval.predictions import box_cells, box_header, check_one_device, gather_predictions
+from fgzoom.eval.predictions import box_cells, box_columns, check_one_device, gather_predictions
 from fgzoom.models.backbone import backbone_normalization
 
 log = logging.getLogger("fgzoom.cli.predict")
@@ -102,16 +108,22 @@ def _first_reason(error: BadImageError) -> str:
     return last.split("; ", 1)[0]
 
 
+UNLABELLED_KEYS = ("image", "index", "file_size", "file_to_input")
+
+
 def collate_unlabelled(items: list[dict]) -> dict:
-    """Batch the ``image`` (uint8, :func:`collate_uint8`) and ``index`` of dataset items: files to predict have
-    no label or box."""
-    return collate_uint8([{"image": item["image"], "index": item["index"]} for item in items])
+    """Batch the ``image`` (uint8, :func:`collate_uint8`), ``index`` and, where the items have them, the file
+    geometry (``file_size``, ``file_to_input``) of dataset items: files to predict have no label or box."""
+    return collate_uint8([{k: v for k, v in item.items() if k in UNLABELLED_KEYS} for item in items])
 
 
 def check_predict_options(cfg: DictConfig) -> None:
-    """Validate ``top_k``, ``on_bad_image``, ``batch_size``, ``num_workers`` (defaults in configs/predict.yaml)."""
+    """Validate ``top_k``, ``on_bad_image``, ``batch_size``, ``num_workers``, ``boxes`` (defaults in
+    configs/predict.yaml)."""
     if int(cfg.top_k) < 1:
         raise ConfigError(f"top_k={cfg.top_k}: must be >= 1")
+    if not isinstance(cfg.boxes, bool):
+        raise ConfigError(f"boxes={cfg.boxes!r}: must be true or false")
     if cfg.on_bad_image not in ON_BAD_IMAGE:
         raise ConfigError(f"on_bad_image={cfg.on_bad_image!r}: must be one of {ON_BAD_IMAGE}")
     if int(cfg.batch_size) < 1 or int(cfg.num_workers) < 0:
@@ -137,7 +149,8 @@ def predict(cfg: DictConfig) -> Path:
         files = _readable(files)
     transform_args = eval_transform_args(data, model.hparams.backbone["name"])
     geometry = {k: v for k, v in transform_args.items() if k not in ("mean", "std")}
-    dataset = FGVCDataset([Sample(p, -1) for p in files], build_transforms(train=False, **geometry))
+    dataset = FGVCDataset([Sample(p, -1) for p in files], build_transforms(train=False, **geometry),
+                          file_geometry=True)
     loader = DataLoader(dataset, batch_size=int(cfg.batch_size), shuffle=False, num_workers=int(cfg.num_workers),
                         collate_fn=collate_unlabelled)
     callbacks = []
@@ -156,16 +169,17 @@ def predict(cfg: DictConfig) -> Path:
 
     k = min(int(cfg.top_k), len(names))
     top = preds.probs.topk(k, dim=1)
+    extra = box_columns(preds) if cfg.boxes else []
     output_dir.mkdir(parents=True, exist_ok=True)
     csv_path = output_dir / "predictions.csv"
     with csv_path.open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["path", *[c for j in range(1, k + 1) for c in (f"class_{j}", f"prob_{j}")],
-                         *box_header(preds.boxes)])
+                         *[name for group in extra for name in group.names]])
         for row, i in enumerate(preds.index.tolist()):
             pairs = zip(top.indices[row].tolist(), top.values[row].tolist(), strict=True)
             writer.writerow([str(files[i]), *[c for c_idx, p in pairs for c in (names[c_idx], f"{p:.6f}")],
-                             *box_cells(preds.boxes, row)])
+                             *[c for group in extra for c in box_cells(group.values, row, group.decimals)]])
     log.info("wrote %s (%d images, top-%d)", csv_path, len(files), k)
     if cfg.figures:
         log.info("wrote %d figures to %s", len(files), output_dir / "figures")

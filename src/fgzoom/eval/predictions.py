@@ -3,19 +3,23 @@ gathered into per-sample tensors, the test-time-augmentation views, and the CSV 
 
 Zoom boxes come in the model's own form: Tensor[N, 4] for one region, Tensor[N, k, 4] for
 ``model.zoom.num_regions`` = k > 1 (most salient first); int64 cells for ``sampler=slice``, continuous
-float32 for ``sampler=continuous`` and ``grid_sample``. :func:`box_header` / :func:`box_cells` write them to CSV.
+float32 for ``sampler=continuous`` and ``grid_sample``. :func:`box_header` / :func:`box_cells` write them to CSV
+(eval: on the network input); :meth:`Predictions.boxes_on_files` maps them onto the image files and
+:func:`box_columns` makes predict's columns of them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import lightning as L
 import torch
 from torch import Tensor, nn
 
 from fgzoom.errors import ConfigError
+from fgzoom.ops.boxes import boxes_to_source
 
 THRESHOLD_RULES = ("threshold", "moments")  # the box rules that read model.zoom.threshold
 
@@ -32,6 +36,9 @@ class Predictions:
         boxes: zoom boxes ``(y0, x0, y1, x1)`` in input pixels, or None (a network without boxes):
             Tensor[N, 4] (k = 1) or Tensor[N, k, 4] (k regions, most salient first); int64 end-exclusive
             cells for ``sampler=slice``, float32 continuous edges (may be fractional) for the other samplers.
+        file_size: Tensor[N, 2] int64 ``(H, W)`` of each image file, or None (a loader without it).
+        file_to_input: Tensor[N, 4] float32 ``(sy, ty, sx, tx)``, where the eval transform put each file's pixels
+            (``FGVCDataset(file_geometry=True)``), or None.
     """
 
     index: Tensor
@@ -39,6 +46,23 @@ class Predictions:
     probs_tta: Tensor | None = None
     labels: Tensor | None = None
     boxes: Tensor | None = None
+    file_size: Tensor | None = None
+    file_to_input: Tensor | None = None
+
+    def boxes_on_files(self) -> Tensor | None:
+        """:attr:`boxes` on the image files: float32 ``(y0, x0, y1, x1)`` in each file's own pixels, inside
+        it (the eval transform's resize and centre crop undone, :func:`fgzoom.ops.boxes.boxes_to_source`),
+        the shape of :attr:`boxes`. None without boxes.
+
+        Raises:
+            ValueError: boxes but no file geometry (a loader not built with ``file_geometry=True``).
+        """
+        if self.boxes is None:
+            return None
+        if self.file_to_input is None or self.file_size is None:
+            raise ValueError("Predictions.boxes_on_files: the loader gave no file_size/file_to_input; build its "
+                             "dataset with FGVCDataset(..., file_geometry=True)")
+        return boxes_to_source(self.boxes, self.file_to_input, self.file_size)
 
 
 def gather_predictions(outputs: Sequence[Mapping[str, Tensor]]) -> Predictions:
@@ -57,7 +81,7 @@ def gather_predictions(outputs: Sequence[Mapping[str, Tensor]]) -> Predictions:
     if index is None:
         index = torch.arange(probs.shape[0])
     return Predictions(index=index, probs=probs, probs_tta=cat("probs_tta"), labels=cat("label"),
-                       boxes=cat("boxes_image"))
+                       boxes=cat("boxes_image"), file_size=cat("file_size"), file_to_input=cat("file_to_input"))
 
 
 def check_one_device(trainer: L.Trainer, entry: str) -> None:
@@ -100,13 +124,14 @@ def view_name(flip: bool, threshold: float | None) -> str:
 COORDS = ("y0", "x0", "y1", "x1")
 
 
-def box_header(boxes: Tensor | None) -> list[str]:
+def box_header(boxes: Tensor | None, prefix: str = "box") -> list[str]:
     """CSV column names for zoom boxes Tensor[N, 4] or Tensor[N, k, 4]: ``box1_y0, box1_x0, box1_y1, box1_x1``
-    then ``box2_*`` ... ``box<k>_*`` (region 1 = the most salient, the one localization scores). [] for None."""
+    then ``box2_*`` ... ``box<k>_*`` (region 1 = the most salient, the one localization scores); ``prefix``
+    replaces ``box`` (for other boxes of a sample). [] for None."""
     if boxes is None:
         return []
     k = 1 if boxes.ndim == 2 else int(boxes.shape[1])
-    return [f"box{r}_{c}" for r in range(1, k + 1) for c in COORDS]
+    return [f"{prefix}{r}_{c}" for r in range(1, k + 1) for c in COORDS]
 
 
 def box_cells(boxes: Tensor | None, row: int, decimals: int = 2) -> list[str]:
@@ -118,3 +143,24 @@ def box_cells(boxes: Tensor | None, row: int, decimals: int = 2) -> list[str]:
     if values.is_floating_point():
         return [f"{v:.{decimals}f}" for v in values.tolist()]
     return [str(int(v)) for v in values.tolist()]
+
+
+class CsvColumns(NamedTuple):
+    """A group of per-image CSV columns: ``names`` and ``values`` Tensor[N, ...] (``len(names)`` numbers per row,
+    in that order), written with ``decimals`` decimals (:func:`box_cells`)."""
+
+    names: list[str]
+    values: Tensor
+    decimals: int = 2
+
+
+def box_columns(preds: Predictions) -> list[CsvColumns]:
+    """The box columns of ``predictions.csv``: each image's zoom boxes on its file
+    (:meth:`Predictions.boxes_on_files`), ``box1_y0, box1_x0, box1_y1, box1_x1`` .. ``box<k>_*`` in file pixels,
+    2 decimals; [] for a network without boxes. Other boxes of a network output (e.g. ranked candidates, with
+    their scores as a group of their own) become one more group here, once ``predict_step`` and
+    :func:`gather_predictions` pass them on."""
+    on_files = preds.boxes_on_files()
+    if on_files is None:
+        return []
+    return [CsvColumns(box_header(on_files), on_files.reshape(on_files.shape[0], -1))]

@@ -30,6 +30,9 @@ from fgzoom.models.zoom_config import ZoomConfig
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
+# batch keys predict_step returns as they are: the sample's identity, label and box, and where a file's
+# pixels went (FGVCDataset(file_geometry=True), for scripts/predict.py's boxes on the file)
+PASSED_THROUGH = ("index", "label", "box", "has_box", "file_size", "file_to_input")
 # timm.create_model arguments that load weights from somewhere; dropped from a saved model's backbone.kwargs
 WEIGHT_ARGUMENTS = ("pretrained", "pretrained_cfg", "pretrained_cfg_overlay", "checkpoint_path", "pretrained_strict")
 
@@ -274,7 +277,7 @@ class FGVCModule(L.LightningModule):
 
     def predict_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> dict[str, Tensor]:
         """One batch of ``trainer.predict``: ``image`` Tensor[B, 3, H, W] (optional ``index``, ``label``,
-        ``box``, ``has_box``) -> per-sample outputs, on the batch's device:
+        ``box``, ``has_box``, ``file_size``, ``file_to_input``) -> per-sample outputs, on the batch's device:
 
         * ``probs`` Tensor[B, K] float32: softmax of the prediction ``logits``;
         * the network's ``logits``, ``logits_raw``, branch outputs (``net.branches``, e.g. ``logits_zoom``),
@@ -282,7 +285,8 @@ class FGVCModule(L.LightningModule):
           MaxBoxAccV2) when it returns them;
         * ``loss`` (a scalar, the training loss of the batch) when the batch has ``label``;
         * ``probs_tta`` Tensor[B, K] float32 when :meth:`set_tta` set views;
-        * ``index``, ``label``, ``box``, ``has_box`` of the batch, passed through.
+        * ``index``, ``label``, ``box``, ``has_box``, ``file_size``, ``file_to_input`` of the batch (those it has),
+          passed through.
         """
         images = batch["image"]
         out = self(images)
@@ -301,7 +305,7 @@ class FGVCModule(L.LightningModule):
                 options = {} if threshold is None else {"threshold": threshold}
                 total += self(images.flip(-1) if flip else images, **options)["logits"].float().softmax(-1)
             result["probs_tta"] = total / len(self.tta)
-        result.update({key: batch[key] for key in ("index", "label", "box", "has_box") if key in batch})
+        result.update({key: batch[key] for key in PASSED_THROUGH if key in batch})
         return result
 
     def on_train_epoch_end(self) -> None:
