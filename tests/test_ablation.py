@@ -238,15 +238,21 @@ def test_summarize_flags_config_differences_the_sweep_does_not_explain(hand_made
     assert "- `model.backbone.name`: `<missing>` in job(s) 0, 2, 3; `resnet10t` in job(s) 1" in md
 
 
-def test_summarize_does_not_flag_where_the_checkout_ran(hand_made_sweep):
-    """paths.* say where a job ran (a second clone of the repository), not what it ran: no warning."""
-    config = hand_made_sweep / "1" / "config.yaml"
-    OmegaConf.save(
-        OmegaConf.merge(OmegaConf.load(config), {"paths": {"root_dir": "/elsewhere", "data_dir": "/elsewhere/data"}}),
-        config,
-    )
+def test_summarize_does_not_flag_where_the_checkout_ran_or_what_a_group_choice_sets(hand_made_sweep):
+    """paths.* and paths under the checkout say where a job ran (a second clone of the repository), not what
+    it ran; a key that differs only between runs of different group choices (model=plain against
+    model=interp/...) is the group's doing: no warning. The same key differing within one choice is flagged."""
+    for job, root in (("0", "/one/clone"), ("1", "/another/clone"), ("2", "/one/clone"), ("3", "/another/clone")):
+        config = hand_made_sweep / job / "config.yaml"
+        moved = {"paths": {"root_dir": root, "data_dir": f"{root}/data"}, "data": {"root": f"{root}/data/x"},
+                 "task_name": "plain_reference" if job in ("0", "1") else "ablate_interp"}
+        OmegaConf.save(OmegaConf.merge(OmegaConf.load(config), moved), config)
     md = summarize(hand_made_sweep)["md"].read_text()
     assert "Warning" not in md and "Config differences" not in md
+    config = hand_made_sweep / "1" / "config.yaml"
+    OmegaConf.save(OmegaConf.merge(OmegaConf.load(config), {"task_name": "edited"}), config)
+    md = summarize(hand_made_sweep)["md"].read_text()
+    assert "- `task_name`: " in md and "Config differences" in md
 
 
 def test_summarize_cli_reports_a_missing_folder_in_one_line(tmp_path):

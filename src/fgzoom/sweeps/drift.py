@@ -13,8 +13,10 @@ def config_differences(runs: list[Run]) -> dict[str, dict[str, list[str]]]:
 
     A difference is explained when the key lies under an override's key (``model.zoom.stage=...``, or
     a group such as ``model=...``) or under ``seed``/``model.zoom``, and runs with the same overrides
-    apart from the seed agree on it. Keys under ``paths`` are never a difference: they say where the
-    checkout ran (jobs of one study may run from two clones), not what it ran.
+    apart from the seed agree on it. A difference is also explained when the runs that differ in it chose
+    different config groups (``experiment=plain_reference`` against ``experiment=ablate_interp`` sets its
+    own ``task_name``) and the runs with the same group choices agree on it. Keys under ``paths`` are never a
+    difference: they say where the checkout ran (jobs of one study may run from two clones), not what it ran.
     """
     explained = {k.lstrip("+~") for r in runs for k in (o.partition("=")[0] for o in r.overrides)}
     explained |= {"seed", "model.zoom"}
@@ -37,6 +39,17 @@ def config_differences(runs: list[Run]) -> dict[str, dict[str, list[str]]]:
         if len(values) < 2:
             continue
         is_swept = any(key == e or key.startswith(f"{e}.") for e in explained)
-        if not is_swept or any(len(v) > 1 for v in per_group.values()):
+        if is_swept and all(len(v) == 1 for v in per_group.values()):
+            continue
+        per_choice: dict[tuple, set[str]] = {}
+        for run in with_config:
+            per_choice.setdefault(_group_choices(run), set()).add(cell(run.config.get(key, "<missing>")))
+        if len(per_choice) < 2 or any(len(v) > 1 for v in per_choice.values()):
             differences[key] = values
     return differences
+
+
+def _group_choices(run: Run) -> tuple[str, ...]:
+    """The config groups a run's overrides chose (``experiment=...``, ``data=...``: keys without a dot)."""
+    return tuple(sorted(o for o in run.overrides if "." not in o.partition("=")[0] and "=" in o
+                        and o.partition("=")[0].lstrip("+~") != "seed"))

@@ -146,16 +146,22 @@ def load_run(job_dir: Path, sweep_dir: Path) -> Run:
         seed=seed,
         metrics=metrics,
         path=job_dir,
-        config=_flatten(config, str(job_dir)) if isinstance(config, dict) else {},
+        config=_flatten(config, str(job_dir.resolve())) if isinstance(config, dict) else {},
     )
 
 
 def _flatten(config: dict, job_dir: str) -> dict[str, object]:
-    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``; lists as JSON text; the job folder in a path as ``<job>``."""
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``; lists as JSON text; in a path the job folder as ``<job>`` and
+    the checkout the job ran from (``paths.root_dir``) as ``<root>``, so two clones give the same config."""
+    root = (config.get("paths") or {}).get("root_dir") if isinstance(config.get("paths"), dict) else None
+
     def cell(value: object) -> object:
         if isinstance(value, (list, dict)):
             return json.dumps(value)
-        return value.replace(job_dir, "<job>") if isinstance(value, str) else value
+        if not isinstance(value, str):
+            return value
+        value = value.replace(job_dir, "<job>")
+        return value.replace(root, "<root>") if isinstance(root, str) and root else value
 
     return {key: cell(value) for key, value in flatten_config(config).items()}
 
