@@ -15,6 +15,7 @@ from fgzoom.cli.runtime import resolved_container
 from fgzoom.models.options import config_from
 from fgzoom.models.zoom_config import FUSIONS, ZoomConfig
 from fgzoom.sweeps.expand import expand_sweep
+from fgzoom.sweeps.plots import plot_labels
 from fgzoom.sweeps.runs import FUSION_ORDER, collect_runs, group_by_setting, setting_of
 from fgzoom.sweeps.summarize import summarize
 from fgzoom.sweeps.tables import read_csv
@@ -117,6 +118,8 @@ def test_summarize_orders_and_labels_the_components(component_sweep, tmp_path):
         "feature / bilinear / moments continuous fusion=zoom",
     ]
     assert all(len(s.finished) == 3 for s in summaries)
+    assert plot_labels(summaries[1:]) == ["bap (no crop)", "bilinear", "bilinear + drop", "bilinear fusion=raw",
+                                          "bilinear fusion=zoom"]  # bap's missing sampler is no varying sampler
 
     paths = summarize(component_sweep, tmp_path / "out")
     md = paths["md"].read_text()

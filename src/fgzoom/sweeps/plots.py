@@ -17,7 +17,8 @@ def plot_labels(zoom: list[SettingSummary]) -> list[str]:
     ``slice bilinear`` and ``continuous bilinear`` get bars of their own), then the components that depart
     from the zoom's defaults (``+ drop``, ``fusion=raw``) and any other override. The bap control is
     ``bap (no crop)``."""
-    varying = [k for k in ("box", "sampler", "num_regions") if len({s.setting.get(k) for s in zoom}) > 1]
+    crops = [s for s in zoom if s.setting.get("model") != "bap"]
+    varying = [k for k in ("box", "sampler", "num_regions") if len({s.setting.get(k) for s in crops}) > 1]
     labels = []
     for s in zoom:
         if s.setting.get("model") == "bap":
@@ -64,10 +65,13 @@ def plot(summaries: list[SettingSummary], path: Path, metric: str = "test/acc") 
     fig, axes = plt.subplots(2 if show_paired else 1, 1, squeeze=False, sharex=True, layout="constrained",
                              figsize=(max(6.0, 0.9 * len(categories) + 2), 7.5 if show_paired else 4.5))
     ax = axes[0][0]
-    width = 0.8 / max(1, len(levels))
-    for i, level in enumerate(levels):
+    # side by side: the levels of one interpolation; bap's label is its own, so its bar stands centred
+    crop_levels = [lv for lv in levels if lv != "bap"]
+    width = 0.8 / max(1, len(crop_levels))
+    shift = {lv: (i - (len(crop_levels) - 1) / 2) * width for i, lv in enumerate(crop_levels)} | {"bap": 0.0}
+    for level in levels:
         by_label = {x_label(s): s for s in zoom if _group(s) == level}
-        xs = [j + (i - (len(levels) - 1) / 2) * width for j, c in enumerate(categories) if c in by_label]
+        xs = [j + shift[level] for j, c in enumerate(categories) if c in by_label]
         picked = [by_label[c] for c in categories if c in by_label]
         ax.bar(
             xs,
@@ -96,10 +100,10 @@ def plot(summaries: list[SettingSummary], path: Path, metric: str = "test/acc") 
     if show_paired:  # seed-paired difference to the reference with its 95% interval
         name = "plain" if reference is refs.get("plain") else f"best ({reference.label})"
         bottom = axes[1][0]
-        for i, level in enumerate(levels):
+        for level in levels:
             picked = [(j, paired[id(s)]) for j, c in enumerate(categories) for s in zoom
                       if x_label(s) == c and _group(s) == level and paired.get(id(s)) is not None]
-            xs = [j + (i - (len(levels) - 1) / 2) * width for j, _ in picked]
+            xs = [j + shift[level] for j, _ in picked]
             means = [100 * c.mean_diff for _, c in picked]
             errors = [[100 * (c.mean_diff - c.ci_low) if c.ci_low is not None else 0.0 for _, c in picked],
                       [100 * (c.ci_high - c.mean_diff) if c.ci_high is not None else 0.0 for _, c in picked]]
