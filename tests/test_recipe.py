@@ -1,5 +1,6 @@
 """The training recipe's data side: translation without crop_pct, the data's own normalization, the
-per-dataset flip choice, and the reference loop the recipe is held against."""
+per-dataset flip choice; and the reference loop the recipe is held against: fair to the recipe, and a guard
+that fails when the plain model falls behind it (and is shown to fail on a broken recipe)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from fgzoom.data.index import Sample
 from fgzoom.data.stats import channel_stats
 from fgzoom.data.transforms import build_transforms
 from fgzoom.errors import ConfigError
-from tests.helpers import CONFIGS, ROOT, compose_config, tiny_overrides
+from tests.helpers import CONFIGS, TINY_SYNTHETIC, compose_config, run_script_here, tiny_overrides
 
 FLIP_SENSITIVE = {"mnist_clutter"}  # orientation carries the class: no flips
 
@@ -121,22 +122,55 @@ def test_every_dataset_config_states_its_flip_and_translation(name: str) -> None
     assert (crop_pct < 1.0) != (translate > 0.0), "exactly one source of translation"
 
 
-@pytest.mark.slow
-def test_reference_loop_prints_beside_plain_and_zoom(tmp_path: Path, synthetic_root: Path) -> None:
-    import subprocess
-    import sys
+# ---------------------------------------------------------------------------------------- the reference loop
+def test_reference_loop_takes_the_recipe_batch_decay_rule_and_head_rate(tmp_path: Path, synthetic_root: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The loop is fair to the recipe: data.batch_size, timm's no-decay rule, lr_mult_new on the classifier with
+    weights, every training image (train + val) unless told otherwise, and no image twice under a refit."""
+    import timm
 
-    overrides = [o for o in tiny_overrides(synthetic_root) if not o.startswith("callbacks.")]
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "bench.py"), "baseline", "--seeds", "1", "--runs-dir",
-         str(tmp_path / "runs"), "--out", str(tmp_path / "bench.json"), "--loop-batch-size", "8", *overrides],
-        capture_output=True, text=True, timeout=900,
-    )
+    from fgzoom.bench import baseline
+
+    model = timm.create_model("resnet10t", num_classes=4)
+    groups = baseline.optimizer_groups(model, 0.05, 2e-3, lr_mult_new=10.0)
+    head = {id(p) for p in model.get_classifier().parameters()}
+    for group in groups:
+        assert all(p.ndim > 1 for p in group["params"]) == (group["weight_decay"] > 0)  # biases, norms: no decay
+        assert all((id(p) in head) == (group["lr"] == pytest.approx(2e-2)) for p in group["params"])
+    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
+    assert {g["lr"] for g in baseline.optimizer_groups(model, 0.05, 2e-3, lr_mult_new=1.0)} == {2e-3}
+
+    common = dict(dataset="synthetic", root=str(synthetic_root), image_size=48, batch_size=5, num_workers=0,
+                  reader_options={"synthetic": dict(TINY_SYNTHETIC)})
+    dm = FGVCDataModule(**common)
+    dm.setup()
+    assert baseline.loop_training_images(dm) == dm.splits["train"] + dm.splits["val"]
+    assert baseline.loop_training_images(dm, train_on_val=False) == dm.splits["train"]
+    refit = FGVCDataModule(**common, train_on_val=True)
+    assert sorted(map(str, baseline.loop_training_images(refit))) == sorted(map(str, dm.splits["train"] + dm.splits["val"]))
+    on_test = FGVCDataModule(**common, val_on_test=True)
+    assert baseline.loop_training_images(on_test) == on_test.read_index().train  # never the test images
+
+    class Built(Exception):  # stops the loop once its train loader exists
+        pass
+
+    def recording(dataset, batch_size, *args, **kwargs):
+        raise Built(len(dataset), batch_size)
+
+    monkeypatch.setattr(baseline, "DataLoader", recording)
+    with pytest.raises(Built) as built:
+        baseline.reference_loop(FGVCDataModule(**common), "resnet10t", epochs=1, seed=0)
+    assert built.value.args == (len(dm.splits["train"]) + len(dm.splits["val"]), 5)  # every image, data.batch_size
+
+
+@pytest.mark.slow
+def test_bench_baseline_runs_the_loop_from_the_command_line(tmp_path: Path, synthetic_root: Path) -> None:
+    overrides = [o for o in tiny_overrides(synthetic_root) if not o.startswith(("callbacks.", "model.backbone"))]
+    result = run_script_here("bench.py", "baseline", "--models", "loop", "--seeds", "1", "--out",
+                             str(tmp_path / "bench.json"), *overrides, "model.backbone.name=resnet10t")
     assert result.returncode == 0, result.stderr[-2000:]
-    table = result.stdout.split("test/acc,")[-1]
-    for model in ("loop", "plain", "zoom"):
-        row = next(line for line in table.splitlines() if line.startswith(f"| {model} |"))
-        assert 0.0 <= float(row.split("|")[2]) <= 1.0
+    row = next(line for line in result.stdout.splitlines() if line.startswith("| loop |"))
+    assert 0.0 <= float(row.split("|")[2]) <= 1.0
 
 
 def test_best_checkpoint_prefers_the_later_epoch_on_a_tie(tmp_path: Path) -> None:
