@@ -96,6 +96,7 @@ def test_bap_trains_without_ever_cropping_and_logs_its_raw_branch(tmp_path, synt
         assert all(0.0 <= metrics[f"{split}/{m}"] <= 1.0 for m in BOX_METRICS)
 
 
+@pytest.mark.slow  # trains an epoch, then runs eval and predict
 def test_a_bap_checkpoint_evaluates_and_predicts(tmp_path, synthetic_root, monkeypatch):
     _no_crop(monkeypatch)
     run = tmp_path / "run"
