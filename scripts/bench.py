@@ -90,10 +90,12 @@ def main() -> None:
     parser.add_argument("--seeds", default="1,2,3", help="baseline: seeds, comma-separated")
     parser.add_argument("--models", default="loop,plain,zoom", help="baseline: which of loop, plain, zoom")
     parser.add_argument("--runs-dir", default="logs/baseline", help="baseline: where the train.py runs go")
-    parser.add_argument("--loop-lr", type=float, default=2e-3)
-    parser.add_argument("--loop-batch-size", type=int, default=64)
-    parser.add_argument("--loop-train-on-val", action="store_true",
-                        help="baseline: the loop also trains on the validation split (the cost of holding it out)")
+    parser.add_argument("--loop-lr", type=float, default=2e-3, help="baseline: the loop's peak lr (the recipe's)")
+    parser.add_argument("--loop-batch-size", type=int, default=None,
+                        help="baseline: the loop's batch size (default: data.batch_size, the recipe's)")
+    parser.add_argument("--loop-train-on-val", action=argparse.BooleanOptionalAction, default=True,
+                        help="baseline: the loop trains on the validation split too, every training image (default; "
+                        "--no-loop-train-on-val holds it out as model=plain does)")
     parser.add_argument("--images", type=int, default=256, help="loader: JPEGs per image size")
     parser.add_argument("--workers", default=None,
                         help="loader: worker counts, comma-separated (default 0, 1, 2 and all cores)")

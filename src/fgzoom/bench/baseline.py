@@ -1,15 +1,37 @@
 """The reference loop: the short training loop a practitioner writes first, as the recipe's guard.
 
-``reference_loop`` is deliberately plain (no Lightning, none of the project's recipe code): the timm
-backbone, AdamW, one-cycle, cross-entropy, the data's own mean/std (the model's when fine-tuning), a
-random shift of up to 1/16 of the side, no flips, the datamodule's train split (the images the project's
-models train on; the validation split is not used) and its test split. ``compare`` runs it beside ``scripts/train.py
-model=plain`` and ``model=zoom`` under the same config overrides, epochs and seeds:
+``reference_loop`` is deliberately plain (no Lightning, none of the project's recipe code; the project's
+datamodule only lists the images and their splits): the timm backbone, AdamW with timm's no-weight-decay rule
+(``timm.optim.param_groups_weight_decay``: no decay on biases, norm weights and other 1-d parameters),
+torch's one-cycle schedule, cross-entropy, a random shift of up to 1/16 of the side, horizontal flips as the
+data config sets them (``data.hflip``), its last epoch tested. It is fair to the recipe where the recipe's
+choices are the ones a user would make for the same data: the batch size is the data config's
+(``data.batch_size``); with pretrained weights the classifier trains at ``lr * lr_mult_new``
+(``model.optimizer.lr_mult_new``; null: 10 with weights, as the recipe); the optimizer, rates, weight decay,
+one-cycle schedule (and its cycling of Adam's beta1) are the recipe's. ``compare`` runs it beside
+``scripts/train.py model=plain`` and ``model=zoom`` under the same config overrides, epochs and seeds:
 
     python scripts/bench.py baseline --seeds 1,2,3 data=mnist_clutter trainer.max_epochs=10
 
-The project's plain model must not lose to the loop; every accuracy claim of the docs is made
-against it.
+What still differs from ``model=plain``, on purpose (a user's first loop) or by simplicity:
+
+- **Data**: the loop trains on every training image, the train split and the validation split the project
+  holds out of it (as a user's first loop does; ``train_on_val=False`` holds it out too), and reports its
+  last epoch; ``model=plain`` trains on the train split and tests the checkpoint best by ``val/acc`` (the
+  whole training split with ``refit=true``). Under ``refit=true`` or ``data.val_on_test=true`` the loop
+  trains on the datamodule's train split alone (it already holds the validation images, or the validation
+  split is the test split).
+- **Augmentation**: the loop shifts by up to 1/16 of the side (zero padding, random crop) after a resize to
+  the square; the recipe applies the data config's transforms (``data.translate``, 1/16 in the shipped
+  ``synthetic``, ``mnist_clutter`` and ``imagefolder`` configs, or ``data.crop_pct``, colour jitter,
+  RandAugment, mixup where set).
+- **Normalization**: from scratch the loop normalizes with its own training images' statistics (train + val),
+  the recipe with the train split's; with weights both take the backbone's.
+- **Details**: the loop decodes with PIL and resizes with torchvision; it runs in fp32 with none of the
+  recipe's switches (EMA, channels_last, compile, precision); its random streams are its own.
+
+The project's plain model must not lose to the loop (``tests/test_recipe.py`` holds it to that on a tiny
+budget); every accuracy claim of the docs is made against it.
 """
 
 from __future__ import annotations
@@ -23,6 +45,7 @@ from pathlib import Path
 import timm
 import torch
 import torch.nn.functional as F
+from timm.optim import param_groups_weight_decay
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
@@ -30,6 +53,7 @@ from fgzoom.data.dataset import load_rgb
 from fgzoom.data.stats import channel_stats
 
 MODELS = ("loop", "plain", "zoom")
+LR_MULT_NEW_PRETRAINED = 10.0  # the recipe's lr_mult_new: null with pretrained weights (fgzoom.models.optim)
 
 
 class _Images(Dataset):
@@ -43,43 +67,84 @@ class _Images(Dataset):
         return self.transform(load_rgb(self.samples[i].path)), self.samples[i].label
 
 
+def loop_training_images(datamodule, train_on_val: bool = True) -> list:
+    """The images the loop trains on: the datamodule's train split and (``train_on_val``) its validation split,
+    unless the train split already holds it (``data.train_on_val``, a refit) or it is the test split
+    (``data.val_on_test``)."""
+    datamodule.setup()
+    splits = datamodule.splits
+    add_val = train_on_val and not datamodule.train_on_val and not datamodule.val_on_test
+    return splits["train"] + (splits["val"] if add_val else [])
+
+
+def optimizer_groups(model: torch.nn.Module, weight_decay: float, lr: float, lr_mult_new: float) -> list[dict]:
+    """AdamW's parameter groups: timm's no-weight-decay rule (``param_groups_weight_decay`` with the model's own
+    ``no_weight_decay()`` names), each group split into the body at ``lr`` and the classifier
+    (``get_classifier()``) at ``lr * lr_mult_new``; empty groups dropped."""
+    skip = model.no_weight_decay() if hasattr(model, "no_weight_decay") else ()
+    head = {id(p) for p in model.get_classifier().parameters()} if lr_mult_new != 1.0 else set()
+    groups = []
+    for group in param_groups_weight_decay(model, weight_decay, no_weight_decay_list=skip):
+        for is_head in (False, True):
+            params = [p for p in group["params"] if (id(p) in head) == is_head]
+            if params:
+                groups.append({**group, "params": params, "lr": lr * (lr_mult_new if is_head else 1.0)})
+    return groups
+
+
 def reference_loop(
     datamodule,
     backbone: str,
     epochs: int,
     seed: int,
     pretrained_path: str | None = None,
+    pretrained: bool = False,
     lr: float = 2e-3,
     weight_decay: float = 0.05,
-    batch_size: int = 64,
+    batch_size: int | None = None,
     shift: float = 1 / 16,
     device: str = "cpu",
-    train_on_val: bool = False,
+    train_on_val: bool = True,
+    lr_mult_new: float | None = None,
+    hflip: float | None = None,
 ) -> dict[str, float]:
-    """Train ``backbone`` on ``datamodule``'s train split (``train_on_val``: and its validation split, i.e.
-    every training image when the validation split is held out of train) for ``epochs``; return its
-    ``test/acc``."""
+    """Train ``backbone`` on ``datamodule``'s training images (:func:`loop_training_images`) for ``epochs`` and
+    return the last epoch's ``test/acc``.
+
+    Weights: ``pretrained_path`` (a file, as ``model.backbone.pretrained_path``) or ``pretrained`` (timm's
+    hub weights, ``model.backbone.pretrained``); else from scratch. ``batch_size`` None: the datamodule's
+    (``data.batch_size``). ``lr_mult_new`` None: 10 with weights, else 1 (the recipe's rule). ``hflip`` None:
+    the datamodule's flip probability (``data.hflip``)."""
     torch.manual_seed(seed)
-    datamodule.setup()
-    splits, size = datamodule.splits, datamodule.image_size
-    train = splits["train"] + (splits["val"] if train_on_val else [])
-    if pretrained_path:
+    train = loop_training_images(datamodule, train_on_val)
+    test, size = datamodule.splits["test"], datamodule.image_size
+    batch_size = datamodule.batch_size if batch_size is None else batch_size
+    pretrained = bool(pretrained or pretrained_path)
+    if lr_mult_new is None:
+        lr_mult_new = LR_MULT_NEW_PRETRAINED if pretrained else 1.0
+    hflip = float(datamodule.transform_args["hflip"]) if hflip is None else hflip
+    if pretrained:
         config = timm.get_pretrained_cfg(backbone)
         mean, std = list(config.mean), list(config.std)
     else:
         mean, std = channel_stats(train, size, workers=max(1, datamodule.num_workers))
     tail = [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)]
-    train_tf = v2.Compose([v2.Resize((size, size)), v2.RandomCrop(size, padding=round(shift * size)), *tail])
+    flip = [v2.RandomHorizontalFlip(hflip)] if hflip > 0 else []
+    train_tf = v2.Compose([v2.Resize((size, size)), v2.RandomCrop(size, padding=round(shift * size)), *flip, *tail])
     test_tf = v2.Compose([v2.Resize((size, size)), *tail])
     workers = datamodule.num_workers
     train_loader = DataLoader(_Images(train, train_tf), batch_size, shuffle=True, num_workers=workers,
                               generator=torch.Generator().manual_seed(seed))
-    test_loader = DataLoader(_Images(splits["test"], test_tf), 2 * batch_size, num_workers=workers)
+    test_loader = DataLoader(_Images(test, test_tf), 2 * batch_size, num_workers=workers)
 
-    options = dict(pretrained=True, pretrained_cfg_overlay=dict(file=pretrained_path)) if pretrained_path else {}
+    options = dict(pretrained=True) if pretrained else {}
+    if pretrained_path:
+        options["pretrained_cfg_overlay"] = dict(file=pretrained_path)
     model = timm.create_model(backbone, num_classes=datamodule.num_classes, **options).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, lr, total_steps=epochs * len(train_loader))
+    groups = optimizer_groups(model, weight_decay, lr, lr_mult_new)
+    optimizer = torch.optim.AdamW(groups, lr=lr)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, [g["lr"] for g in groups],
+                                                   total_steps=epochs * len(train_loader))
     for _ in range(epochs):
         model.train()
         for images, labels in train_loader:
@@ -93,7 +158,7 @@ def reference_loop(
     with torch.no_grad():
         for images, labels in test_loader:
             correct += (model(images.to(device)).argmax(1).cpu() == labels).sum().item()
-    return {"test/acc": correct / len(splits["test"])}
+    return {"test/acc": correct / len(test)}
 
 
 def _train_script(root: Path, model: str, seed: int, overrides: list[str], run_dir: Path) -> dict[str, float]:
@@ -125,9 +190,11 @@ def compare(
                 cfg = cfg_for_seed(seed)
                 datamodule = hydra.utils.instantiate(cfg.data, seed=seed)
                 datamodule.prepare_data()
+                options = {"lr_mult_new": cfg.model.get("optimizer", {}).get("lr_mult_new"), **(loop_options or {})}
                 metrics = reference_loop(
                     datamodule, cfg.model.backbone.name, int(cfg.trainer.max_epochs), seed,
-                    pretrained_path=cfg.model.backbone.get("pretrained_path"), **(loop_options or {}),
+                    pretrained_path=cfg.model.backbone.get("pretrained_path"),
+                    pretrained=bool(cfg.model.backbone.get("pretrained")), **options,
                 )
             else:
                 metrics = _train_script(root, model, seed, overrides, out_dir / f"{model}_seed{seed}")

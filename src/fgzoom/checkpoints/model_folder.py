@@ -44,9 +44,13 @@ def model_card(config: dict, class_names: list[str], metrics: dict | None) -> st
     """The README.md of a model folder: what it is, how it was trained, what it measured, how to use it."""
     model, data = config.get("model", {}), config.get("data", {})
     zoom = model.get("zoom")
-    kind = "plain classifier (no zoom)" if not zoom else (
-        f"attention-crop zoom at level={zoom.get('level')}, {zoom.get('box')} boxes, {zoom.get('sampler')} sampler, "
-        f"mode={zoom.get('mode')}")
+    if not zoom:
+        kind = "plain classifier (no zoom)"
+    elif zoom.get("crop", True) is False:
+        kind = f"attention head and BAP classifier, no crop (model=bap), predicting from the raw branch; {zoom.get('box')} boxes"
+    else:
+        kind = (f"attention-crop zoom at level={zoom.get('level')}, {zoom.get('box')} boxes, {zoom.get('sampler')} "
+                f"sampler, mode={zoom.get('mode')}")
     lines = [
         f"# fgzoom model: {model.get('backbone', {}).get('name')} on {data.get('dataset')}", "",
         f"- model: {kind}",

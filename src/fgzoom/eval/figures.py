@@ -9,7 +9,8 @@ For ``level=image`` the zoomed view is the network's own zoomed input. For ``lev
 zooms a feature map, which is not a picture: the panel shows the same boxes cut from the image and resized
 with the same sampler and ``mode``/``align_corners``/``antialias`` (:func:`fgzoom.ops.crop_resize` for
 ``slice``, :func:`fgzoom.ops.crop_affine.crop_affine` for ``affine``), and its title says so. The plain
-model (no attention) gets the images with predicted and true classes only.
+model (no attention) gets the images with predicted and true classes only; ``model=bap`` (no crop) the images
+with its attention and boxes, without a zoomed panel.
 """
 
 from __future__ import annotations
@@ -100,8 +101,12 @@ def _interp_note(config) -> str:
 
 
 def zoom_title(config) -> str:
-    """``zoom level=<level>, box=<rule>, sampler=<sampler>[, k=<k>]`` for figure titles (a ``ZoomConfig``)."""
-    text = f"zoom level={config.level}, box={config.box}, sampler={config.sampler}"
+    """``zoom level=<level>, box=<rule>, sampler=<sampler>[, k=<k>]`` for figure titles (a ``ZoomConfig``);
+    ``bap (no crop), box=<rule>[, k=<k>]`` for ``crop=false``."""
+    if not config.crop:
+        text = f"bap (no crop), box={config.box}"
+    else:
+        text = f"zoom level={config.level}, box={config.box}, sampler={config.sampler}"
     return text + (f", k={config.num_regions}" if config.num_regions > 1 else "")
 
 
@@ -165,6 +170,8 @@ def grid_data(
     data.attention = resize_attention(out["attention"].float(), grid, offset).clamp(0, 1).cpu()
     data.boxes = boxes.cpu()
     data.degenerate = out["degenerate"].cpu()
+    if not config.crop:  # model=bap: where the attention boxes, no zoomed view to show
+        return data
     if data.steps:  # every step's view, cut from the image the way the network cut it
         data.zoomed = image_crops(images, boxes, config, tuple(out["zoomed"].shape[-2:])).cpu()
         data.zoom_note = f"zoomed input ({boxes.shape[1]} steps, {_interp_note(config)})"
@@ -269,7 +276,7 @@ def grid_figure(
     """
     n = data.images.shape[0]
     zoom = data.attention is not None
-    per_cell = 2 if zoom else 1
+    per_cell = 2 if data.zoomed is not None else 1
     cells_per_row = max(1, math.ceil(math.sqrt(n))) if n > 1 else 1
     rows = math.ceil(n / cells_per_row)
     cols = cells_per_row * per_cell
@@ -321,7 +328,7 @@ def grid_figure(
             elif bool(flat.any()):
                 text += f" [flat: region {', '.join(str(j + 1) for j in flat.nonzero()[:, 0].tolist())}]"
         ax.set_title(text, fontsize=7, color=color, loc="left")
-        if zoom:
+        if data.zoomed is not None:
             zax = axes[r, c * per_cell + 1]
             if data.zoomed.ndim == 5:  # k views: a mosaic framed in the boxes' colours
                 picture, places = _mosaic(data.zoomed[i], mean, std)

@@ -68,6 +68,8 @@ class FGVCModule(L.LightningModule):
     ground-truth boxes exist, ``iou_mean``, ``loc_acc@0.5`` and the box-centre error in pixels (``box_dy``,
     ``box_dx`` signed, ``box_center_err``; ``SplitMetrics``); on val and test also MaxBoxAccV2 of the attention
     map (``maxboxacc_v2``, ``maxboxacc@0.3``, ``@0.5``, ``@0.7``, each at the best map threshold of its split).
+    ``model=bap`` (``model.zoom.crop=false``) logs ``acc_raw`` (equal to ``acc``), no ``acc_zoom``, and its box
+    metrics on val and test only (it boxes at evaluation).
 
     After each validation epoch (not the sanity check) the map thresholds best on val, one per IoU delta, are
     kept in :attr:`val_box_tau` and saved in checkpoints (``fgzoom.val_box_tau``) and model folders; the test

@@ -25,6 +25,10 @@ so the zoomed branch sees detail the downsampled view lost. Boxes in ``boxes_ima
 loaded batch's grid.
 
 The prediction fuses both branches (mean of probabilities by default).
+
+With ``crop=false`` (``model=bap``) no zoomed view runs: the attention head, its BAP classifier and their losses
+train the backbone, the prediction is the raw branch, and at evaluation the boxes are computed as the zoom model
+computes them (on the grid its level crops) for the localization metrics, nothing cropped.
 """
 
 from __future__ import annotations
@@ -99,6 +103,10 @@ class ZoomNet(FGVCNet):
         logits_drop: Tensor[B, K] (training with ``attention_drop`` set only);
         zoomed: the zoomed tensor, Tensor[B*k, ...] (only with ``return_zoomed=True``).
 
+    With ``crop=false`` (``model=bap``): ``logits`` is the raw branch's log-softmax and there is no ``logits_zoom``,
+    ``logits_views`` or ``zoomed``; ``boxes``, ``boxes_image`` and ``degenerate`` are returned at evaluation only
+    (``eval()``), where the localization metrics and predictions read them.
+
     ``threshold`` overrides theta of the threshold and moments rules for one call (the threshold views of
     test-time augmentation); None = ``model.zoom.threshold`` (a random theta in ``threshold_range`` in training).
     """
@@ -109,6 +117,8 @@ class ZoomNet(FGVCNet):
                  input_size: int | None = None) -> None:
         super().__init__()
         self.config = zoom
+        if not zoom.crop:  # no zoomed branch to score: acc is acc_raw
+            self.branches = {"acc_raw": "logits_raw"}
         self.view = InputView(input_size)
         model = create_backbone(backbone, num_classes, input_size=input_size)
         # the split for the backbone's family (CNN, Swin, ViT); an unsupported family is one ConfigError here
@@ -129,7 +139,7 @@ class ZoomNet(FGVCNet):
         tail = self.split.tail_modules() if zoom.level == "feature" else [self.split]
         if zoom.steps > 1:  # the attention head also reads the zoomed views: statistics of their own there
             tail.append(self.attention)
-        self.branch_stats = BranchStats(tail) if zoom.norm_stats == "branch" else None
+        self.branch_stats = BranchStats(tail) if zoom.norm_stats == "branch" and zoom.crop else None
         # where the split's cells sit in the image (fgzoom.ops.cell_geometry): measured on the backbone as built
         # (with its pretrained weights), then kept in the checkpoint, so a resumed or evaluated model boxes the same
         # measured once per architecture, weights source and stage in a process (dropout rates do not move it)
@@ -336,15 +346,46 @@ class ZoomNet(FGVCNet):
             maps, logits_attention, part_features = self.attention(f)
         logits_raw = self.split.forward_head(features)
         mean_map = maps.detach().float().mean(dim=1)  # [B, h, w]
+        out: dict[str, Tensor] = {"logits_raw": logits_raw}
+        if cfg.crop:
+            out.update(self._zoom_outputs(source, x, f, context, mean_map, maps, logits_raw, threshold, return_zoomed))
+        else:  # model=bap: no zoomed view; the boxes only where something reads them (metrics, predictions)
+            out["logits"] = logits_raw.float().log_softmax(-1)  # as fusion=raw gives it
+            if not self.training:
+                grid = tuple(source.shape[-2:])
+                crop_grid = tuple(f.shape[-2:]) if cfg.level == "feature" else grid  # the zoom's grid at this level
+                boxes, boxes_image, degenerate = self.boxes(mean_map, grid, crop_grid, f, maps, threshold)
+                out.update(self._box_outputs(boxes, boxes_image, degenerate))
+        if self.training and self.attention_drop:
+            out["logits_drop"] = self._drop_logits(x, f, context, maps)
+        out["attention"] = normalize_attention(mean_map)[0]
+        if logits_attention is not None:
+            out["logits_attention"] = logits_attention
+            out["part_features"] = part_features
+        return out
+
+    @staticmethod
+    def _box_outputs(boxes: Tensor, boxes_image: Tensor, degenerate: Tensor) -> dict[str, Tensor]:
+        """``boxes``, ``boxes_image`` Tensor[B, k, 4] and ``degenerate`` Tensor[B, k] as outputs: Tensor[B, 4] and
+        Tensor[B] for k = 1."""
+        if boxes.shape[1] == 1:
+            boxes, boxes_image, degenerate = boxes[:, 0], boxes_image[:, 0], degenerate[:, 0]
+        return {"boxes": boxes, "boxes_image": boxes_image, "degenerate": degenerate}
+
+    def _zoom_outputs(self, source: Tensor, x: Tensor, f: Tensor, context: Tensor | None, mean_map: Tensor,
+                      maps: Tensor, logits_raw: Tensor, threshold: float | None,
+                      return_zoomed: bool) -> dict[str, Tensor]:
+        """The zoomed views' outputs (``crop=true``): boxes, the zoomed branch's logits and the fused ``logits``."""
+        cfg = self.config
         if cfg.level == "feature":
             views = self._zoom_feature(source, f, context, mean_map, maps, threshold)
         elif cfg.steps > 1:
             views = self._zoom_recursive(source, x, f, mean_map, maps, threshold)
         else:
             views = self._zoom_image(source, x, f, mean_map, maps, threshold)
-        out: dict[str, Tensor] = {"logits_raw": logits_raw, **views.extra}
-        boxes, boxes_image, degenerate, logits_views = views.boxes, views.boxes_image, views.degenerate, views.logits
-        k = boxes.shape[1]
+        out = {**views.extra, **self._box_outputs(views.boxes, views.boxes_image, views.degenerate)}
+        logits_views = views.logits
+        k = views.boxes.shape[1]
         if k > 1:
             logits_views = logits_views.view(-1, k, logits_views.shape[-1])  # [B, k, K]
         if logits_views.dim() == 3:  # several views per sample: k regions or n steps
@@ -352,21 +393,7 @@ class ZoomNet(FGVCNet):
             logits_zoom = mean_prob_log(logits_views)
         else:
             logits_zoom = logits_views
-        if k == 1:
-            boxes, boxes_image, degenerate = boxes[:, 0], boxes_image[:, 0], degenerate[:, 0]
-        if self.training and self.attention_drop:
-            out["logits_drop"] = self._drop_logits(x, f, context, maps)
-        out.update(
-            logits=fuse(logits_raw, logits_zoom, cfg.fusion),
-            logits_zoom=logits_zoom,
-            attention=normalize_attention(mean_map)[0],
-            boxes=boxes,
-            boxes_image=boxes_image,
-            degenerate=degenerate,
-        )
-        if logits_attention is not None:
-            out["logits_attention"] = logits_attention
-            out["part_features"] = part_features
+        out.update(logits=fuse(logits_raw, logits_zoom, cfg.fusion), logits_zoom=logits_zoom)
         if return_zoomed:
             out["zoomed"] = views.zoomed
         return out

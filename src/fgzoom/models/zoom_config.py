@@ -67,6 +67,10 @@ class ZoomConfig:
         cell_offset: where each feature cell sits in the image, in cells (``fgzoom.ops.cell_geometry``):
             ``measured`` (default: read off the backbone when the model is built and kept in its checkpoint),
             a number, or ``[dy, dx]``; 0 is the plain resize rule (cell i centred at ``(i + 0.5) * H / h``).
+        crop: ``true`` (default) runs the zoomed view; ``false`` runs none (``model=bap``, the control that
+            separates the attention head from the crop): the attention head, its BAP classifier and their
+            losses train the backbone, the prediction is the raw branch's (needs ``fusion=raw``), and the boxes
+            are still computed at evaluation for the localization metrics (rule or glimpse boxes, one step).
     """
 
     level: str = "feature"
@@ -98,6 +102,7 @@ class ZoomConfig:
     norm_stats: str = "branch"
     steps: int = 1
     cell_offset: str | float | tuple[float, float] = "measured"
+    crop: bool = True
 
     def __post_init__(self) -> None:
         for key in ("threshold_range", "size", "cell_offset"):  # a config file's lists, as the hashable tuples of the fields
@@ -181,6 +186,16 @@ class ZoomConfig:
             raise bad("drop_threshold", self.drop_threshold, "must be in (0, 1)")
         if self.fusion not in FUSIONS:
             raise bad("fusion", self.fusion, f"must be one of {FUSIONS}")
+        if not isinstance(self.crop, bool):
+            raise bad("crop", self.crop, "must be true (the zoom model) or false (no zoomed view: model=bap)")
+        if not self.crop:
+            if self.fusion != "raw":
+                raise bad("fusion", self.fusion, "model.zoom.crop=false predicts from the raw branch: needs "
+                          "fusion=raw (model=bap sets it)")
+            if self.box == "learned" or self.steps > 1:
+                key, value = ("box", self.box) if self.box == "learned" else ("steps", self.steps)
+                raise bad(key, value, "model.zoom.crop=false runs no zoomed view, which learned boxes and a "
+                          "recursive zoom train through: use a rule box or glimpse and steps=1")
         if self.norm_stats not in NORM_STATS:
             raise bad("norm_stats", self.norm_stats, f"must be one of {NORM_STATS}")
         if self.steps < 1:

@@ -4,7 +4,7 @@ them (e.g. a config file edited while the sweep ran), so that a table row may av
 from __future__ import annotations
 
 from fgzoom.sweeps.labels import cell
-from fgzoom.sweeps.runs import SETTING_KEYS, Run
+from fgzoom.sweeps.runs import GROUP_KEYS, Run
 
 
 def config_differences(runs: list[Run]) -> dict[str, dict[str, list[str]]]:
@@ -24,7 +24,7 @@ def config_differences(runs: list[Run]) -> dict[str, dict[str, list[str]]]:
 
     def same_job_but_seed(run: Run) -> tuple:
         rest = sorted(o for o in run.overrides if o.partition("=")[0].lstrip("+~") != "seed")
-        return (*rest, *(str(run.setting.get(k)) for k in SETTING_KEYS), run.other)
+        return (*rest, *(str(run.setting.get(k)) for k in GROUP_KEYS), run.other)
 
     differences: dict[str, dict[str, list[str]]] = {}
     for key in sorted({k for r in with_config for k in r.config}):

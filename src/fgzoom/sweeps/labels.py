@@ -7,12 +7,15 @@ from fgzoom.ops.interpolation import interp_label
 
 
 def setting_label(setting: dict[str, object], other: str = "") -> str:
-    """``plain`` or ``<level> / <interpolation>[ / <box> <sampler>][ k=<n>]`` (+ ``[<other>]``), the
-    interpolation as :func:`setting_interp` writes it, e.g. ``image / bicubic, align_corners=true, antialias``."""
+    """``plain``, ``bap (no crop)`` or ``<level> / <interpolation>[ / <box> <sampler>][ k=<n>]``, then the
+    components that depart from the zoom's defaults (:func:`variant_label`) and ``[<other>]``; the interpolation
+    as :func:`setting_interp` writes it, e.g. ``image / bicubic, align_corners=true, antialias``."""
     if setting.get("model") is None:
         label = "?"
     elif setting["model"] == "plain":
         label = "plain"
+    elif setting["model"] == "bap":
+        label = "bap (no crop)"
     else:
         label = f"{setting['level']} / {setting_interp(setting)}"
         box, sampler = setting.get("box") or "threshold", setting.get("sampler") or "slice"
@@ -20,7 +23,21 @@ def setting_label(setting: dict[str, object], other: str = "") -> str:
             label += f" / {box} {sampler}"
         if (setting.get("num_regions") or 1) > 1:
             label += f" k={setting['num_regions']}"
+    label += variant_label(setting)
     return f"{label} [{other}]" if other else label
+
+
+def variant_label(setting: dict[str, object]) -> str:
+    """`` + drop`` (attention drop, ``model.loss.drop`` > 0: `` + drop=<w>`` for a weight other than 1) and
+    `` fusion=<f>`` (a fusion other than mean_prob), or ``""`` for the zoom model's default components."""
+    text = ""
+    drop = setting.get("drop")
+    if drop:
+        text += " + drop" if drop == 1 else f" + drop={drop:g}"
+    fusion = setting.get("fusion")
+    if fusion not in (None, "mean_prob"):
+        text += f" fusion={fusion}"
+    return text
 
 
 def setting_interp(setting: dict[str, object]) -> str:

@@ -3,7 +3,8 @@
 One row per setting: mean ± std over seeds of ``val/test`` ``acc`` (the final, fused prediction),
 ``acc_raw``, ``acc_zoom`` and ``acc_macro`` (per-class mean), in percent; the number of seeds; the rank by
 mean ``val/acc`` (the best setting is marked; the test split never selects). Then the seed-paired
-comparisons against the plain model and the best setting. Jobs that failed, are unfinished or never started
+comparisons against the plain model, the bap control (the zoom model without the crop, where the sweep ran it:
+a zoom row's "vs bap" is what the crop adds) and the best setting. Jobs that failed, are unfinished or never started
 are listed under "Failed or unfinished runs"; config keys that differ between jobs without being swept are
 flagged under "Config differences". An Optuna study opens with its own section (:func:`study_lines`).
 """
@@ -16,7 +17,16 @@ from fgzoom.sweeps.drift import config_differences
 from fgzoom.sweeps.labels import cell, percent, setting_interp, setting_label
 from fgzoom.sweeps.optuna_study import OptunaStudy, study_lines
 from fgzoom.sweeps.paired import PairedComparison, paired_compare
-from fgzoom.sweeps.runs import OK, SETTING_KEYS, Run, SettingSummary, best_setting, reference_settings
+from fgzoom.sweeps.runs import (
+    OK,
+    SETTING_KEYS,
+    VARIANT_KEYS,
+    Run,
+    SettingSummary,
+    best_setting,
+    has_variant,
+    reference_settings,
+)
 from fgzoom.sweeps.step_cost import StepCost, bench_name, legacy_bench_name
 
 TABLE_METRICS = ("acc", "acc_raw", "acc_zoom", "acc_macro")  # shown as val/<m> and test/<m>
@@ -39,46 +49,62 @@ def _model_choice(summary: SettingSummary) -> str | None:
     return next((o.split("=", 1)[1] for r in summary.runs for o in r.overrides if o.startswith("model=")), None)
 
 
+def variant_columns(summaries: list[SettingSummary]) -> list[str]:
+    """The ``VARIANT_KEYS`` that get a column: those some setting departs from the zoom's default in (a sweep of
+    interpolation or boxes has none, and its tables stay as they were)."""
+    return [k for k in VARIANT_KEYS if any(has_variant(s.setting, k) for s in summaries)]
+
+
 def comparison_lines(
     summaries: list[SettingSummary], metric: str = "test/acc", step: StepCost | None = None
 ) -> list[str]:
     """The markdown section that answers the sweep: per setting its seeds, ``metric`` per seed and mean ±
-    std, mean val/acc, the seed-paired differences against the plain model and the best setting, and (with
-    ``step``) the train step's cost against the plain model's."""
+    std, mean val/acc, the seed-paired differences against the plain model, the bap control (where the sweep
+    ran it) and the best setting, and (with ``step``) the train step's cost against the plain model's."""
     refs = dict(reference_settings(summaries))
     if not refs:
         return []
     zoom = [s for s in summaries if s.setting.get("model") == "zoom"]
     extra = [k for k in ("box", "num_regions") if len({s.setting.get(k) for s in zoom}) > 1]
+    variants = variant_columns(summaries)
     has_other = any(s.other for s in summaries)
+    best, plain, bap = refs.get("best"), refs.get("plain"), refs.get("bap")
     lines = ["## Paired comparisons", "",
              f"{metric} in %: per seed, then mean ± std over seeds; val/acc in % (mean ± std). \"vs plain\" and "
              f"\"vs best\": the setting's {metric} minus the reference's, paired by seed, in points: mean [95% t "
              "interval], seeds better/worse (and `n=` seeds compared where fewer than the row's), *noise* when "
              "the interval contains 0, else **better**/**worse**. The best setting is the one with the highest "
              f"mean val/acc; the comparison is on {metric}."]
+    if bap is not None:
+        lines[-1] += (f" \"vs bap\": the same against `{bap.label}`, the zoom model without the crop (same head, "
+                      "BAP classifier and losses, predicting from the raw branch): for a zoom row, what the crop adds "
+                      "(with that row's fusion and attention drop), where \"vs plain\" is what crop and head add "
+                      "together.")
     if step is not None:
         lines[-1] += (f" \"step x plain\": the train step's time over the plain model's, from `{step.source}` "
                       f"({step.measured_on}).")
     header = ["level", "sampler", "mode", *(["box"] if "box" in extra else []),
-              *(["regions"] if "num_regions" in extra else []), *(["other"] if has_other else []),
+              *(["regions"] if "num_regions" in extra else []), *variants, *(["other"] if has_other else []),
               "seeds", f"{metric} % per seed", f"{metric} %", "val/acc %", "vs plain (points, 95% CI)",
+              *(["vs bap (points, 95% CI)"] if bap is not None else []),
               "vs best (points, 95% CI)", *(["step x plain"] if step is not None else [])]
     lines += ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    best, plain = refs.get("best"), refs.get("plain")
     for s in summaries:
         seeds = len(s.finished)
-        if s.setting.get("model") == "plain":
-            cells = ["plain (no zoom)", "–", "–", *["–"] * len(extra)]
+        if s.setting.get("model") in ("plain", "bap"):
+            name = "plain (no zoom)" if s.setting["model"] == "plain" else "bap (no crop)"
+            cells = [name, "–", "–", *(cell(s.setting.get(k)) if s.setting["model"] == "bap" else "–" for k in extra)]
         else:
             cells = [str(s.setting.get("level")), str(s.setting.get("sampler")), setting_interp(s.setting),
                      *(cell(s.setting.get(k)) for k in extra)]
+        cells += [cell(s.setting.get(k)) for k in variants]
         cells += [s.other or "–"] if has_other else []
         per_seed = s.by_seed(metric)
         cells += [str(seeds), " / ".join(f"{100 * per_seed[k]:.1f}" for k in sorted(per_seed)) or "–",
                   percent(s.mean(metric), s.std(metric)), percent(s.mean("val/acc"), s.std("val/acc"))]
-        cells.append("–" if plain is None or s is plain
-                     else paired_cell(paired_compare(s.by_seed(metric), plain.by_seed(metric)), seeds))
+        for ref in (plain, *([bap] if bap is not None else [])):
+            cells.append("–" if ref is None or s is ref
+                         else paired_cell(paired_compare(s.by_seed(metric), ref.by_seed(metric)), seeds))
         cells.append("**best by val/acc**" if s is best
                      else paired_cell(paired_compare(s.by_seed(metric), best.by_seed(metric)), seeds))
         if step is not None:
@@ -130,14 +156,15 @@ def write_markdown(
     if study is not None:
         lines += study_lines(study, runs)
         lines += ["## Settings", ""]
-    header = ["rank", *SETTING_KEYS, *(["other"] if has_other else []), "seeds", *metric_keys]
+    keys = [*SETTING_KEYS, *variant_columns(summaries)]
+    header = ["rank", *keys, *(["other"] if has_other else []), "seeds", *metric_keys]
     lines.append("| " + " | ".join(header) + " |")
-    text_columns = len(SETTING_KEYS) + has_other
+    text_columns = len(keys) + has_other
     lines.append("|" + "|".join(["---:", *["---"] * text_columns, *["---:"] * (1 + len(metric_keys))]) + "|")
     for s in summaries:
         r = rank.get(id(s))
         rank_cell = "–" if r is None else (f"**{r} (best)**" if s is best else str(r))
-        cells = [rank_cell, *(cell(s.setting.get(k)) for k in SETTING_KEYS)]
+        cells = [rank_cell, *(cell(s.setting.get(k)) for k in keys)]
         cells += [s.other] if has_other else []
         cells.append(str(len(s.finished)))
         cells += [percent(s.mean(k), s.std(k)) for k in metric_keys]

@@ -27,10 +27,19 @@ from fgzoom.sweeps.labels import setting_label
 log = logging.getLogger("fgzoom.summarize")
 
 SETTING_KEYS = ("model", "level", "mode", "align_corners", "antialias", "sampler", "box", "num_regions")
+# the components of experiment=ablate_components beyond the model: the fusion of the zoom's branches and the weight
+# of the attention-drop loss; columns of their own only where a setting departs from VARIANT_DEFAULTS
+VARIANT_KEYS = ("fusion", "drop")
+VARIANT_DEFAULTS = {"fusion": "mean_prob", "drop": 0.0}  # the zoom model's (configs/model/zoom.yaml)
+GROUP_KEYS = (*SETTING_KEYS, *VARIANT_KEYS)  # what one setting (one row over seeds) is
+MODEL_ORDER = ("plain", "bap", "zoom")  # table order: the control without zoom, the head without the crop, the zoom
 MODE_ORDER = MODES  # table order: the interpolation modes as fgzoom.ops lists them
 LEVEL_ORDER = ("feature", "image")
+# fgzoom.models.zoom_config.FUSIONS, written out: importing the model configs would load timm into summarize.py
+FUSION_ORDER = ("mean_prob", "mean_logit", "raw", "zoom")
 # overrides that are part of the setting or the seed, not "other"
-_SETTING_OVERRIDES = {"model", "seed", *(f"model.zoom.{k}" for k in SETTING_KEYS[1:])}
+_SETTING_OVERRIDES = {"model", "seed", "model.zoom.crop", "model.zoom.fusion", "model.loss.drop",
+                      *(f"model.zoom.{k}" for k in SETTING_KEYS[1:])}
 
 OK, NO_METRICS, NOT_STARTED, INVALID = "ok", "no metrics.json", "not started", "invalid setting"
 INVALID_MARKER = "invalid.txt"  # written by a multirun job whose config was refused (the one error line)
@@ -84,11 +93,18 @@ class SettingSummary:
 
 
 def setting_of(config: dict) -> dict[str, object]:
-    """The setting columns of a resolved run config: ``model`` is ``plain`` when ``model.zoom`` is null."""
+    """The setting (``GROUP_KEYS``) of a resolved run config. ``model`` is ``plain`` when ``model.zoom`` is null,
+    ``bap`` when ``model.zoom.crop`` is false (no zoomed view: level, sampler and interpolation are None; the box
+    rule is kept, it boxes for the localization metrics), else ``zoom``; ``fusion`` (zoom only) and ``drop``
+    (``model.loss.drop``, as a float; bap and zoom) are the components ``experiment=ablate_components`` varies."""
     model = config.get("model") or {}
     zoom = model.get("zoom")
     if zoom is None:
-        return {"model": "plain", **dict.fromkeys(SETTING_KEYS[1:])}
+        return {"model": "plain", **dict.fromkeys(GROUP_KEYS[1:])}
+    drop = float((model.get("loss") or {}).get("drop", VARIANT_DEFAULTS["drop"]))
+    if zoom.get("crop", True) is False:
+        return {**dict.fromkeys(GROUP_KEYS), "model": "bap", "box": zoom.get("box", "threshold"),
+                "num_regions": int(zoom.get("num_regions", 1)), "drop": drop}
     return {
         "model": "zoom",
         "level": zoom.get("level"),
@@ -98,7 +114,16 @@ def setting_of(config: dict) -> dict[str, object]:
         "sampler": zoom.get("sampler", "slice"),
         "box": zoom.get("box", "threshold"),
         "num_regions": int(zoom.get("num_regions", 1)),
+        "fusion": zoom.get("fusion", VARIANT_DEFAULTS["fusion"]),
+        "drop": drop,
     }
+
+
+def has_variant(setting: dict[str, object], key: str) -> bool:
+    """Whether ``setting`` departs from the zoom model's default ``key`` (a ``VARIANT_KEYS`` entry); None is
+    "does not apply" (plain, bap's fusion)."""
+    value = setting.get(key)
+    return value is not None and value != VARIANT_DEFAULTS[key]
 
 
 def load_yaml(path: Path) -> object | None:
@@ -136,7 +161,7 @@ def load_run(job_dir: Path, sweep_dir: Path) -> Run:
             status = OK
         except (json.JSONDecodeError, AttributeError, TypeError, ValueError) as e:
             log.warning("%s: unreadable (%s); counted as failed", metrics_path, e)
-    setting = setting_of(config) if config else dict.fromkeys(SETTING_KEYS)
+    setting = setting_of(config) if config else dict.fromkeys(GROUP_KEYS)
     seed = config.get("seed") if isinstance(config, dict) else None
     return Run(
         job=job_dir.relative_to(sweep_dir).as_posix(),
@@ -195,7 +220,7 @@ def collect_runs(sweep_dir: Path) -> list[Run]:
                         job=f"#{index}",
                         status=NOT_STARTED,
                         overrides=overrides,
-                        setting=dict.fromkeys(SETTING_KEYS),
+                        setting=dict.fromkeys(GROUP_KEYS),
                         seed=_seed_from(overrides),
                     )
                 )
@@ -237,12 +262,13 @@ def mark_other_overrides(runs: list[Run]) -> None:
 
 
 def group_by_setting(runs: list[Run]) -> list[SettingSummary]:
-    """The runs that have a setting, grouped over seeds, in table order: plain, then by level and mode."""
+    """The runs that have a setting, grouped over seeds, in table order: plain, bap, then zoom by level and mode;
+    within one zoom, by fusion (mean_prob, the default, first), then without attention drop before with it."""
     groups: dict[tuple, SettingSummary] = {}
     for run in runs:
         if run.setting.get("model") is None:
             continue  # no config: a job that never started or died before writing one
-        key = (*(run.setting.get(k) for k in SETTING_KEYS), run.other)
+        key = (*(run.setting.get(k) for k in GROUP_KEYS), run.other)
         groups.setdefault(key, SettingSummary(setting=dict(run.setting), other=run.other, runs=[]))
         groups[key].runs.append(run)
     return sorted(groups.values(), key=_setting_sort_key)
@@ -256,7 +282,7 @@ def _setting_sort_key(summary: SettingSummary) -> tuple:
         return options.index(value) if value in options else len(options)
 
     return (
-        s["model"] != "plain",
+        index(s["model"], MODEL_ORDER),
         index(s["level"], LEVEL_ORDER),
         index(s["mode"], MODE_ORDER),
         str(s["mode"]),
@@ -265,6 +291,8 @@ def _setting_sort_key(summary: SettingSummary) -> tuple:
         str(s.get("box")),
         str(s.get("sampler")),
         s.get("num_regions") or 1,
+        index(s.get("fusion") or VARIANT_DEFAULTS["fusion"], FUSION_ORDER),
+        s.get("drop") or 0.0,
         summary.other,
     )
 
@@ -276,12 +304,15 @@ def best_setting(summaries: list[SettingSummary], metric: str = "val/acc") -> Se
 
 
 def reference_settings(summaries: list[SettingSummary]) -> list[tuple[str, SettingSummary]]:
-    """What each setting is compared with: the best setting by mean val/acc and the plain model (if run)."""
+    """What each setting is compared with: the best setting by mean val/acc, the plain model and the bap control
+    (the zoom model without the crop; the first bap setting in table order, i.e. without attention drop where
+    that ran), each where it ran."""
     refs = []
     best = best_setting(summaries)
     if best is not None:
         refs.append(("best", best))
-    plain = next((s for s in summaries if s.setting.get("model") == "plain" and s.finished), None)
-    if plain is not None:
-        refs.append(("plain", plain))
+    for model in ("plain", "bap"):
+        found = next((s for s in summaries if s.setting.get("model") == model and s.finished), None)
+        if found is not None:
+            refs.append((model, found))
     return refs

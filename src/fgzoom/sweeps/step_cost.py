@@ -36,12 +36,15 @@ def read_step_cost(path: Path | str) -> StepCost:
 
 
 def bench_name(setting: dict[str, object]) -> str:
-    """The step bench's row name of a setting (``fgzoom.sweeps.runs.setting_of``): ``plain``, or
-    ``zoom <level> <sampler> <interpolation>`` (``scripts/bench.py step --interp`` names its rows so)."""
-    if setting.get("model") == "plain":
-        return "plain"
-    interp = interp_label(str(setting.get("mode")), setting.get("align_corners"), bool(setting.get("antialias")))
-    return f"zoom {setting.get('level')} {setting.get('sampler')} {interp}"
+    """The step bench's row name of a setting (``fgzoom.sweeps.runs.setting_of``): ``plain``, ``bap``, or
+    ``zoom <level> <sampler> <interpolation>`` (``scripts/bench.py step --interp`` names its rows so), with
+    `` + drop`` where the attention-drop branch adds a pass (the fusion costs nothing)."""
+    if setting.get("model") in ("plain", "bap"):
+        name = str(setting["model"])
+    else:
+        interp = interp_label(str(setting.get("mode")), setting.get("align_corners"), bool(setting.get("antialias")))
+        name = f"zoom {setting.get('level')} {setting.get('sampler')} {interp}"
+    return name + (" + drop" if setting.get("drop") and setting.get("model") != "plain" else "")
 
 
 def legacy_bench_name(model_choice: str) -> str:

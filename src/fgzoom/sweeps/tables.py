@@ -8,13 +8,13 @@ import csv
 from pathlib import Path
 
 from fgzoom.errors import SummaryError
-from fgzoom.sweeps.runs import SETTING_KEYS, Run, finite
+from fgzoom.sweeps.runs import GROUP_KEYS, VARIANT_DEFAULTS, VARIANT_KEYS, Run, finite
 
 
 def write_csv(runs: list[Run], path: Path) -> None:
     """One row per run; the metric columns are every metric any run has, sorted."""
     metric_keys = sorted({k for r in runs for k in r.metrics})
-    columns = ["job", "status", *SETTING_KEYS, "seed", "other", "overrides", "dir", *metric_keys]
+    columns = ["job", "status", *GROUP_KEYS, "seed", "other", "overrides", "dir", *metric_keys]
     with path.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
@@ -27,7 +27,7 @@ def write_csv(runs: list[Run], path: Path) -> None:
                 "overrides": " ".join(run.overrides),
                 "dir": _relative(run.path) if run.path else "",
             }
-            row.update({k: _csv_value(run.setting.get(k)) for k in SETTING_KEYS})
+            row.update({k: _csv_value(run.setting.get(k)) for k in GROUP_KEYS})
             row.update({k: _csv_value(run.metrics.get(k)) for k in metric_keys})
             writer.writerow(row)
 
@@ -39,19 +39,30 @@ def read_csv(path: Path) -> list[Run]:
         rows = list(csv.DictReader(f))
     if not rows or "status" not in rows[0]:
         raise SummaryError(f"{path}: not a results.csv written by scripts/summarize.py (no rows or no status column)")
-    fixed = {"job", "status", *SETTING_KEYS, "seed", "other", "overrides", "dir"}
+    fixed = {"job", "status", *GROUP_KEYS, "seed", "other", "overrides", "dir"}
     return [
         Run(
             job=row["job"],
             status=row["status"],
             overrides=row["overrides"].split(),
-            setting={k: _from_csv(k, row[k]) for k in SETTING_KEYS},
+            setting=_setting(row),
             seed=_from_csv("seed", row["seed"]),
             metrics={k: finite(v) if v != "" else None for k, v in row.items() if k not in fixed},
             other=row["other"],
         )
         for row in rows
     ]
+
+
+def _setting(row: dict[str, str]) -> dict[str, object]:
+    """The setting of a csv row. A csv written before the ``VARIANT_KEYS`` columns existed holds zoom runs at the
+    zoom's default components (``VARIANT_DEFAULTS``), so that it merges with a sweep folder of the same jobs."""
+    setting = {k: _from_csv(k, row.get(k, "")) for k in GROUP_KEYS}
+    if setting["model"] == "zoom":
+        for key in VARIANT_KEYS:
+            if key not in row:
+                setting[key] = VARIANT_DEFAULTS[key]
+    return setting
 
 
 def _relative(path: Path) -> str:
@@ -77,4 +88,6 @@ def _from_csv(key: str, text: str) -> object:
         return text == "true"
     if key in ("seed", "num_regions") and text.lstrip("-").isdigit():
         return int(text)
+    if key == "drop":
+        return float(text)
     return text
