@@ -1,4 +1,4 @@
-"""Writing a generated dataset once, atomically, in ImageFolder layout (the synthetic and mnist_clutter sets)."""
+"""Writing a generated dataset once, atomically, in ImageFolder layout (the synthetic and the cluttered real-object sets)."""
 
 from __future__ import annotations
 
@@ -21,8 +21,10 @@ def write_imagefolder(
     per_class: dict[str, int],
     render: Callable[[str, int, int], tuple[Image.Image, Sequence[int]]],
     spec_record: dict,
+    files: dict[str, str] | None = None,
 ) -> Path:
-    """Write ``root/<split>/<class>/<index:05d>.png``, ``boxes.csv`` (``path,y0,x0,y1,x1``) and ``spec.json``.
+    """Write ``root/<split>/<class>/<index:05d>.png``, ``boxes.csv`` (``path,y0,x0,y1,x1``), ``spec.json``
+    and the text ``files`` (name -> content, e.g. a provenance table).
 
     Image ``index = label * per_class[split] + k`` of a split is ``render(split, label, index)`` ->
     ``(image, box)``. Everything goes to a temporary folder beside ``root`` that replaces ``root`` at the
@@ -47,6 +49,8 @@ def write_imagefolder(
             writer = csv.writer(f)
             writer.writerow(["path", "y0", "x0", "y1", "x1"])
             writer.writerows(rows)
+        for name, text in (files or {}).items():
+            (tmp / name).write_text(text)
         (tmp / SPEC_FILE).write_text(json.dumps(spec_record, indent=2))
         if root.exists():
             shutil.rmtree(root)
