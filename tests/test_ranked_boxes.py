@@ -1,6 +1,7 @@
 """Ranked boxes (``model.zoom.box=ranked``): candidate boxes from the attention (``fgzoom.ops.proposals``), the
 score head and its ranking loss (``fgzoom.models.ranked_box``), the top-k selection in ``ZoomNet``, training at
-both levels and in two steps, evaluation and prediction of a ranked checkpoint, and the config errors."""
+both levels and in two steps, evaluation and prediction of a ranked checkpoint, the figures and the config
+errors."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from fgzoom.cli.evaluate import evaluate
 from fgzoom.cli.predict import predict
 from fgzoom.cli.train import train
 from fgzoom.errors import ConfigError
+from fgzoom.eval.figures import CANDIDATE_COLOR, grid_data, grid_figure
 from fgzoom.models.backbone import BackboneConfig
 from fgzoom.models.loss import FGVCLoss
 from fgzoom.models.module import FGVCModule
@@ -309,6 +311,25 @@ def test_ranked_module_round_trips_through_its_saved_state():
         a, b = module(x), copy(x)
     torch.testing.assert_close(a["candidate_scores"], b["candidate_scores"])
     torch.testing.assert_close(a["logits"], b["logits"])
+
+
+# ------------------------------------------------------------------------------------------------- figures
+def test_figure_draws_the_candidates_thin_with_their_scores():
+    net = _net(dataclasses.replace(RANKED, candidates=5, candidate_scales=(0.3,)))
+    data = grid_data(net, {"image": torch.randn(2, 3, 64, 64), "label": torch.tensor([0, 1])})
+    assert data.candidates.shape == (2, 5, 4) and data.candidate_scores.shape == (2, 5)
+    figure = grid_figure(data, ["a", "b", "c", "d"], [0.5] * 3, [0.25] * 3)
+    ax = figure.axes[0]
+    thin = [p for p in ax.patches if p.get_edgecolor()[:3] == (1.0, 1.0, 1.0) and p.get_linewidth() < 1.0]
+    distinct = {tuple(round(v, 3) for v in box) for box in data.candidates[0].tolist()}
+    assert len(thin) == len(distinct)
+    texts = {t.get_text() for t in ax.texts}
+    assert {f"{s:.1f}" for s in data.candidate_scores[0].tolist()} <= texts
+    labels = [t.get_text() for t in figure.legends[0].get_texts()]
+    assert "candidates (score)" in labels and CANDIDATE_COLOR == "white"
+    assert max(p.get_linewidth() for p in ax.patches) > 1.0  # the chosen box, thick
+    plain = grid_data(_net(ZoomConfig()), {"image": torch.randn(1, 3, 64, 64)})
+    assert plain.candidates is None  # the other rules' figures are as before
 
 
 # -------------------------------------------------------------------------------------------------- config
