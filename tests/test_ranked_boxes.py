@@ -30,6 +30,7 @@ from fgzoom.ops.proposals import (
     greedy_nms,
     pairwise_box_iou,
     peak_boxes,
+    peak_centres,
 )
 from tests.helpers import compose_config, tiny_overrides
 
@@ -109,6 +110,24 @@ def test_peaks_prefer_local_maxima_and_the_middle_of_a_flat_map():
     cells, degenerate = attention_peaks(m, 2)
     assert cells[0].tolist() == [1 * 5 + 1, 4 * 5 + 4] and not degenerate[0]
     assert cells[1, 0].item() == 2 * 5 + 2 and degenerate[1]  # flat: the middle cell first
+
+
+def test_peak_centres_are_sub_cell():
+    m = torch.zeros(3, 6, 6)
+    m[0, 2, 2] = 1.0  # one cell: its centre
+    m[1, 2, 2] = m[1, 2, 3] = 1.0  # two equal cells: their shared edge
+    m[2, 0, 0], m[2, 1, 0] = 1.0, 0.5  # at the frame's corner: the cells outside do not count
+    cells = torch.tensor([[2 * 6 + 2], [2 * 6 + 2], [0]])
+    torch.testing.assert_close(peak_centres(m, cells)[:, 0], torch.tensor([[2.5, 2.5], [2.5, 3.0], [0.5 + 0.5 / 1.5, 0.5]]))
+
+
+def test_a_peak_between_two_cells_centres_its_candidates_between_them():
+    """The sub-cell centre goes through the cell offset like a cell centre: between the two cells' image centres."""
+    maps = torch.zeros(1, 2, 8, 8)
+    maps[:, :, 4, 2] = maps[:, :, 4, 3] = 1.0
+    boxes, _ = attention_proposals(maps, (64, 64), [0.25], count=2, offset=(0.25, 0.25))
+    centre = (boxes[0, 0, :2] + boxes[0, 0, 2:]) / 2
+    torch.testing.assert_close(centre, torch.tensor([(4.5 + 0.25) * 8, (3.0 + 0.25) * 8]))
 
 
 def test_peak_boxes_slide_inside_the_frame_keeping_their_side():

@@ -24,7 +24,7 @@ from fgzoom.ops.attention_boxes import normalize_attention
 from fgzoom.ops.box_checks import check_box_array, check_grid, check_number, describe
 from fgzoom.ops.cell_geometry import cells_to_image, check_offset
 
-__all__ = ["attention_peaks", "attention_proposals", "greedy_nms", "pairwise_box_iou", "peak_boxes"]
+__all__ = ["attention_peaks", "attention_proposals", "greedy_nms", "pairwise_box_iou", "peak_boxes", "peak_centres"]
 
 
 def _check_count(value: object, name: str) -> int:
@@ -108,6 +108,36 @@ def attention_peaks(maps: Tensor, count: int) -> tuple[Tensor, Tensor]:
     return cells, degenerate
 
 
+def peak_centres(maps: Tensor, cells: Tensor) -> Tensor:
+    """Sub-cell centres of peaks: the centroid of each peak's 3x3 neighbourhood, weighted by the map above the
+    neighbourhood's minimum (cells outside the grid left out), so a peak cell alone stays at its centre and a
+    peak shared by two cells lands between them.
+
+    Args:
+        maps: ``Tensor[B, h, w]`` floating (e.g. ``normalize_attention``'s maps).
+        cells: ``Tensor[B, P]`` int64 flat indices ``y * w + x`` (``attention_peaks``).
+
+    Returns:
+        ``Tensor[B, P, 2]`` float32 ``(cy, cx)`` in cell coordinates (cell ``i`` spans ``[i, i + 1)``), within
+        one cell of each peak cell's centre ``i + 0.5``.
+    """
+    if not isinstance(maps, Tensor) or maps.dim() != 3 or not maps.is_floating_point():
+        raise ValueError(f"maps={describe(maps)}: must be a floating Tensor[B, h, w]")
+    b, h, w = maps.shape
+    maps = maps.float()[:, None]
+    index = cells[:, None, :].expand(-1, 9, -1)  # [B, 9, P]
+    values = F.unfold(maps, 3, padding=1).gather(2, index)  # [B, 9, P]: the neighbourhood, row by row
+    inside = F.unfold(torch.ones_like(maps), 3, padding=1).gather(2, index) > 0
+    low = values.masked_fill(~inside, math.inf).amin(dim=1, keepdim=True)
+    weights = ((values - low) * inside).clamp_min(0)  # [B, 9, P]
+    step = torch.tensor([-1.0, 0.0, 1.0], device=maps.device)
+    dy, dx = step.repeat_interleave(3)[None, :, None], step.repeat(3)[None, :, None]  # [1, 9, 1]
+    total = weights.sum(dim=1).clamp_min(1e-12)  # [B, P]; 0 only for a flat neighbourhood: the cell's centre
+    cy = torch.div(cells, w, rounding_mode="floor").float() + 0.5 + (weights * dy).sum(dim=1) / total
+    cx = (cells % w).float() + 0.5 + (weights * dx).sum(dim=1) / total
+    return torch.stack([cy, cx], dim=-1)
+
+
 def peak_boxes(centres: Tensor, scales: Sequence[float], grid: tuple[int, int]) -> Tensor:
     """Squares of side ``scale`` times the frame side (per axis) about each centre, slid inside the frame.
 
@@ -152,8 +182,9 @@ def attention_proposals(
     """``count`` distinct candidate boxes per sample from its M attention maps.
 
     Centres: the ``ceil(count / S)`` highest local maxima of the mean map (``attention_peaks``) and, with M > 1,
-    the highest cell of each of the M maps (the parts the mean blurs), each placed at its cell's centre in the
-    image (``cells_to_image`` with the backbone's cell ``offset``). Each centre gives S boxes, one per scale
+    the highest cell of each of the M maps (the parts the mean blurs), each refined to sub-cell precision on its
+    own map (``peak_centres``) and placed in the image where the backbone's cell ``offset`` puts it
+    (``cells_to_image``). Each centre gives S boxes, one per scale
     (``peak_boxes``). Priority: the normalized mean map at the centre cell (stable: mean-map peaks, then the
     maps in order; scales in the order given). ``greedy_nms`` in that order; the kept boxes come first, then the
     suppressed ones (so the count is fixed), each in order of priority; a pool smaller than ``count`` (a grid
@@ -182,15 +213,16 @@ def attention_proposals(
     b, m, h, w = maps.shape
     maps = maps.detach().float()
     mean = maps.mean(dim=1)  # [B, h, w]
+    norm, _ = normalize_attention(mean)
     cells, degenerate = attention_peaks(mean, math.ceil(count / len(sides)))  # [B, P]
+    centres = peak_centres(norm, cells)  # [B, P, 2] in cells
     if m > 1:
         per_map, _ = attention_peaks(maps.flatten(0, 1), 1)  # [B*M, 1]
+        own = peak_centres(normalize_attention(maps.flatten(0, 1))[0], per_map).view(b, m, 2)
         cells = torch.cat([cells, per_map.view(b, m)], dim=1)  # [B, Q]
-    norm, _ = normalize_attention(mean)
+        centres = torch.cat([centres, own], dim=1)  # [B, Q, 2]
     priority = norm.flatten(1).gather(1, cells)  # [B, Q]
-    cy = torch.div(cells, w, rounding_mode="floor").float() + 0.5
-    cx = (cells % w).float() + 0.5
-    points = torch.stack([cy, cx, cy, cx], dim=-1)  # [B, Q, 4] zero-size boxes at the cell centres
+    points = torch.cat([centres, centres], dim=-1)  # [B, Q, 4] zero-size boxes at the centres
     # a grid of the maps' own size is their own grid (as resize_maps has it): no offset there
     offset = (0.0, 0.0) if (H, W) == (h, w) else (dy, dx)
     centres = cells_to_image(points, (h, w), (H, W), offset)[..., :2]  # [B, Q, 2]
