@@ -361,7 +361,7 @@ def test_figure_draws_the_candidates_thin_with_their_scores():
         ({"candidate_scales": ()}, "model.zoom.candidate_scales=\\(\\): must be a non-empty list"),
         ({"candidate_scales": [0.5, 1.5]}, "model.zoom.candidate_scales=\\(0.5, 1.5\\)"),
         ({"candidate_iou": 0.0}, "model.zoom.candidate_iou=0.0: must be in \\(0, 1\\]"),
-        ({"probes": 1}, "model.zoom.probes=1: must be an int in \\[2, model.zoom.candidates=12\\]"),
+        ({"probes": 1}, "model.zoom.probes=1: must be an int in \\[2, model.zoom.candidates=12\\] \\(the ranking"),
         ({"probes": 13}, "model.zoom.probes=13"),
         ({"probe_size": 0.0}, "model.zoom.probe_size=0.0: must be in \\(0, 1\\]"),
         ({"steps": 2}, "model.zoom.steps=2: a recursive zoom needs model.zoom.level=image"),
@@ -370,6 +370,12 @@ def test_figure_draws_the_candidates_thin_with_their_scores():
 def test_ranked_config_errors_name_the_key(change, message):
     with pytest.raises(ConfigError, match=message):
         dataclasses.replace(RANKED, **change)
+
+
+def test_ranked_keys_are_checked_alone_for_the_other_rules():
+    ZoomConfig(candidates=3)  # probes=4 > candidates matters only to box=ranked
+    with pytest.raises(ConfigError, match="model.zoom.probes=1: must be an int >= 2$"):
+        ZoomConfig(probes=1)
 
 
 def test_every_sampler_and_level_combination_is_a_valid_ranked_config():

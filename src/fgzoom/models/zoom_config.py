@@ -118,7 +118,7 @@ class ZoomConfig:
     norm_stats: str = "branch"
     steps: int = 1
     candidates: int = 12
-    candidate_scales: tuple[float, ...] = (0.25, 0.4, 0.6)
+    candidate_scales: tuple[float, ...] = (0.15, 0.25, 0.4, 0.6)
     candidate_iou: float = 0.5
     probes: int = 4
     probe_size: float = 0.5
@@ -219,9 +219,11 @@ class ZoomConfig:
                       "the frame side)")
         if not _is_number(self.candidate_iou) or not 0.0 < self.candidate_iou <= 1.0:
             raise bad("candidate_iou", self.candidate_iou, "must be in (0, 1]")
-        if not _is_int(self.probes) or not 2 <= self.probes <= self.candidates:
-            raise bad("probes", self.probes, f"must be an int in [2, model.zoom.candidates={self.candidates}] "
-                      "(the ranking loss compares pairs of candidates)")
+        # the ranking loss compares pairs of the probed candidates
+        upper = self.candidates if self.box == "ranked" else None
+        if not _is_int(self.probes) or self.probes < 2 or (upper is not None and self.probes > upper):
+            raise bad("probes", self.probes, "must be an int >= 2" if upper is None else
+                      f"must be an int in [2, model.zoom.candidates={upper}] (the ranking loss compares pairs)")
         if not _is_number(self.probe_size) or not 0.0 < self.probe_size <= 1.0:
             raise bad("probe_size", self.probe_size, "must be in (0, 1] (fraction of the zoomed view's side)")
         if self.box == "ranked" and self.num_regions > self.candidates:
