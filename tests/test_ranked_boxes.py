@@ -343,7 +343,7 @@ def test_figure_draws_the_candidates_thin_with_their_scores():
     distinct = {tuple(round(v, 3) for v in box) for box in data.candidates[0].tolist()}
     assert len(thin) == len(distinct)
     texts = {t.get_text() for t in ax.texts}
-    assert {f"{s:.1f}" for s in data.candidate_scores[0].tolist()} <= texts
+    assert {f"{s:.2f}" for s in data.candidate_scores[0].tolist()} <= texts
     labels = [t.get_text() for t in figure.legends[0].get_texts()]
     assert "candidates (score)" in labels and CANDIDATE_COLOR == "white"
     assert max(p.get_linewidth() for p in ax.patches) > 1.0  # the chosen box, thick

@@ -227,7 +227,7 @@ def _draw_candidates(ax, candidates: Tensor, scores: Tensor) -> None:
             continue
         seen.add(key)
         ax.add_patch(_rect(box, CANDIDATE_COLOR, "-", 0.6))
-        ax.text(box[1] - 0.2, box[0] - 0.2, f"{score:.1f}", color=CANDIDATE_COLOR, fontsize=4.5, ha="left",
+        ax.text(box[1] - 0.2, box[0] - 0.2, f"{score:.2f}", color=CANDIDATE_COLOR, fontsize=4.5, ha="left",
                 va="top", clip_on=True)
 
 
