@@ -14,6 +14,7 @@ from torch import nn
 from torchvision.ops import box_iou, nms
 
 from fgzoom.cli.evaluate import evaluate
+from fgzoom.cli.export import export_model
 from fgzoom.cli.predict import predict
 from fgzoom.cli.train import train
 from fgzoom.errors import ConfigError
@@ -330,6 +331,18 @@ def test_ranked_module_round_trips_through_its_saved_state():
         a, b = module(x), copy(x)
     torch.testing.assert_close(a["candidate_scores"], b["candidate_scores"])
     torch.testing.assert_close(a["logits"], b["logits"])
+
+
+@pytest.mark.parametrize("fmt", [pytest.param("onnx", marks=pytest.mark.slow), "torchscript"])  # onnx: 30 s
+def test_a_ranked_model_exports(fmt, tmp_path):
+    """The whole ranked network (proposals, suppression loop, roi_align, top-k) through scripts/export.py's
+    export_model, with a dynamic batch, verified against PyTorch on another batch size."""
+    if fmt == "onnx":
+        for package in ("onnx", "onnxscript", "onnxruntime"):
+            pytest.importorskip(package)
+    module = FGVCModule(backbone={"name": "resnet10t"}, num_classes=4, zoom={"box": "ranked", "candidates": 6})
+    result = export_model(module, tmp_path / f"ranked.{fmt}", fmt, image_size=64)
+    assert result["max_abs_error"] is not None and result["max_abs_error"] < 1e-4
 
 
 # ------------------------------------------------------------------------------------------------- figures

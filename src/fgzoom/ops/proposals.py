@@ -227,10 +227,12 @@ def attention_proposals(
     offset = (0.0, 0.0) if (H, W) == (h, w) else (dy, dx)
     centres = cells_to_image(points, (h, w), (H, W), offset)[..., :2]  # [B, Q, 2]
     boxes = peak_boxes(centres, sides, (H, W))  # [B, Q*S, 4]
-    priority = priority.repeat_interleave(len(sides), dim=1)
-    order = priority.sort(dim=1, descending=True, stable=True).indices
-    boxes = boxes.gather(1, order[..., None].expand(-1, -1, 4))
+    priority = priority.repeat_interleave(len(sides), dim=1)  # [B, N]
     n = boxes.shape[1]
+    # a stable descending sort as a topk (aten.sort's stable variant has no ONNX operator): ties in the given order
+    position = torch.arange(n, device=boxes.device, dtype=torch.float64)
+    order = (priority.double() - position * 1e-9).topk(n, dim=1).indices
+    boxes = boxes.gather(1, order[..., None].expand(-1, -1, 4))
     keep = greedy_nms(boxes, iou_threshold)
     rank = torch.arange(n, 0, -1, device=boxes.device)  # earlier = higher
     chosen = (keep.long() * (n + 1) + rank).topk(min(count, n), dim=1).indices  # [B, min(C, n)]
