@@ -3,8 +3,8 @@ made distinct by non-maximum suppression, a fixed number per sample.
 
 The ``ranked`` box rule (``fgzoom.models.ranked_box``) scores these candidates and zooms the best; the ops here
 only propose them. Every candidate is a square of side ``scale`` times the frame side (per axis), centred on a
-peak cell's receptive field in the image (``fgzoom.ops.cell_geometry``: the backbone's cell offset) and slid
-inside the frame (its side kept). Boxes follow the convention of :mod:`fgzoom.ops.boxes`: float
+peak's sub-cell centre placed in the image by the backbone's cell offset (``fgzoom.ops.cell_geometry``) and
+slid inside the frame (its side kept). Boxes follow the convention of :mod:`fgzoom.ops.boxes`: float
 ``(y0, x0, y1, x1)`` on the image grid. No loop over the batch and no host synchronisation: the suppression
 is a loop over the (few tens of) raw candidates, every sample at once, and the count per sample is fixed (the
 kept candidates first, then the suppressed ones, each in order of priority).
@@ -188,8 +188,7 @@ def attention_proposals(
     Centres: the ``ceil(count / S)`` highest local maxima of the mean map (``attention_peaks``) and, with M > 1,
     the highest cell of each of the M maps (the parts the mean blurs), each refined to sub-cell precision on its
     own map (``peak_centres``) and placed in the image where the backbone's cell ``offset`` puts it
-    (``cells_to_image``). Each centre gives S boxes, one per scale
-    (``peak_boxes``). Priority: the normalized mean map at the centre cell (stable: mean-map peaks, then the
+    (``cells_to_image``). Each centre gives S boxes, one per scale (``peak_boxes``). Priority: the normalized mean map at the centre cell (stable: mean-map peaks, then the
     maps in order; scales in the order given). ``greedy_nms`` in that order; the kept boxes come first, then the
     suppressed ones (so the count is fixed), each in order of priority; a pool smaller than ``count`` (a grid
     of very few cells with one map) repeats itself.
