@@ -75,7 +75,7 @@ def main() -> None:
                         help="step: the backbone's view of the batch (model.input_size), e.g. 96 for fine_detail")
     parser.add_argument("--stages", default="-2,-3", help="feature stages to benchmark, comma-separated")
     parser.add_argument("--no-box-variants", action="store_true",
-                        help="step: leave out the zoom feature slice / learned / regions=2 rows")
+                        help="step: leave out the zoom feature slice / learned / regions=2 / ranked rows")
     parser.add_argument("--interp", action="store_true",
                         help="step: plain and one row per setting of the interpolation ablation "
                         "(experiment=ablate_interp's valid combinations, both levels) instead of the default rows")

@@ -53,6 +53,7 @@ def test_bap_config_is_the_zoom_config_without_the_crop(tmp_path):
         ({"crop": "no"}, "model.zoom.crop='no': must be true"),
         ({"crop": False}, "model.zoom.fusion='mean_prob': model.zoom.crop=false predicts from the raw branch"),
         ({"crop": False, "fusion": "raw", "box": "learned"}, "model.zoom.box='learned': model.zoom.crop=false"),
+        ({"crop": False, "fusion": "raw", "box": "ranked"}, "model.zoom.box='ranked': model.zoom.crop=false"),
         ({"crop": False, "fusion": "raw", "level": "image", "steps": 2}, "model.zoom.steps=2: model.zoom.crop=false"),
     ],
 )

@@ -410,8 +410,8 @@ def test_step_bench_rows_include_the_new_box_variants():
 
     names = [v["name"] for v in default_variants((-2, -3))]
     assert names == ["plain", "zoom feature stage=-2", "zoom feature stage=-3", "zoom feature slice",
-                     "zoom feature grid_sample", "zoom feature learned", "zoom feature regions=2", "zoom image",
-                     "zoom image grid_sample", "zoom image steps=2"]
+                     "zoom feature grid_sample", "zoom feature learned", "zoom feature regions=2",
+                     "zoom feature ranked", "zoom image", "zoom image grid_sample", "zoom image steps=2"]
     assert [v["name"] for v in default_variants((-2,), box_variants=False)] == [
         "plain", "zoom feature stage=-2", "zoom image"]
     for v in default_variants():

@@ -58,6 +58,7 @@ BOX_VARIANTS: list[dict[str, Any]] = [
     {"name": "zoom feature grid_sample", "zoom": {"level": "feature", "sampler": "grid_sample"}},
     {"name": "zoom feature learned", "zoom": {"level": "feature", "sampler": "continuous", "box": "learned"}},
     {"name": "zoom feature regions=2", "zoom": {"level": "feature", "num_regions": 2}},
+    {"name": "zoom feature ranked", "zoom": {"level": "feature", "box": "ranked"}},
 ]
 
 
@@ -75,7 +76,8 @@ def default_variants(stages: Sequence[int] = (-2,), box_variants: bool = True,
                      switches: bool = False) -> list[dict[str, Any]]:
     """plain, zoom at level=feature for each stage (the zoom defaults: continuous sampler, moments boxes), then
     (``box_variants``) level=feature at the default stage with the slice sampler (threshold boxes), with
-    learned boxes and with 2 regions, then level=image (and, with ``box_variants``, its two-step recursion)."""
+    learned boxes, with 2 regions and with ranked boxes, then level=image (and, with ``box_variants``, its
+    two-step recursion)."""
     variants: list[dict[str, Any]] = [{"name": "plain", "zoom": None}]
     for stage in stages:
         variants.append({"name": f"zoom feature stage={stage}", "zoom": {"level": "feature", "stage": stage}})

@@ -20,8 +20,8 @@ Both formats go through one ``torch.export.export`` of the network (non-strict, 
 
 What exports (measured with torch 2.14.1, onnxscript 0.7.2, onnxruntime 1.32; batch 3 against PyTorch, max abs
 logit error <= 2.4e-7 for ONNX, 0 for TorchScript): the plain model; zoom at level=feature and level=image;
-box=moments, threshold, glimpse, learned; num_regions=2; attention=head, channel_sum and cls (DeiT); fusion
-mean_prob and mean_logit; sampler=continuous (the default; bilinear, bicubic with antialias, area and nearest
+box=moments, threshold, glimpse, learned, ranked; num_regions=2; attention=head, channel_sum and cls (DeiT);
+fusion mean_prob and mean_logit; sampler=continuous (the default; bilinear, bicubic with antialias, area and nearest
 tested) and grid_sample with mode nearest, bilinear, bicubic and align_corners=true;
 model.zoom.size; model.input_size; channels_last; ResNet, DeiT and Swin backbones; a checkpoint trained with
 ``model.compile=true`` (loading it does not compile; even a compiled backbone exports). What does not

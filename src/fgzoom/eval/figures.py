@@ -5,6 +5,8 @@ zoom box (red; with ``model.zoom.num_regions`` = k > 1 the other regions dashed 
 numbered by salience) and the ground-truth box when known (lime); next to it the zoomed view as the model
 saw it (with k > 1 a mosaic of the k views, framed in their boxes' colours); above, the predicted and the
 true class. Boxes are drawn where they are, integer (``sampler=slice``) or fractional (``continuous``, ``grid_sample``).
+With ``box=ranked`` the candidates are drawn too, thin, each with its score (:data:`CANDIDATE_COLOR`); the
+chosen ones are the zoom boxes above them.
 For ``level=image`` the zoomed view is the network's own zoomed input. For ``level=feature`` the network
 zooms a feature map, which is not a picture: the panel shows the same boxes cut from the image and resized
 with the same sampler and ``mode``/``align_corners``/``antialias`` (:func:`fgzoom.ops.crop_resize` for
@@ -23,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from matplotlib import patheffects
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
@@ -38,6 +41,7 @@ ZOOM_COLOR = "red"
 GT_COLOR = "lime"
 # regions 2, 3, ... of k > 1 (dashed; cycled); region 1, the most salient, is ZOOM_COLOR
 REGION_COLORS = ("orange", "magenta", "cyan", "yellow", "deepskyblue", "white")
+CANDIDATE_COLOR = "white"  # box=ranked: every candidate, thin, with its score
 
 
 @dataclass
@@ -57,6 +61,8 @@ class GridData:
         degenerate: Tensor[N] (or Tensor[N, k]) bool, or None.
         zoom_note: how the zoomed view was made (panel title).
         steps: the k boxes are the steps of a recursive zoom (each inside the one before), not k regions.
+        candidates: Tensor[N, C, 4] float, input pixels: the candidate boxes of ``box=ranked`` (of step 1 for a
+            recursive zoom), or None; candidate_scores: Tensor[N, C], their scores.
     """
 
     images: Tensor
@@ -70,6 +76,8 @@ class GridData:
     degenerate: Tensor | None = None
     zoom_note: str = ""
     steps: bool = False
+    candidates: Tensor | None = None
+    candidate_scores: Tensor | None = None
 
     def select(self, rows: Sequence[int]) -> GridData:
         """The same data for the images ``rows`` only."""
@@ -101,12 +109,13 @@ def _interp_note(config) -> str:
 
 
 def zoom_title(config) -> str:
-    """``zoom level=<level>, box=<rule>, sampler=<sampler>[, k=<k>]`` for figure titles (a ``ZoomConfig``);
-    ``bap (no crop), box=<rule>[, k=<k>]`` for ``crop=false``."""
+    """``zoom level=<level>, box=<rule>, sampler=<sampler>[, C=<candidates>][, k=<k>]`` for figure titles (a
+    ``ZoomConfig``); ``bap (no crop), box=<rule>[, k=<k>]`` for ``crop=false``."""
     if not config.crop:
         text = f"bap (no crop), box={config.box}"
     else:
         text = f"zoom level={config.level}, box={config.box}, sampler={config.sampler}"
+    text += f", C={config.candidates}" if config.box == "ranked" else ""
     return text + (f", k={config.num_regions}" if config.num_regions > 1 else "")
 
 
@@ -170,6 +179,9 @@ def grid_data(
     data.attention = resize_attention(out["attention"].float(), grid, offset).clamp(0, 1).cpu()
     data.boxes = boxes.cpu()
     data.degenerate = out["degenerate"].cpu()
+    if "candidates" in out:  # box=ranked: every candidate and its score
+        data.candidates = out["candidates"].float().cpu()
+        data.candidate_scores = out["candidate_scores"].float().cpu()
     if not config.crop:  # model=bap: where the attention boxes, no zoomed view to show
         return data
     if data.steps:  # every step's view, cut from the image the way the network cut it
@@ -211,6 +223,20 @@ def region_style(r: int) -> tuple[str, str, float]:
     return REGION_COLORS[(r - 1) % len(REGION_COLORS)], "--", 1.3
 
 
+def _draw_candidates(ax, candidates: Tensor, scores: Tensor) -> None:
+    """The candidate boxes Tensor[C, 4] of ``box=ranked``, thin, each with its score Tensor[C] at its top-left
+    corner (a repeated candidate, the padding of a small pool, once)."""
+    seen = set()
+    for box, score in zip(candidates.tolist(), scores.tolist(), strict=True):
+        key = tuple(round(v, 3) for v in box)
+        if key in seen:
+            continue
+        seen.add(key)
+        ax.add_patch(_rect(box, CANDIDATE_COLOR, "-", 0.6))
+        ax.text(box[1] - 0.2, box[0] - 0.2, f"{score:.2f}", color=CANDIDATE_COLOR, fontsize=4.5, ha="left",
+                va="top", clip_on=True)
+
+
 def _mosaic(views: Tensor, mean: Sequence[float], std: Sequence[float]) -> tuple[np.ndarray, list[tuple]]:
     """k views Tensor[k, 3, h, w] -> one HxWx3 picture (ceil(sqrt(k)) columns, 1-pixel white gaps) and each
     view's ``(y0, x0, y1, x1)`` in it."""
@@ -241,7 +267,8 @@ def _legend_handles(data: GridData) -> list:
         if data.steps:
             first, rest = "zoom box, step 1", (f"steps 2-{k}" if k > 2 else "step 2 (inside step 1)")
         else:
-            first, rest = "zoom box 1 (most salient)", (f"zoom boxes 2-{k}" if k > 2 else "zoom box 2")
+            best = "best score" if data.candidates is not None else "most salient"
+            first, rest = f"zoom box 1 ({best})", (f"zoom boxes 2-{k}" if k > 2 else "zoom box 2")
         handles.append(
             Rectangle((0, 0), 1, 1, fill=False, edgecolor=ZOOM_COLOR, linewidth=1.8,
                       label="zoom box" if k == 1 else first)
@@ -249,6 +276,10 @@ def _legend_handles(data: GridData) -> list:
         if k > 1:
             handles.append(Line2D([], [], color=REGION_COLORS[0], linestyle="--", linewidth=1.3,
                                   label=rest))
+        if data.candidates is not None:
+            outline = [patheffects.withStroke(linewidth=2.0, foreground="black")]  # white on the white legend
+            handles.append(Line2D([], [], color=CANDIDATE_COLOR, linewidth=0.8, path_effects=outline,
+                                  label="candidates (score)"))
     if data.has_box is not None and bool(data.has_box.any()):
         handles.append(
             Line2D([], [], color=GT_COLOR, linestyle="--", linewidth=1.8, label="ground-truth box")
@@ -305,6 +336,8 @@ def grid_figure(
             )
         if data.gt_boxes is not None and data.has_box is not None and bool(data.has_box[i]):
             ax.add_patch(_rect(data.gt_boxes[i].tolist(), GT_COLOR, "--"))
+        if zoom and data.candidates is not None:
+            _draw_candidates(ax, data.candidates[i], data.candidate_scores[i])
         if zoom:
             regions = _regions(data.boxes[i:i + 1])[0]  # [k, 4]
             for j in reversed(range(regions.shape[0])):  # region 1 drawn last, on top

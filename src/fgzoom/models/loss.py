@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from fgzoom.errors import ConfigError
 from fgzoom.models.learned_box import ranking_loss
+from fgzoom.models.ranked_box import proposal_ranking_loss
 
 LOSS_TERMS = ("raw", "zoom", "attention", "drop", "center", "rank")
 DEFAULT_WEIGHTS = {"raw": 1.0, "zoom": 1.0, "attention": 1.0, "drop": 0.0, "center": 0.0, "rank": 1.0}
@@ -24,19 +25,23 @@ class FGVCLoss(nn.Module):
       ``logits_attention_views`` Tensor[B, n - 1, K] (a recursive zoom's views that chose the next box),
     * ``drop``: cross-entropy of ``logits_drop`` (attention-drop branch),
     * ``center``: squared distance of ``part_features`` to their class centers, kept as an EMA buffer,
-    * ``rank``: ranking loss of learned boxes (zoomed true-class probability must beat the raw one).
+    * ``rank``: ranking loss of learned boxes (zoomed true-class probability must beat the raw one), or of ranked
+      boxes (``rank_scores`` Tensor[B, n, R] must order the candidates as the zoomed branch's true-class
+      probability from ``rank_logits`` Tensor[B, n, R, K] does: NTS-Net's pairwise hinge; training only).
 
     Args:
         weights: ``model.loss`` (missing terms take ``DEFAULT_WEIGHTS``); 0 switches a term off.
         num_classes: K, rows of the center buffer.
         part_features_dim: size of ``part_features`` (center loss), None when the net has none.
         rank_margin: margin of the ranking loss, None when the net does not learn its boxes.
+        proposal_margin: margin of the ranking loss of ranked boxes, None when the net does not rank candidates.
         label_smoothing: of every cross-entropy term.
         center_momentum: EMA rate of the class centers.
     """
 
     def __init__(self, weights: Mapping[str, float] | None, num_classes: int, part_features_dim: int | None = None,
-                 rank_margin: float | None = None, label_smoothing: float = 0.0, center_momentum: float = 0.05) -> None:
+                 rank_margin: float | None = None, label_smoothing: float = 0.0, center_momentum: float = 0.05,
+                 proposal_margin: float | None = None) -> None:
         super().__init__()
         weights = {**DEFAULT_WEIGHTS, **(weights or {})}
         unknown = sorted(set(weights) - set(LOSS_TERMS))
@@ -47,6 +52,7 @@ class FGVCLoss(nn.Module):
             raise ConfigError(f"model.loss.{negative[0]}={weights[negative[0]]}: weights must be >= 0")
         self.weights = weights
         self.rank_margin = rank_margin
+        self.proposal_margin = proposal_margin
         self.label_smoothing = label_smoothing
         self.center_momentum = center_momentum
         if weights["center"] > 0 and part_features_dim is not None:
@@ -73,6 +79,11 @@ class FGVCLoss(nn.Module):
         if self.rank_margin is not None and w["rank"] > 0:
             zoom = out["logits_zoom"] if views is None else views
             loss = loss + w["rank"] * ranking_loss(out["logits_raw"], zoom, labels, self.rank_margin)
+        if self.proposal_margin is not None and w["rank"] > 0 and "rank_scores" in out:
+            scores, logits = out["rank_scores"], out["rank_logits"]  # [B, n, R], [B, n, R, K]
+            steps = scores.shape[1]
+            loss = loss + w["rank"] * proposal_ranking_loss(
+                scores.flatten(0, 1), logits.flatten(0, 1), labels.repeat_interleave(steps), self.proposal_margin)
         if "logits_attention" in out and w["attention"] > 0:
             loss = loss + w["attention"] * self._ce(out["logits_attention"], target)
             step_views = out.get("logits_attention_views")  # [B, n - 1, K] of a recursive zoom

@@ -142,7 +142,7 @@ class FGVCModule(L.LightningModule):
         self.ema_options = dict(ema or {})
         self.configure_callbacks()  # a bad model.ema fails at build time, not when fit starts
         self.criterion = FGVCLoss(loss, num_classes, self.net.part_features_dim, self.net.rank_margin,
-                                  label_smoothing, center_momentum)
+                                  label_smoothing, center_momentum, proposal_margin=self.net.proposal_margin)
         self.net.attention_drop = self.criterion.weights["drop"] > 0
         for split in SPLITS:
             # MaxBoxAccV2 on val and test only: a hundred connected-component labellings per image

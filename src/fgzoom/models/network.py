@@ -22,6 +22,7 @@ class FGVCNet(nn.Module):
         part_features_dim: size of the ``part_features`` output the center loss pulls to class centers
             (None: the net has none).
         rank_margin: margin of the ranking loss when the net learns its boxes (None: no ranking loss).
+        proposal_margin: margin of the ranking loss of scored candidate boxes (``box=ranked``; None: none).
         progress: fraction of training done, set by the module at each training step (drives warm-ups).
         attention_drop: compute ``logits_drop`` (the attention-drop branch) in training; the module sets it
             when ``model.loss.drop`` > 0.
@@ -32,6 +33,7 @@ class FGVCNet(nn.Module):
     branches: dict[str, str] = {}
     part_features_dim: int | None = None
     rank_margin: float | None = None
+    proposal_margin: float | None = None
     offset: tuple[float, float] = (0.0, 0.0)
 
     def __init__(self) -> None:

@@ -16,8 +16,11 @@ continuous and may be narrower than one feature cell; at level=feature they are 
 The ``continuous`` sampler (default) crops the float box with ``crop_resize`` (``F.interpolate``'s rule at
 the box's real edges, every mode); ``slice`` rounds it outward to whole cells (exact ``F.interpolate`` of the
 slice); ``grid_sample`` samples the float box with ``crop_affine``. ``box=learned`` predicts the box
-(``LearnedBox``) and trains it through a sampler differentiable in the box (continuous or grid_sample). ``num_regions`` = k > 1 crops k regions per
-sample as one batch of B*k views.
+(``LearnedBox``) and trains it through a sampler differentiable in the box (continuous or grid_sample).
+``box=ranked`` proposes candidate boxes at the attention's peaks, scores them with a small head and zooms the
+best (``fgzoom.models.ranked_box``); in training a few candidates are classified by the zoomed branch without
+gradient (``_probe``), whose order the head learns. ``num_regions`` = k > 1 crops k regions per sample as one
+batch of B*k views.
 
 With ``input_size`` (``model.input_size``) the backbone's x is the batch resized to input_size x input_size;
 level=image then crops from the batch as loaded (full resolution) and resizes the crop to the view's size,
@@ -34,7 +37,8 @@ computes them (on the grid its level crops) for the localization metrics, nothin
 from __future__ import annotations
 
 import math
-from contextlib import nullcontext
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from typing import NamedTuple
 
 import torch
@@ -48,11 +52,39 @@ from fgzoom.models.branch_norm import BranchStats
 from fgzoom.models.input_view import InputView
 from fgzoom.models.learned_box import LearnedBox
 from fgzoom.models.network import FGVCNet
+from fgzoom.models.ranked_box import ProposalScorer, probe_order
 from fgzoom.models.zoom_config import ZoomConfig
 from fgzoom.models.zoom_crop import crop_views
 from fgzoom.ops.attention_boxes import glimpse_boxes, normalize_attention, region_boxes, resize_attention
 from fgzoom.ops.boxes import grow_boxes, nest_boxes, round_boxes, scale_boxes
 from fgzoom.ops.cell_geometry import cells_to_image, image_to_cells, is_zero_offset
+from fgzoom.ops.proposals import attention_proposals
+
+
+class BoxChoice(NamedTuple):
+    """What ``ZoomNet.choose_boxes`` returns: the boxes on the grid cropped and on the image grid
+    (Tensor[B, k, 4]), degenerate Tensor[B, k], and for ``box=ranked`` the candidates Tensor[B, C, 4] float on the
+    image grid and their scores Tensor[B, C] (with gradient to the score head); None for the other rules."""
+
+    boxes: Tensor
+    boxes_image: Tensor
+    degenerate: Tensor
+    candidates: Tensor | None = None
+    scores: Tensor | None = None
+
+
+@contextmanager
+def evaluating(modules: list[torch.nn.Module]) -> Iterator[None]:
+    """Within the block every module under ``modules`` is in eval mode (BatchNorm reads, never updates, its
+    running statistics; dropout off); afterwards each has its own mode back."""
+    modes = [(m, m.training) for root in modules for m in root.modules()]
+    for root in modules:
+        root.train(False)
+    try:
+        yield
+    finally:
+        for m, mode in modes:
+            m.training = mode
 
 
 class ZoomedViews(NamedTuple):
@@ -66,6 +98,11 @@ class ZoomedViews(NamedTuple):
     logits: Tensor
     zoomed: Tensor
     extra: dict[str, Tensor] = {}
+
+
+def _pick(boxes: Tensor, index: Tensor) -> Tensor:
+    """Rows ``index`` Tensor[B, R] of ``boxes`` Tensor[B, C, 4] -> Tensor[B, R, 4]."""
+    return boxes.gather(1, index[..., None].expand(-1, -1, 4))
 
 
 def mean_prob_log(logits: Tensor) -> Tensor:
@@ -99,7 +136,12 @@ class ZoomNet(FGVCNet):
         boxes: on the grid that was cropped, Tensor[B, 4] (k = 1) or Tensor[B, k, 4]; int64 for the slice
             sampler, float for the others; boxes_image: the same regions on the grid of x; with n > 1 steps the
             last step's box, and boxes_steps Tensor[B, n, 4] every step's box on the grid of x;
-        degenerate: Tensor[B] (or [B, k]) bool, maps that fell back to the whole frame;
+        degenerate: Tensor[B] (or [B, k]) bool, maps that fell back to the whole frame (ranked: a flat mean map);
+        candidates: Tensor[B, C, 4] float on the grid of x, and candidate_scores: Tensor[B, C] float32, detached
+            (``box=ranked`` only; with n > 1 steps those of step 1); the boxes are the top k by score;
+        rank_scores: Tensor[B, n, R] and rank_logits: Tensor[B, n, R, K] (``box=ranked``, training only): the
+            scores of R probed candidates per step and the zoomed branch's logits on them (no gradient), the
+            ranking loss's input;
         logits_drop: Tensor[B, K] (training with ``attention_drop`` set only);
         zoomed: the zoomed tensor, Tensor[B*k, ...] (only with ``return_zoomed=True``).
 
@@ -131,6 +173,10 @@ class ZoomNet(FGVCNet):
             self.part_features_dim = zoom.num_maps * self.split.channels
         if zoom.box == "learned":
             self.rank_margin = zoom.rank_margin
+        if zoom.box == "ranked":
+            self.proposal_margin = zoom.rank_margin
+        # box=ranked's score head: a module only then, so the other rules' checkpoints keep their keys
+        self.proposal_scorer = ProposalScorer(self.split.channels) if zoom.box == "ranked" else None
         self.learned_box = (
             LearnedBox(self.split.channels, zoom.num_regions, zoom.min_scale, zoom.max_scale)
             if zoom.box == "learned" else None
@@ -202,7 +248,7 @@ class ZoomNet(FGVCNet):
         """Boxes for the mean attention Tensor[B, h, w].
 
         Rule boxes are computed on ``grid`` (the image grid: the map resized to it) and mapped to
-        ``crop_grid`` (the grid of the tensor cropped; default ``grid``); learned boxes come from
+        ``crop_grid`` (the grid of the tensor cropped; default ``grid``); learned and ranked boxes come from
         ``features`` and ``maps``; glimpses are taken on ``crop_grid``. ``threshold``: see ``thresholds``;
         ``min_size``: the rule boxes' smallest side, a fraction of ``grid`` (None: ``self.min_size()``).
 
@@ -210,6 +256,12 @@ class ZoomNet(FGVCNet):
             (boxes on crop_grid, boxes on grid, degenerate), boxes Tensor[B, k, 4] (int64 for the slice sampler,
             float for the others) and degenerate Tensor[B, k] bool.
         """
+        return self.choose_boxes(attention, grid, crop_grid, features, maps, threshold, min_size)[:3]
+
+    def choose_boxes(self, attention: Tensor, grid: tuple[int, int], crop_grid: tuple[int, int] | None = None,
+                     features: Tensor | None = None, maps: Tensor | None = None,
+                     threshold: float | None = None, min_size: float | None = None) -> BoxChoice:
+        """``boxes`` with, for ``box=ranked``, the candidates and their scores (``BoxChoice``)."""
         cfg = self.config
         crop_grid = crop_grid or grid
         b = attention.shape[0]
@@ -220,22 +272,73 @@ class ZoomNet(FGVCNet):
             boxes, degenerate = boxes[:, None], degenerate[:, None]
             boxes = boxes.float() if cfg.float_boxes else boxes
             # level=image takes the glimpse on the image grid itself
-            return boxes, boxes if crop_grid == grid else self._boxes_on_image(boxes, crop_grid, grid), degenerate
+            on_image = boxes if crop_grid == grid else self._boxes_on_image(boxes, crop_grid, grid)
+            return BoxChoice(boxes, on_image, degenerate)
+        candidates = scores = None
         if cfg.box == "learned":
             boxes = self.learned_box(features, maps, grid, offset)  # [B, k, 4] on grid
             degenerate = torch.zeros(boxes.shape[:2], dtype=torch.bool, device=boxes.device)
+        elif cfg.box == "ranked":
+            boxes, degenerate, candidates, scores = self._ranked_boxes(features, maps, grid)
         else:
             boxes, degenerate = region_boxes(
                 resize_attention(attention, grid, offset), cfg.num_regions, rule=cfg.box,
                 threshold=self.thresholds(b, attention.device, threshold), mass=cfg.mass, sigmas=cfg.sigmas,
                 padding=cfg.padding, min_size=self.min_size() if min_size is None else min_size,
             )
-        on_crop = image_to_cells(boxes, grid, crop_grid, offset) if crop_grid != grid else boxes
-        if cfg.float_boxes:
-            return on_crop, boxes, degenerate
-        cells = round_boxes(on_crop.flatten(0, 1), crop_grid)  # what slice crops, whole cells
-        cells = cells.view(b, -1, 4)
-        return cells, cells if crop_grid == grid else self._boxes_on_image(cells, crop_grid, grid), degenerate
+        on_crop, on_image = self._on_crop(boxes, grid, crop_grid)
+        return BoxChoice(on_crop, on_image, degenerate, candidates, scores)
+
+    def _on_crop(self, boxes: Tensor, grid: tuple[int, int], crop_grid: tuple[int, int]) -> tuple[Tensor, Tensor]:
+        """Float boxes Tensor[B, n, 4] on the image ``grid`` -> (what the sampler crops on ``crop_grid``: float, or
+        whole cells for slice; the same region on ``grid``)."""
+        on_crop = image_to_cells(boxes, grid, crop_grid, self.offset) if crop_grid != grid else boxes
+        if self.config.float_boxes:
+            return on_crop, boxes
+        cells = round_boxes(on_crop.flatten(0, 1), crop_grid).view(boxes.shape[0], -1, 4)  # whole cells
+        return cells, cells if crop_grid == grid else self._boxes_on_image(cells, crop_grid, grid)
+
+    def _ranked_boxes(self, features: Tensor | None, maps: Tensor | None,
+                      grid: tuple[int, int]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """``box=ranked``: the candidates of ``maps`` Tensor[B, M, h, w] on ``grid`` (``attention_proposals``), their
+        scores from ``features`` Tensor[B, C, h, w] (detached: the ranking loss trains the score head only) and
+        the top k by score, best first. Returns (boxes Tensor[B, k, 4], degenerate Tensor[B, k], candidates
+        Tensor[B, C, 4], scores Tensor[B, C])."""
+        cfg = self.config
+        if features is None or maps is None:
+            raise ValueError("box=ranked scores its candidates on the stage features: pass features and maps")
+        candidates, flat = attention_proposals(maps, grid, cfg.candidate_scales, cfg.candidates, cfg.candidate_iou,
+                                               self.offset)  # [B, C, 4] on grid
+        cells = tuple(features.shape[-2:])
+        on_cells = candidates if cells == grid else image_to_cells(candidates, grid, cells, self.offset)
+        scores = self.proposal_scorer(features.detach(), on_cells)  # [B, C]
+        top = scores.detach().topk(cfg.num_regions, dim=1).indices  # [B, k], best first
+        boxes = candidates.gather(1, top[..., None].expand(-1, -1, 4))
+        return boxes, flat[:, None].expand(-1, cfg.num_regions).clone(), candidates, scores
+
+    def _probe(self, x: Tensor, boxes: Tensor, grid: tuple[int, int], context: Tensor | None = None) -> Tensor:
+        """The zoomed branch's logits Tensor[B, R, K] on ``boxes`` Tensor[B, R, 4] (on the grid of ``x``, as the
+        sampler takes them) cropped out of ``x`` (``f`` at level=feature, the batch as loaded at level=image) at
+        ``probe_size`` of the view size for ``grid``: no gradient, the zoom pass's layers in eval mode (their running
+        zoom statistics read, not updated). The targets of the ranking loss."""
+        cfg = self.config
+        b, r = boxes.shape[:2]
+        size = self.split.zoom_grid(cfg.level) or tuple(max(1, round(cfg.probe_size * s)) for s in self._size(grid))
+        layers = self.split.tail_modules() if cfg.level == "feature" else [self.split]
+        with torch.no_grad(), self.zoom_pass(), evaluating(layers):
+            views = crop_views(x.detach().repeat_interleave(r, dim=0), boxes.flatten(0, 1), cfg, size,
+                               check_boxes=False)
+            if cfg.level == "feature":
+                logits = self.split.forward_head(self.split.forward_from(views, context))
+            else:
+                logits = self.split(views)
+        return logits.view(b, r, -1)
+
+    def _probed(self, choice: BoxChoice) -> tuple[Tensor, Tensor]:
+        """The R candidates of ``choice`` probed this step (``probe_order``): (indices Tensor[B, R], their scores
+        Tensor[B, R] with gradient)."""
+        index = probe_order(choice.scores, self.config.num_regions, self.config.probes)
+        return index, choice.scores.gather(1, index)
 
     def _boxes_on_image(self, boxes: Tensor, cells: tuple[int, int], grid: tuple[int, int]) -> Tensor:
         """Boxes Tensor[B, k, 4] on the feature grid ``cells`` -> the image region on ``grid`` they cover: exact
@@ -273,23 +376,41 @@ class ZoomNet(FGVCNet):
                       threshold: float | None) -> ZoomedViews:
         """level=feature: crop the boxes out of ``f`` Tensor[B, C, h, w], resize them to h x w and run the tail of
         the split on them."""
-        grid = tuple(f.shape[-2:])
-        boxes, boxes_image, degenerate = self.boxes(mean_map, tuple(source.shape[-2:]), grid, f, maps, threshold)
-        zoomed = self.zoom(f, boxes, grid)
+        grid, source_grid = tuple(f.shape[-2:]), tuple(source.shape[-2:])
+        choice = self.choose_boxes(mean_map, source_grid, grid, f, maps, threshold)
+        zoomed = self.zoom(f, choice.boxes, grid)
         with self.zoom_pass():
             logits = self.split.forward_head(self.split.forward_from(zoomed, context))
-        return ZoomedViews(boxes, boxes_image, degenerate, logits, zoomed)
+        extra = {}
+        if choice.scores is not None:
+            extra = self._candidate_outputs(choice)
+            if self.training:
+                index, scores = self._probed(choice)
+                on_crop, _ = self._on_crop(_pick(choice.candidates, index), source_grid, grid)
+                extra.update(rank_scores=scores[:, None], rank_logits=self._probe(f, on_crop, grid, context)[:, None])
+        return ZoomedViews(choice.boxes, choice.boxes_image, choice.degenerate, logits, zoomed, extra)
 
     def _zoom_image(self, source: Tensor, x: Tensor, f: Tensor, mean_map: Tensor, maps: Tensor,
                     threshold: float | None) -> ZoomedViews:
         """level=image: crop the boxes out of the batch as loaded (``source`` Tensor[B, 3, H, W]), resize them to
         the backbone's view ``x`` and run the whole backbone on them."""
-        grid = tuple(source.shape[-2:])
-        boxes, boxes_image, degenerate = self.boxes(mean_map, grid, grid, f, maps, threshold)
-        zoomed = self.zoom(source, boxes, tuple(x.shape[-2:]))
+        grid, view_grid = tuple(source.shape[-2:]), tuple(x.shape[-2:])
+        choice = self.choose_boxes(mean_map, grid, grid, f, maps, threshold)
+        zoomed = self.zoom(source, choice.boxes, view_grid)
         with self.zoom_pass():
             logits = self.split(zoomed)
-        return ZoomedViews(boxes, boxes_image, degenerate, logits, zoomed)
+        extra = {}
+        if choice.scores is not None:
+            extra = self._candidate_outputs(choice)
+            if self.training:
+                index, scores = self._probed(choice)
+                on_crop, _ = self._on_crop(_pick(choice.candidates, index), grid, grid)
+                extra.update(rank_scores=scores[:, None], rank_logits=self._probe(source, on_crop, view_grid)[:, None])
+        return ZoomedViews(choice.boxes, choice.boxes_image, choice.degenerate, logits, zoomed, extra)
+
+    @staticmethod
+    def _candidate_outputs(choice: BoxChoice) -> dict[str, Tensor]:
+        return {"candidates": choice.candidates, "candidate_scores": choice.scores.detach()}
 
     def _zoom_recursive(self, source: Tensor, x: Tensor, f: Tensor, mean_map: Tensor, maps: Tensor,
                         threshold: float | None) -> ZoomedViews:
@@ -304,8 +425,15 @@ class ZoomNet(FGVCNet):
         """
         cfg = self.config
         source_grid, view_grid = tuple(source.shape[-2:]), tuple(x.shape[-2:])
-        boxes, _, degenerate = self.boxes(mean_map, source_grid, source_grid, f, maps, threshold)
+        choice = self.choose_boxes(mean_map, source_grid, source_grid, f, maps, threshold)
+        boxes, degenerate = choice.boxes, choice.degenerate
         steps_boxes, logits, logits_attention = [boxes[:, 0]], [], []
+        ranked = choice.scores is not None
+        rank_scores, rank_logits = [], []
+        if ranked and self.training:
+            index, scores = self._probed(choice)
+            rank_scores.append(scores)
+            rank_logits.append(self._probe(source, _pick(choice.candidates, index), view_grid))
         for step in range(cfg.steps):
             zoomed = self.zoom(source, boxes, view_grid)
             with self.zoom_pass():
@@ -317,14 +445,30 @@ class ZoomNet(FGVCNet):
                 maps, view_logits_attention, _ = self.attention(f)
             logits_attention.append(view_logits_attention)
             # min_size applies on the source frame below, not to the view (a fraction of each view would compound)
-            inner, _, inner_degenerate = self.boxes(maps.detach().float().mean(dim=1), view_grid,
-                                                    threshold=threshold, min_size=0.0)
-            boxes = grow_boxes(nest_boxes(boxes[:, 0], inner[:, 0], view_grid), source_grid, 0.0, self.min_size())[:, None]
+            inner = self.choose_boxes(maps.detach().float().mean(dim=1), view_grid, features=f, maps=maps,
+                                      threshold=threshold, min_size=0.0)
+            if ranked and self.training:  # the view's candidates, nested in the source as they would be cropped
+                index, scores = self._probed(inner)
+                nested = self._nest(boxes, _pick(inner.candidates, index), view_grid, source_grid)
+                rank_scores.append(scores)
+                rank_logits.append(self._probe(source, nested, view_grid))
+            boxes = self._nest(boxes, inner.boxes, view_grid, source_grid)
             steps_boxes.append(boxes[:, 0])
-            degenerate = degenerate | inner_degenerate
+            degenerate = degenerate | inner.degenerate
         extra = {"boxes_steps": torch.stack(steps_boxes, dim=1),
                  "logits_attention_views": torch.stack(logits_attention, dim=1)}
+        if ranked:
+            extra.update(self._candidate_outputs(choice))
+            if rank_scores:
+                extra.update(rank_scores=torch.stack(rank_scores, dim=1), rank_logits=torch.stack(rank_logits, dim=1))
         return ZoomedViews(boxes, boxes, degenerate, torch.stack(logits, dim=1), zoomed, extra)
+
+    def _nest(self, outer: Tensor, inner: Tensor, view_grid: tuple[int, int], source_grid: tuple[int, int]) -> Tensor:
+        """Boxes Tensor[B, n, 4] on the view of ``outer`` Tensor[B, 1, 4] (``view_grid``) -> on the source grid,
+        grown to ``min_size`` of the source frame (the recursive zoom's next boxes)."""
+        b, n = inner.shape[:2]
+        nested = nest_boxes(outer.expand(-1, n, -1).flatten(0, 1), inner.flatten(0, 1), view_grid)
+        return grow_boxes(nested, source_grid, 0.0, self.min_size()).view(b, n, 4)
 
     def _drop_logits(self, x: Tensor, f: Tensor, context: Tensor | None, maps: Tensor) -> Tensor:
         """Attention dropping (training): the logits Tensor[B, K] of the input with one random map's peak

@@ -12,12 +12,20 @@ from fgzoom.ops.crop_affine import AFFINE_MODES
 from fgzoom.ops.interpolation import check_interpolation
 
 LEVELS = ("feature", "image")
-BOX_RULES = (*RULE_BOXES, "glimpse", "learned")
+BOX_RULES = (*RULE_BOXES, "glimpse", "learned", "ranked")
 SAMPLERS = ("continuous", "slice", "grid_sample")
 SAMPLER_ALIASES = {"affine": "grid_sample"}  # the grid_sample sampler's name before the continuous one came
 CONTINUOUS_SAMPLERS = ("continuous", "grid_sample")  # float boxes, differentiable in the box
 FUSIONS = ("mean_prob", "mean_logit", "raw", "zoom")
 NORM_STATS = ("branch", "shared")
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True)
@@ -38,8 +46,10 @@ class ZoomConfig:
             old name and still accepted).
         box: ``threshold`` (extent of attention >= theta of its range), ``mass`` (per axis the shortest run
             holding ``mass`` of the attention), ``moments`` (centre +- ``sigmas`` std of the attention above
-            theta), ``glimpse`` (fixed-size box at the peak, on the cropped grid) or ``learned``
-            (``LearnedBox``, needs a sampler differentiable in the box: continuous or grid_sample).
+            theta), ``glimpse`` (fixed-size box at the peak, on the cropped grid), ``learned``
+            (``LearnedBox``, needs a sampler differentiable in the box: continuous or grid_sample) or ``ranked``
+            (``fgzoom.models.ranked_box``: ``candidates`` boxes at the attention's peaks, the top
+            ``num_regions`` by a score head trained to rank them as the zoomed branch does).
         threshold: theta at evaluation (threshold, moments); threshold_range: [lo, hi] theta drawn per sample
             in training (null = always ``threshold``).
         mass: fraction of the attention the ``mass`` box holds per axis.
@@ -51,8 +61,17 @@ class ZoomConfig:
             learns where the parts are); 0 = tight boxes from the first step.
         glimpse_size: glimpse box side as a fraction of the frame.
         min_scale, max_scale: range of a learned box's side, fractions of the frame.
-        rank_margin: margin of the ranking loss of learned boxes (``model.loss.rank`` weighs it).
-        num_regions: k regions per sample (greedy suppression for rules, k map groups for learned).
+        rank_margin: margin of the ranking loss (``model.loss.rank`` weighs it): of learned boxes, in
+            probability; of ranked boxes, in score units.
+        num_regions: k regions per sample (greedy suppression for rules, k map groups for learned, the k best
+            scores for ranked).
+        candidates: C, candidate boxes per sample of ``box=ranked`` (``attention_proposals``).
+        candidate_scales: their sides, fractions of the frame side (each peak gets one box per scale).
+        candidate_iou: the candidates' non-maximum suppression: kept ones overlap by at most this IoU.
+        probes: R, candidates per sample whose zoomed view is classified (no gradient) in training to give the
+            ranking loss its targets: the top ``num_regions`` by score, then random others.
+        probe_size: side of those views as a fraction of the zoomed view's (the cost of the targets: R *
+            probe_size^2 extra views; a backbone that needs a fixed view size probes at that size).
         attention: ``head`` (learned, WS-DAN/BAP) or ``channel_sum`` (MMAL).
         num_maps: M, attention maps of the learned head.
         drop_threshold: attention-drop augmentation masks the region above this (used when
@@ -60,9 +79,10 @@ class ZoomConfig:
         fusion: ``mean_prob`` (default), ``mean_logit``, or one branch (``raw``/``zoom``).
         norm_stats: ``branch`` (default): the zoom pass keeps its own BatchNorm running statistics
             (``fgzoom.models.branch_norm``); ``shared``: both passes update one set, as WS-DAN's code does.
-        steps: zoom steps (level=image, rule boxes, one region): step s > 1 computes the attention of step
-            s - 1's view (the same head, with BatchNorm statistics of the zoomed views), takes the rule box
-            inside it and crops that from the loaded batch (RA-CNN's recursion); every step's box is at least
+        steps: zoom steps (level=image, rule or ranked boxes, one region): step s > 1 computes the attention of
+            step s - 1's view (the same head, with BatchNorm statistics of the zoomed views), takes the rule box
+            (ranked: the best-scored candidate) inside it and crops that from the loaded batch (RA-CNN's
+            recursion); every step's box is at least
             ``min_size`` of the frame; the zoomed branch is the mean of the steps' probabilities.
         cell_offset: where each feature cell sits in the image, in cells (``fgzoom.ops.cell_geometry``):
             ``measured`` (default: read off the backbone when the model is built and kept in its checkpoint),
@@ -101,11 +121,16 @@ class ZoomConfig:
     fusion: str = "mean_prob"
     norm_stats: str = "branch"
     steps: int = 1
+    candidates: int = 12
+    candidate_scales: tuple[float, ...] = (0.15, 0.25, 0.4, 0.6)
+    candidate_iou: float = 0.5
+    probes: int = 4
+    probe_size: float = 0.5
     cell_offset: str | float | tuple[float, float] = "measured"
     crop: bool = True
 
     def __post_init__(self) -> None:
-        for key in ("threshold_range", "size", "cell_offset"):  # a config file's lists, as the hashable tuples of the fields
+        for key in ("threshold_range", "size", "cell_offset", "candidate_scales"):  # a config file's lists, as the hashable tuples of the fields
             if isinstance(getattr(self, key), list):
                 object.__setattr__(self, key, tuple(getattr(self, key)))
         # checkpoints and configs written before the continuous sampler name grid_sample "affine"
@@ -192,25 +217,44 @@ class ZoomConfig:
             if self.fusion != "raw":
                 raise bad("fusion", self.fusion, "model.zoom.crop=false predicts from the raw branch: needs "
                           "fusion=raw (model=bap sets it)")
-            if self.box == "learned" or self.steps > 1:
-                key, value = ("box", self.box) if self.box == "learned" else ("steps", self.steps)
-                raise bad(key, value, "model.zoom.crop=false runs no zoomed view, which learned boxes and a "
-                          "recursive zoom train through: use a rule box or glimpse and steps=1")
+            if self.box in ("learned", "ranked") or self.steps > 1:
+                key, value = ("box", self.box) if self.box in ("learned", "ranked") else ("steps", self.steps)
+                raise bad(key, value, "model.zoom.crop=false runs no zoomed view, which learned and ranked boxes "
+                          "and a recursive zoom train through: use a rule box or glimpse and steps=1")
         if self.norm_stats not in NORM_STATS:
             raise bad("norm_stats", self.norm_stats, f"must be one of {NORM_STATS}")
         if self.steps < 1:
             raise bad("steps", self.steps, "must be >= 1")
+        if not _is_int(self.candidates) or self.candidates < 1:
+            raise bad("candidates", self.candidates, "must be an int >= 1")
+        scales = self.candidate_scales
+        if not isinstance(scales, tuple) or not scales or not all(
+                _is_number(s) and 0.0 < s <= 1.0 for s in scales):
+            raise bad("candidate_scales", scales, "must be a non-empty list of numbers in (0, 1] (fractions of "
+                      "the frame side)")
+        if not _is_number(self.candidate_iou) or not 0.0 < self.candidate_iou <= 1.0:
+            raise bad("candidate_iou", self.candidate_iou, "must be in (0, 1]")
+        # the ranking loss compares pairs of the probed candidates
+        upper = self.candidates if self.box == "ranked" else None
+        if not _is_int(self.probes) or self.probes < 2 or (upper is not None and self.probes > upper):
+            raise bad("probes", self.probes, "must be an int >= 2" if upper is None else
+                      f"must be an int in [2, model.zoom.candidates={upper}] (the ranking loss compares pairs)")
+        if not _is_number(self.probe_size) or not 0.0 < self.probe_size <= 1.0:
+            raise bad("probe_size", self.probe_size, "must be in (0, 1] (fraction of the zoomed view's side)")
+        if self.box == "ranked" and self.num_regions > self.candidates:
+            raise bad("num_regions", self.num_regions, f"box=ranked zooms the best num_regions of "
+                      f"model.zoom.candidates={self.candidates} candidates: need num_regions <= candidates")
         if self.cell_offset != "measured":
             pair = self.cell_offset if isinstance(self.cell_offset, tuple) else (self.cell_offset, self.cell_offset)
             if (len(pair) != 2 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in pair)
                     or not all(abs(v) <= 0.5 for v in pair)):
                 raise bad("cell_offset", self.cell_offset, "must be measured, a number in [-0.5, 0.5] or [dy, dx] of "
                           "such numbers (cells; 0 = the plain resize rule)")
-        if self.steps > 1 and (self.level != "image" or self.box not in RULE_BOXES
+        if self.steps > 1 and (self.level != "image" or self.box not in (*RULE_BOXES, "ranked")
                                or self.sampler not in CONTINUOUS_SAMPLERS or self.num_regions != 1
                                or self.attention != "head"):
-            raise bad("steps", self.steps, "a recursive zoom needs model.zoom.level=image, a rule box "
-                      f"(model.zoom.box one of {RULE_BOXES}), model.zoom.sampler=continuous or grid_sample, "
+            raise bad("steps", self.steps, "a recursive zoom needs model.zoom.level=image, a rule box or ranked "
+                      f"boxes (model.zoom.box one of {(*RULE_BOXES, 'ranked')}), model.zoom.sampler=continuous or grid_sample, "
                       "model.zoom.num_regions=1 and model.zoom.attention=head")
 
     @property

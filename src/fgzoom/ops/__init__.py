@@ -9,6 +9,7 @@ Modules, one job each:
   choice (a CPU cost model) ``resize_cost``.
 * ``crop_affine``: the differentiable crop of continuous boxes (``grid_sample``).
 * ``attention_boxes``: boxes from attention maps (the rules, glimpses, k regions).
+* ``proposals``: candidate boxes from attention maps (peaks x scales, non-maximum suppression; ``box=ranked``).
 * ``boxes``: box geometry (grow, round, scale between grids, nest, masks, elementwise IoU); ``box_checks`` the
   argument checks of both.
 * ``components``: 8-connected components of binary masks, their bounding boxes and the best IoU of a mask's
@@ -32,10 +33,13 @@ from fgzoom.ops.interpolation import (
     check_interpolation,
     interp_label,
 )
+from fgzoom.ops.proposals import *  # noqa: F403  (the names of proposals.__all__)
+from fgzoom.ops.proposals import __all__ as _PROPOSAL_NAMES
 
 __all__ = [
     *_ATTENTION_BOX_NAMES,
     *_BOX_NAMES,
+    *_PROPOSAL_NAMES,
     "AFFINE_MODES",
     "ALIGN_CORNERS_MODES",
     "ANTIALIAS_MODES",
