@@ -108,7 +108,7 @@ def test_torchscript_matches_pytorch_on_another_batch_size(trained, tmp_path):
 
 
 @pytest.mark.parametrize(("mode", "antialias"), [
-    pytest.param("bicubic", True, marks=pytest.mark.slow), ("area", False),
+    pytest.param("bicubic", True, marks=pytest.mark.slow), pytest.param("area", False, marks=pytest.mark.slow),
     pytest.param("nearest", False, marks=pytest.mark.slow),
 ])  # area (a box filter over partial cells) in the default suite; the other two with -m slow (8 s each)
 def test_the_continuous_sampler_exports_in_other_modes(trained, tmp_path, mode, antialias):

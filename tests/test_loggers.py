@@ -95,6 +95,7 @@ def test_mlflow_sqlite_store_without_sqlalchemy_is_the_same_line(tmp_path, monke
         instantiate_loggers(cfg.logger)
 
 
+@pytest.mark.slow  # 7 s: the fast suite keeps to its time budget
 def test_train_and_eval_with_mlflow_leave_metrics_and_figures_in_the_run_folder(tmp_path, synthetic_root, monkeypatch):
     pytest.importorskip("mlflow", reason="pip install -e '.[mlflow]'")
     from mlflow.tracking import MlflowClient

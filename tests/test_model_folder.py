@@ -61,6 +61,7 @@ def test_eval_and_predict_take_the_folder_without_the_run(trained, synthetic_roo
     assert len(list(csv.DictReader((tmp_path / "pred" / "predictions.csv").open()))) == 1
 
 
+@pytest.mark.slow  # 9 s: the fast suite keeps to its time budget
 def test_push_to_hub_offline_is_one_line_and_keeps_the_folder(trained, tmp_path):
     result = run_script("save_model.py", f"ckpt_path={trained / 'checkpoints' / 'last.ckpt'}", f"out={tmp_path / 'm'}",
                         "push_to_hub=true", "hub_repo=someone/model", f"hydra.run.dir={tmp_path / 'save'}",

@@ -226,7 +226,7 @@ def test_split_metrics_log_maxboxacc_on_val_and_test():
 
     train = SplitMetrics("train", 4, {"acc_raw": "logits_raw"})  # off: no key, no cost
     train.update(out, torch.arange(4), torch.tensor(1.0), batch)
-    assert not any("box" in key for key in train.compute()) and train.box_accuracy is None
+    assert not any("boxacc" in key for key in train.compute()) and train.box_accuracy is None
 
 
 def test_split_metrics_without_boxes_or_attention_log_no_maxboxacc():
