@@ -381,13 +381,7 @@ class ZoomNet(FGVCNet):
         zoomed = self.zoom(f, choice.boxes, grid)
         with self.zoom_pass():
             logits = self.split.forward_head(self.split.forward_from(zoomed, context))
-        extra = {}
-        if choice.scores is not None:
-            extra = self._candidate_outputs(choice)
-            if self.training:
-                index, scores = self._probed(choice)
-                on_crop, _ = self._on_crop(_pick(choice.candidates, index), source_grid, grid)
-                extra.update(rank_scores=scores[:, None], rank_logits=self._probe(f, on_crop, grid, context)[:, None])
+        extra = self._ranked_outputs(choice, source_grid, grid, f, grid, context)
         return ZoomedViews(choice.boxes, choice.boxes_image, choice.degenerate, logits, zoomed, extra)
 
     def _zoom_image(self, source: Tensor, x: Tensor, f: Tensor, mean_map: Tensor, maps: Tensor,
@@ -399,14 +393,24 @@ class ZoomNet(FGVCNet):
         zoomed = self.zoom(source, choice.boxes, view_grid)
         with self.zoom_pass():
             logits = self.split(zoomed)
-        extra = {}
-        if choice.scores is not None:
-            extra = self._candidate_outputs(choice)
-            if self.training:
-                index, scores = self._probed(choice)
-                on_crop, _ = self._on_crop(_pick(choice.candidates, index), grid, grid)
-                extra.update(rank_scores=scores[:, None], rank_logits=self._probe(source, on_crop, view_grid)[:, None])
+        extra = self._ranked_outputs(choice, grid, grid, source, view_grid)
         return ZoomedViews(choice.boxes, choice.boxes_image, choice.degenerate, logits, zoomed, extra)
+
+    def _ranked_outputs(self, choice: BoxChoice, source_grid: tuple[int, int], crop_grid: tuple[int, int],
+                        probe_input: Tensor, view_grid: tuple[int, int],
+                        context: Tensor | None = None) -> dict[str, Tensor]:
+        """box=ranked, one zoom step: the candidates and scores, and in training the probed candidates' scores
+        ``rank_scores`` Tensor[B, 1, R] with the zoomed branch's logits on them ``rank_logits`` Tensor[B, 1, R, K]
+        (cropped out of ``probe_input`` on ``crop_grid``); {} for the other rules."""
+        if choice.scores is None:
+            return {}
+        extra = self._candidate_outputs(choice)
+        if self.training:
+            index, scores = self._probed(choice)
+            on_crop, _ = self._on_crop(_pick(choice.candidates, index), source_grid, crop_grid)
+            logits = self._probe(probe_input, on_crop, view_grid, context)
+            extra.update(rank_scores=scores[:, None], rank_logits=logits[:, None])
+        return extra
 
     @staticmethod
     def _candidate_outputs(choice: BoxChoice) -> dict[str, Tensor]:
